@@ -1,0 +1,28 @@
+# The two commands of the README. Both create .venv on first use and reinstall when pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+# The paper's headline setting: Qwen2-57B-A14B-Instruct + Qwen2-0.5B-Instruct on 2xH800, sigma 0.90.
+demo: $(STAMP)
+	mkdir -p out
+	$(BIN)/moesd predict --target Qwen2-57B-A14B-Instruct --draft Qwen2-0.5B-Instruct \
+		--hardware H800 --tp 2 --sigma 0.90 --gamma 2,3,4 --plot out/demo_speedup.png
+	@echo "wrote out/demo_speedup.png"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_perf_model.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

@@ -1,0 +1,147 @@
+"""`moesd` command line: parse arguments and dispatch to `moesd.commands`; nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from moesd.errors import MoesdError
+
+PAPER_BATCH_SIZES = "1,2,4,8,12,16,20,24,28,32,36,40,44,48,52,56,60,80,100"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit code 2) like every other input error."""
+
+    def error(self, message: str):
+        raise MoesdError(f"{self.prog}: {message}")
+
+
+def int_list(text: str) -> list[int]:
+    """'1,2,4' or ranges '1-8' or mixed '1-4,8,16'."""
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                out.extend(range(int(lo), int(hi) + 1))
+            elif part:
+                out.append(int(part))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
+    if not out:
+        raise argparse.ArgumentTypeError(f"empty list: {text!r}")
+    return out
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", required=True, help="preset name or config.json path / model directory")
+    p.add_argument("--draft", help="draft preset or config.json (omit for model-free drafting: zero draft cost)")
+    p.add_argument("--hardware", required=True, help="hardware preset (see `moesd presets`) or JSON file")
+    p.add_argument("--tp", type=int, default=1, help="target tensor-parallel degree (draft stays on one device)")
+    p.add_argument("--ep", type=int, default=1, help="expert-parallel degree within the TP group")
+    p.add_argument("--gamma", type=int_list, default=list(range(1, 9)), help="draft lengths, e.g. 2,3,4 or 1-8")
+    acc = p.add_mutually_exclusive_group(required=True)
+    acc.add_argument("--alpha", type=float, help="acceptance rate; sigma follows gamma via Eq. 5")
+    acc.add_argument("--sigma", type=float, help="tokens per round / (gamma+1), held fixed across gamma")
+    p.add_argument("--experts-per-token", type=int, help="override top-K (the paper's sparsity sweep)")
+    p.add_argument("--expert-budget", type=int, help="cap distinct experts per layer in verify (MoE-Spec)")
+    p.add_argument("--params", help="fitted parameters from `moesd fit` (default: physical prior)")
+    p.add_argument("--routing-curve", help="measured distinct-experts curve JSON instead of Eq. 8")
+    p.add_argument("--verify-tokens", choices=["engine", "paper"],
+                   help="tokens per sequence in a verify pass: gamma+1 (engine, default) or gamma (paper)")
+    p.add_argument("--bandwidth-efficiency", type=float, help="fraction of peak bandwidth reached (default 1)")
+    p.add_argument("--flops-efficiency", type=float, help="fraction of peak FLOP/s reached (default 1)")
+
+
+def _scenario_kw(a: argparse.Namespace) -> dict:
+    return dict(target=a.target, hardware=a.hardware, draft=a.draft, tp=a.tp, ep=a.ep,
+                experts_per_token=a.experts_per_token, expert_budget=a.expert_budget, params_file=a.params,
+                routing_curve=a.routing_curve, verify_convention=a.verify_tokens,
+                bandwidth_efficiency=a.bandwidth_efficiency, flops_efficiency=a.flops_efficiency)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="moesd", description="Speculative decoding on Mixture-of-Experts: predict, fit, schedule.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("presets", help="list model and hardware presets")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("experts", help="expected distinct experts N(t), tokens per expert, T_thres")
+    p.add_argument("--num-experts", type=int)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--target", help="take E and K from a preset or config.json")
+    p.add_argument("--tokens", type=int_list, default=[1, 2, 4, 8, 16, 32, 64, 128])
+    p.add_argument("--tau", type=float, default=0.95)
+    p.add_argument("--routing-curve")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--plot")
+
+    p = sub.add_parser("predict", help="predicted SD speedup over batch sizes and draft lengths")
+    _model_args(p)
+    p.add_argument("--batch-sizes", type=int_list, default=int_list(PAPER_BATCH_SIZES))
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--plot", help="write a PNG of speedup and target efficiency vs batch size")
+
+    p = sub.add_parser("schedule", help="best gamma per batch size as vLLM's dynamic SD table")
+    _model_args(p)
+    p.add_argument("--max-batch-size", type=int, default=256)
+    p.add_argument("--format", choices=["vllm", "table"], default="vllm")
+    p.add_argument("-o", "--output")
+
+    p = sub.add_parser("fit", help="fit Algorithm 1's parameters to measurements (JSONL or CSV)")
+    p.add_argument("measurements")
+    p.add_argument("--target")
+    p.add_argument("--draft")
+    p.add_argument("--hardware")
+    p.add_argument("--tp", type=int)
+    p.add_argument("--verify-tokens", choices=["engine", "paper"], default="engine")
+    p.add_argument("--stride", type=int, help="fit every N-th point (sorted by K, gamma, B), test on the rest")
+    p.add_argument("--skip-bad-lines", action="store_true", help="skip malformed JSONL lines instead of stopping")
+    p.add_argument("-o", "--output", help="write the fitted parameters (JSON) for `predict --params`")
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def dispatch(a: argparse.Namespace) -> str:
+    if a.command == "presets":
+        from moesd.commands import presets
+
+        return presets.run(a.json)
+    if a.command == "experts":
+        from moesd.commands import experts
+
+        return experts.run(a.num_experts, a.top_k, a.tokens, a.tau, a.target, a.routing_curve, a.json, a.plot)
+    if a.command == "predict":
+        from moesd.commands import predict
+
+        return predict.run(_scenario_kw(a), a.batch_sizes, a.gamma, a.alpha, a.sigma, a.json, a.plot)
+    if a.command == "schedule":
+        from moesd.commands import schedule
+
+        return schedule.run(_scenario_kw(a), a.max_batch_size, a.gamma, a.alpha, a.sigma, a.format, a.output)
+    if a.command == "fit":
+        from moesd.commands import fit
+
+        return fit.run(a.measurements, a.target, a.draft, a.hardware, a.tp, a.verify_tokens, a.stride,
+                       a.skip_bad_lines, a.output, a.json)
+    raise AssertionError(a.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        sys.stdout.write(dispatch(args))
+    except MoesdError as exc:
+        print(f"moesd: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("moesd: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per `moesd` subcommand: each `run(...)` does the work and returns the text to print."""

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import numpy as np
+
+from moesd import render
+from moesd.errors import MoesdError
+from moesd.perf.experts import (RoutingCurve, check_experts, expected_active_experts, saturation_tokens,
+                                tokens_per_active_expert)
+
+
+def run(num_experts: int | None, top_k: int | None, tokens: list[int], tau: float, target: str | None,
+        routing_curve: str | None, as_json: bool, plot: str | None) -> str:
+    if target is not None:
+        from moesd.perf.inputs import resolve_model
+
+        arch = resolve_model(target)
+        num_experts = num_experts or arch.num_experts
+        top_k = top_k or arch.experts_per_token
+    if num_experts is None or top_k is None:
+        raise MoesdError("give --num-experts and --top-k, or --target")
+    check_experts(num_experts, top_k)
+    if min(tokens) < 1:
+        raise MoesdError(f"token counts must be >= 1, got {min(tokens)}")
+    t = np.asarray(tokens, dtype=float)
+    n = expected_active_experts(t, num_experts, top_k)
+    curve = RoutingCurve.from_file(routing_curve) if routing_curve else None
+    measured = curve.active_experts(t, num_experts, top_k) if curve else None
+    rows = []
+    for i, tok in enumerate(tokens):
+        used = measured[i] if measured is not None else n[i]
+        row = {"tokens": int(tok), "active_experts": float(n[i]),
+               "tokens_per_expert": float(tokens_per_active_expert(tok, top_k, used))}
+        if measured is not None:
+            row["measured_active_experts"] = float(measured[i])
+        rows.append(row)
+    threshold = saturation_tokens(num_experts, top_k, tau)
+    if plot:
+        from moesd.perf.plot import plot_experts
+
+        curves = {"Eq. 8 (i.i.d.)": n}
+        if measured is not None:
+            curves["measured routing"] = measured
+        plot_experts(t, curves, num_experts, f"distinct experts, E={num_experts}, K={top_k}", plot)
+    if as_json:
+        return render.to_json({"num_experts": num_experts, "top_k": top_k, "tau": tau,
+                               "saturation_tokens": threshold, "rows": rows})
+    return render.experts_text(rows, num_experts, top_k, tau, threshold)

@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from moesd import render
+from moesd.atomic_io import write_text_atomic
+from moesd.errors import MoesdError
+from moesd.perf.inputs import build_scenario
+from moesd.perf.prediction import Acceptance
+from moesd.perf.schedule import best_gamma_schedule, vllm_config
+
+
+def run(scenario_kw: dict, max_batch_size: int, gammas: list[int], alpha: float | None, sigma: float | None,
+        fmt: str, output: str | None) -> str:
+    if max_batch_size < 1:
+        raise MoesdError(f"--max-batch-size must be >= 1, got {max_batch_size}")
+    scenario, _ = build_scenario(**scenario_kw)
+    table = best_gamma_schedule(scenario, max_batch_size, gammas, Acceptance(alpha=alpha, sigma=sigma))
+    text = render.to_json(vllm_config(table)) if fmt == "vllm" else render.schedule_text(table)
+    if output:
+        write_text_atomic(output, text)
+        return f"wrote {output}\n"
+    return text

@@ -1,0 +1,172 @@
+"""Model presets: the public config.json values (the keys our parser reads), each with its source.
+
+`card_total_params` / `card_active_params` are what the model card or paper publishes, and
+`card_active_convention` says how that vendor counts "active": ``all`` (every parameter a token
+touches, both embedding matrices included: Qwen, Mistral, AI2) or ``excl_input_embedding``
+(the input embedding is a lookup: DeepSeek, OpenAI). Tests check our exact counts against them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from moesd.errors import MoesdError
+from moesd.perf.architecture import ArchSpec
+from moesd.perf.hf_config import arch_from_dict
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    name: str
+    config: dict[str, Any]
+    source: str
+    card_total_params: float
+    card_active_params: float
+    card_active_convention: str  # "all" | "excl_input_embedding"
+    card_source: str
+
+    def arch(self) -> ArchSpec:
+        return arch_from_dict(self.config, name=self.name, origin=f"preset {self.name}")
+
+
+def _hf(repo: str) -> str:
+    return f"https://huggingface.co/{repo}/blob/main/config.json"
+
+
+MODEL_PRESETS: dict[str, ModelPreset] = {
+    p.name: p
+    for p in [
+        ModelPreset(
+            "Qwen2-57B-A14B-Instruct",
+            dict(model_type="qwen2_moe", hidden_size=3584, intermediate_size=18944,
+                 moe_intermediate_size=2560, shared_expert_intermediate_size=20480,
+                 num_experts=64, num_experts_per_tok=8, num_hidden_layers=28,
+                 num_attention_heads=28, num_key_value_heads=4, vocab_size=151936,
+                 decoder_sparse_step=1, mlp_only_layers=[], norm_topk_prob=False,
+                 tie_word_embeddings=False, torch_dtype="bfloat16"),
+            _hf("Qwen/Qwen2-57B-A14B-Instruct"),
+            57e9, 14e9, "all", "Qwen2 technical report (arXiv 2407.10671) Table 1: 57B total, 14B activated",
+        ),
+        ModelPreset(
+            "Qwen2-0.5B-Instruct",
+            dict(model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                 num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
+                 tie_word_embeddings=True, torch_dtype="bfloat16"),
+            _hf("Qwen/Qwen2-0.5B-Instruct"),
+            0.49e9, 0.49e9, "all", "Qwen2-0.5B model card: 0.49B parameters",
+        ),
+        ModelPreset(
+            "Mixtral-8x7B-Instruct-v0.1",
+            dict(model_type="mixtral", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                 num_attention_heads=32, num_key_value_heads=8, num_local_experts=8,
+                 num_experts_per_tok=2, vocab_size=32000, tie_word_embeddings=False,
+                 torch_dtype="bfloat16"),
+            _hf("mistralai/Mixtral-8x7B-Instruct-v0.1"),
+            46.7e9, 12.9e9, "all", "Mixtral of Experts (arXiv 2401.04088): 47B total, 13B active; Mistral blog: 46.7B / 12.9B",
+        ),
+        ModelPreset(
+            "OPT-30B",
+            dict(model_type="opt", hidden_size=7168, ffn_dim=28672, num_hidden_layers=48,
+                 num_attention_heads=56, vocab_size=50272, max_position_embeddings=2048,
+                 word_embed_proj_dim=7168, do_layer_norm_before=True, enable_bias=True,
+                 torch_dtype="float16"),
+            _hf("facebook/opt-30b"),
+            30e9, 30e9, "all", "OPT paper (arXiv 2205.01068) Table 1: 30B",
+        ),
+        ModelPreset(
+            "OPT-350M",
+            dict(model_type="opt", hidden_size=1024, ffn_dim=4096, num_hidden_layers=24,
+                 num_attention_heads=16, vocab_size=50272, max_position_embeddings=2048,
+                 word_embed_proj_dim=512, do_layer_norm_before=False, enable_bias=True,
+                 torch_dtype="float16"),
+            _hf("facebook/opt-350m"),
+            # "350M" is the paper's nominal size; the released checkpoint holds 331.2M weights
+            # (Hugging Face hub model-size badge: 331M params), which is what we check against.
+            331.2e6, 331.2e6, "all", "facebook/opt-350m on the Hugging Face hub: 331M params (paper nominal 350M)",
+        ),
+        ModelPreset(
+            "DeepSeek-V2-Lite",
+            dict(model_type="deepseek_v2", hidden_size=2048, intermediate_size=10944,
+                 moe_intermediate_size=1408, num_hidden_layers=27, num_attention_heads=16,
+                 num_key_value_heads=16, n_routed_experts=64, n_shared_experts=2,
+                 num_experts_per_tok=6, first_k_dense_replace=1, moe_layer_freq=1,
+                 kv_lora_rank=512, q_lora_rank=None, qk_nope_head_dim=128, qk_rope_head_dim=64,
+                 v_head_dim=128, vocab_size=102400, tie_word_embeddings=False,
+                 torch_dtype="bfloat16"),
+            _hf("deepseek-ai/DeepSeek-V2-Lite"),
+            15.7e9, 2.4e9, "excl_input_embedding",
+            "DeepSeek-V2 paper (arXiv 2405.04434) Appendix B: 15.7B total, 2.4B activated",
+        ),
+        ModelPreset(
+            "Qwen1.5-MoE-A2.7B",
+            dict(model_type="qwen2_moe", hidden_size=2048, intermediate_size=5632,
+                 moe_intermediate_size=1408, shared_expert_intermediate_size=5632, num_experts=60,
+                 num_experts_per_tok=4, num_hidden_layers=24, num_attention_heads=16,
+                 num_key_value_heads=16, vocab_size=151936, decoder_sparse_step=1,
+                 mlp_only_layers=[], tie_word_embeddings=False, torch_dtype="bfloat16"),
+            _hf("Qwen/Qwen1.5-MoE-A2.7B"),
+            14.3e9, 2.7e9, "all", "Qwen1.5-MoE blog / model card: 14.3B total, 2.7B activated",
+        ),
+        ModelPreset(
+            "OLMoE-1B-7B",
+            dict(model_type="olmoe", hidden_size=2048, intermediate_size=1024, num_experts=64,
+                 num_experts_per_tok=8, num_hidden_layers=16, num_attention_heads=16,
+                 num_key_value_heads=16, vocab_size=50304, tie_word_embeddings=False,
+                 torch_dtype="bfloat16"),
+            _hf("allenai/OLMoE-1B-7B-0924"),
+            6.9e9, 1.3e9, "all", "OLMoE paper (arXiv 2409.02060): 6.9B total, 1.3B active",
+        ),
+        ModelPreset(
+            "Qwen3-30B-A3B",
+            dict(model_type="qwen3_moe", hidden_size=2048, intermediate_size=6144,
+                 moe_intermediate_size=768, num_experts=128, num_experts_per_tok=8,
+                 num_hidden_layers=48, num_attention_heads=32, num_key_value_heads=4, head_dim=128,
+                 vocab_size=151936, decoder_sparse_step=1, mlp_only_layers=[],
+                 norm_topk_prob=True, tie_word_embeddings=False, torch_dtype="bfloat16"),
+            _hf("Qwen/Qwen3-30B-A3B"),
+            30.5e9, 3.3e9, "all", "Qwen3-30B-A3B model card: 30.5B total, 3.3B activated",
+        ),
+        ModelPreset(
+            "SmolLM2-135M",
+            dict(model_type="llama", hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                 num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
+                 tie_word_embeddings=True, torch_dtype="bfloat16"),
+            _hf("HuggingFaceTB/SmolLM2-135M"),
+            135e6, 135e6, "all", "SmolLM2 model card: 135M parameters",
+        ),
+        ModelPreset(
+            "gpt-oss-20b",
+            dict(model_type="gpt_oss", hidden_size=2880, intermediate_size=2880, num_hidden_layers=24,
+                 num_attention_heads=64, num_key_value_heads=8, head_dim=64, num_local_experts=32,
+                 num_experts_per_tok=4, vocab_size=201088, attention_bias=True,
+                 tie_word_embeddings=False, torch_dtype="bfloat16",
+                 quantization_config={"quant_method": "mxfp4"}),
+            _hf("openai/gpt-oss-20b"),
+            20.91e9, 3.61e9, "excl_input_embedding", "gpt-oss model card (arXiv 2508.10925) Table 1: 20.91B total, 3.61B active",
+        ),
+        ModelPreset(
+            "DeepSeek-V3",
+            dict(model_type="deepseek_v3", hidden_size=7168, intermediate_size=18432,
+                 moe_intermediate_size=2048, num_hidden_layers=61, num_attention_heads=128,
+                 num_key_value_heads=128, n_routed_experts=256, n_shared_experts=1,
+                 num_experts_per_tok=8, first_k_dense_replace=3, moe_layer_freq=1,
+                 kv_lora_rank=512, q_lora_rank=1536, qk_nope_head_dim=128, qk_rope_head_dim=64,
+                 v_head_dim=128, vocab_size=129280, tie_word_embeddings=False,
+                 torch_dtype="bfloat16", quantization_config={"quant_method": "fp8"}),
+            _hf("deepseek-ai/DeepSeek-V3"),
+            # 671B main model; the released 685B adds the 14B multi-token-prediction module,
+            # which transformers does not load and we do not count.
+            671e9, 37e9, "all", "DeepSeek-V3 technical report (arXiv 2412.19437): 671B total, 37B activated",
+        ),
+    ]
+}
+
+
+def model_preset(name: str) -> ModelPreset:
+    try:
+        return MODEL_PRESETS[name]
+    except KeyError:
+        raise MoesdError(
+            f"unknown model preset {name!r}; valid: {', '.join(MODEL_PRESETS)}"
+        ) from None
