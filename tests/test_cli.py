@@ -154,3 +154,22 @@ def test_console_script_errors_without_traceback():
                            "--alpha", "0.3"], capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == "moesd: error: config file not found: x.json"
+
+
+def test_calibrate_writes_a_usable_hardware_file(capsys, tmp_path):
+    dest = tmp_path / "cpu.json"
+    rc, out, _ = run(capsys, "calibrate", "--numpy", "--repeats", "1", "-o", str(dest))
+    assert rc == 0 and "GB/s" in out
+    hw = json.loads(dest.read_text())
+    assert 1e9 < hw["memory_bandwidth_bytes_per_s"] < 1e13 and hw["peak_bf16_flops_per_s"] > 1e9
+    assert "numpy" in hw["source"]
+    rc, out, _ = run(capsys, "predict", "--target", "OLMoE-1B-7B", "--hardware", str(dest), "--alpha", "0.7",
+                     "--gamma", "3", "--batch-sizes", "1,16", "--json")
+    assert rc == 0 and json.loads(out)["context"]["hardware"] == "cpu-calibrated"
+
+
+def test_load_bound_factor(capsys, tmp_path):
+    meas = tmp_path / "m.csv"
+    meas.write_text("batch_size,gamma,experts_per_token,num_experts,sigma,speedup\n1,2,8,64,0.9,1.1\n")
+    rc, _, err = run(capsys, "fit", str(meas), "--hardware", "H800", "--load-bound-factor", "0.5")
+    assert rc == 2 and "--load-bound-factor must be >= 1" in err

@@ -100,8 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-tokens", choices=["engine", "paper"], default="engine")
     p.add_argument("--stride", type=int, help="fit every N-th point (sorted by K, gamma, B), test on the rest")
     p.add_argument("--skip-bad-lines", action="store_true", help="skip malformed JSONL lines instead of stopping")
+    p.add_argument("--load-bound-factor", type=float, default=5.0,
+                   help="fit loads within [bytes/bandwidth, factor x that] (paper App. C.2: 5)")
     p.add_argument("-o", "--output", help="write the fitted parameters (JSON) for `predict --params`")
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("calibrate", help="measure this machine's bandwidth and GEMM peak into a hardware JSON")
+    p.add_argument("-o", "--output", help="hardware JSON to write (use it as --hardware FILE)")
+    p.add_argument("--repeats", type=int, default=9)
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--numpy", action="store_true", help="measure with numpy fp32 even if torch is installed")
     return parser
 
 
@@ -126,7 +134,11 @@ def dispatch(a: argparse.Namespace) -> str:
         from moesd.commands import fit
 
         return fit.run(a.measurements, a.target, a.draft, a.hardware, a.tp, a.verify_tokens, a.stride,
-                       a.skip_bad_lines, a.output, a.json)
+                       a.skip_bad_lines, a.output, a.json, a.load_bound_factor)
+    if a.command == "calibrate":
+        from moesd.commands import calibrate
+
+        return calibrate.run(a.output, a.repeats, a.threads, a.numpy)
     raise AssertionError(a.command)
 
 

@@ -14,7 +14,9 @@ from moesd.perf.step_time import StepContext
 
 def run(measurements: str, target: str | None, draft: str | None, hardware: str | None, tp: int | None,
         verify_convention: str, stride: int | None, skip_bad_lines: bool, output: str | None,
-        as_json: bool) -> str:
+        as_json: bool, load_bound_factor: float = 5.0) -> str:
+    if not load_bound_factor >= 1.0:
+        raise MoesdError(f"--load-bound-factor must be >= 1, got {load_bound_factor}")
     target_arch = resolve_model(target) if target else None
     m = load_measurements(
         measurements,
@@ -36,7 +38,7 @@ def run(measurements: str, target: str | None, draft: str | None, hardware: str 
     if stride:
         chosen, rest = stride_split(m, stride)
         train = m.subset(chosen)
-        result = fit(train, hw, ctx, tp, target_arch, draft_arch)
+        result = fit(train, hw, ctx, tp, target_arch, draft_arch, load_bound_factor=load_bound_factor)
         if rest.size:
             sp, _ = predicted_speedup(result.params, ctx, m.subset(rest))
             err = np.abs(100.0 * (sp / m.speedup[rest] - 1.0))
@@ -45,14 +47,16 @@ def run(measurements: str, target: str | None, draft: str | None, hardware: str 
                                        "max_abs_pct_error": float(np.max(err))}
     else:
         train = m
-        result = fit(train, hw, ctx, tp, target_arch, draft_arch)
-    held_out["leave_batch_size_out"] = held_out_error(train, hw, ctx, tp, target_arch, draft_arch)
+        result = fit(train, hw, ctx, tp, target_arch, draft_arch, load_bound_factor=load_bound_factor)
+    held_out["leave_batch_size_out"] = held_out_error(train, hw, ctx, tp, target_arch, draft_arch,
+                                                         load_bound_factor=load_bound_factor)
     out = {
         "params": result.params.to_dict(),
         "paper_convention": result.params.paper_convention(ctx.knee(result.params.lam)),
         "context": {"target": target_arch.name if target_arch else None, "draft": draft_arch.name if draft_arch else None,
                     "hardware": hw.name, "tp": tp, "verify_convention": verify_convention,
-                    "knee_tokens": ctx.knee(result.params.lam), "measurements": measurements},
+                    "knee_tokens": ctx.knee(result.params.lam), "measurements": measurements,
+                    "load_bound_factor": load_bound_factor},
         "fit": result.summary(),
         "held_out": held_out,
         "residual_pct": result.residual_pct.tolist(),

@@ -145,7 +145,8 @@ class _Problem:
 
 
 def fit(m: Measurements, hw: Hardware, ctx: StepContext, tp: int = 1, target: ArchSpec | None = None,
-        draft: ArchSpec | None = None, start: StepTimeParams | None = None) -> FitResult:
+        draft: ArchSpec | None = None, start: StepTimeParams | None = None,
+        load_bound_factor: float = 5.0) -> FitResult:
     from scipy.optimize import least_squares  # lazy: scipy.optimize costs ~0.2 s to import
 
     t0 = time.perf_counter()
@@ -158,7 +159,7 @@ def fit(m: Measurements, hw: Hardware, ctx: StepContext, tp: int = 1, target: Ar
         # still" than the draft term, paper section 4).
         reject_max = 0.1 * _decode_scale(m, hw, tp, target, draft)
     has_draft = _has_draft(m, draft)
-    lower, upper = paper_bounds(target, hw, tp, draft, has_draft, is_moe, reject_max)
+    lower, upper = paper_bounds(target, hw, tp, draft, has_draft, is_moe, reject_max, load_bound_factor)
     start = start or _starting_point(m, hw, tp, target, draft)
     problem = _Problem(m, ctx, start, lower, upper)
     if len(m) < len(problem.names):
@@ -198,7 +199,7 @@ def batch_size_folds(batch_sizes: np.ndarray, max_folds: int = 10) -> list[np.nd
 
 
 def held_out_error(m: Measurements, hw: Hardware, ctx: StepContext, tp: int = 1, target: ArchSpec | None = None,
-                   draft: ArchSpec | None = None, max_folds: int = 10) -> dict:
+                   draft: ArchSpec | None = None, max_folds: int = 10, load_bound_factor: float = 5.0) -> dict:
     """Leave-batch-size-out cross-validation of the speedup, in absolute percent error."""
     errors, folds_used = [], 0
     n_free = None
@@ -207,7 +208,7 @@ def held_out_error(m: Measurements, hw: Hardware, ctx: StepContext, tp: int = 1,
         if train.size == 0 or not mask.any():
             continue
         try:
-            result = fit(m.subset(train), hw, ctx, tp, target, draft)
+            result = fit(m.subset(train), hw, ctx, tp, target, draft, load_bound_factor=load_bound_factor)
         except MoesdError:
             continue  # too few training points in this fold
         n_free = len(result.free)

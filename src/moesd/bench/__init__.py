@@ -1,0 +1,1 @@
+"""Measurement side of moesd: hardware calibration now; workloads, sweeps and reports later."""
