@@ -20,8 +20,8 @@ from moesd.perf.measurements import Measurements
 from moesd.perf.model_presets import model_preset
 from moesd.perf.prediction import Acceptance, Scenario, predict
 from moesd.perf.prior import physical_prior
-from moesd.perf.speedup import speedup
-from moesd.perf.step_time import StepContext, step_times
+from moesd.perf.step_time import StepContext
+from moesd.perf.synthetic import simulate
 
 REPEATS = 21
 
@@ -40,15 +40,9 @@ def paper_grid_measurements(seed=0) -> Measurements:
     """228 synthetic points on the paper's sparsity-study grid (6 K x 2 gamma x 19 B), 5 % noise."""
     hw = hardware_preset("H800")
     target, draft = model_preset("Qwen2-57B-A14B-Instruct").arch(), model_preset("Qwen2-0.5B-Instruct").arch()
-    params = physical_prior(target, hw, 2, draft)
     ctx = StepContext(hw.ridge_point_flops_per_byte, 2.0, verify_convention="paper")
-    batch = [1, 2, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60, 80, 100]
-    rows = [(b, g, k) for k in (1, 2, 4, 6, 7, 8) for g in (2, 4) for b in batch]
-    b, g, k = (np.array(x, dtype=float) for x in zip(*rows))
-    t = step_times(params, ctx, b, g, 64.0, k)
-    sp = speedup(0.8, g, t["target_decode_s"], t["target_verify_s"], t["draft_s"], t["reject_s"])
-    rng = np.random.default_rng(seed)
-    return Measurements(b, g, k, np.full_like(b, 64.0), np.full_like(b, 0.8), sp * (1 + 0.05 * rng.standard_normal(sp.shape)))
+    return simulate(physical_prior(target, hw, 2, draft), ctx, 64, (1, 2, 4, 6, 7, 8), (2, 4), seed=seed,
+                    with_stages=False)
 
 
 def main() -> int:

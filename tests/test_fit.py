@@ -9,18 +9,19 @@ import pytest
 from moesd.errors import MoesdError
 from moesd.perf.fit import batch_size_folds, fit, held_out_error, predicted_speedup, stride_split
 from moesd.perf.hardware import hardware_preset
-from moesd.perf.measurements import Measurements, load_measurements
+from moesd.perf.measurements import STAGE_COLUMNS, Measurements, load_measurements
 from moesd.perf.model_presets import model_preset
 from moesd.perf.prior import physical_prior
 from moesd.perf.speedup import speedup
 from moesd.perf.step_time import StepContext, step_times
+from moesd.perf.synthetic import PAPER_BATCH_SIZES, simulate
 
 HW = hardware_preset("H800")
 TARGET = model_preset("Qwen2-57B-A14B-Instruct").arch()
 DRAFT = model_preset("Qwen2-0.5B-Instruct").arch()
 CTX = StepContext(HW.ridge_point_flops_per_byte, 2.0)
-PAPER_B = np.array([1, 2, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60, 80, 100])
-STAGES = ("target_decode_s", "target_verify_s", "draft_s", "reject_s")
+PAPER_B = np.array(PAPER_BATCH_SIZES)
+STAGES = STAGE_COLUMNS
 
 
 def true_params():
@@ -33,16 +34,8 @@ def true_params():
 
 def synthetic(noise=0.05, with_stages=True, seed=0):
     """The paper's sparsity study grid: 6 K x 2 gamma x 19 batch sizes = 228 points."""
-    rng = np.random.default_rng(seed)
-    grid = [(b, g, k) for k in (1, 2, 4, 6, 7, 8) for g in (2, 4) for b in PAPER_B]
-    b, g, k = (np.array(x, dtype=float) for x in zip(*grid))
-    e = np.full_like(b, 64.0)
-    sigma = np.full_like(b, 0.8)
-    t = step_times(true_params(), CTX, b, g, e, k)
-    jitter = lambda x: x * (1 + noise * rng.standard_normal(x.shape))
-    sp = speedup(sigma, g, t["target_decode_s"], t["target_verify_s"], t["draft_s"], t["reject_s"])
-    stages = {c: jitter(t[c]) for c in STAGES} if with_stages else {}
-    return Measurements(b, g, k, e, sigma, jitter(sp), stages)
+    return simulate(true_params(), CTX, 64, (1, 2, 4, 6, 7, 8), (2, 4), noise=noise, seed=seed,
+                    with_stages=with_stages)
 
 
 def test_fit_recovers_known_parameters_from_noisy_synthetic_data():
