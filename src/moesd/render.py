@@ -87,9 +87,11 @@ def experts_text(rows: list[dict], num_experts: int, top_k: int, tau: float, thr
 
 
 def presets_text(models: list[dict], hardware: list[dict]) -> str:
-    mh = ["model", "family", "layers", "E", "K", "total (B)", "active (B)", "bytes/param"]
+    mh = ["model", "family", "layers", "E", "K", "total (B)", "active (B)", "active excl. input emb (B)",
+          "bytes/param"]
     mb = [[m["name"], m["family"], m["num_layers"], m["num_experts"], m["experts_per_token"],
-           m["total_params"] / 1e9, m["active_params"] / 1e9, m["bytes_per_param"]] for m in models]
+           m["total_params"] / 1e9, m["active_params"] / 1e9, m["active_params_excl_input_embedding"] / 1e9,
+           m["bytes_per_param"]] for m in models]
     hh = ["hardware", "GB/s", "bf16 TFLOPS", "ridge FLOP/B", "memory GiB"]
     hb = [[h["name"], h["memory_bandwidth_bytes_per_s"] / 1e9, h["peak_bf16_flops_per_s"] / 1e12,
            h["ridge_point_flops_per_byte"], h["memory_bytes"] / 2**30] for h in hardware]
@@ -113,6 +115,13 @@ def fit_text(result: dict) -> str:
     free = set(fit["free_parameters"])
     body = [[k, float(v), "yes" if k in free else "pinned"] for k, v in result["params"].items()]
     return "\n".join(lines) + "\n" + table(headers, body)
+
+
+def vllm_schedule_json(config: dict) -> str:
+    """vLLM's table with one [start, end, K] row per line, as its docs print it."""
+    key = "num_speculative_tokens_per_batch_size"
+    body = ",\n".join(f"    {json.dumps(r)}" for r in config[key])
+    return f'{{\n  "{key}": [\n{body}\n  ]\n}}\n'
 
 
 def schedule_text(rows: list[list[int]]) -> str:

@@ -14,7 +14,7 @@ def run(scenario_kw: dict, max_batch_size: int, gammas: list[int], alpha: float 
         raise MoesdError(f"--max-batch-size must be >= 1, got {max_batch_size}")
     scenario, _ = build_scenario(**scenario_kw)
     table = best_gamma_schedule(scenario, max_batch_size, gammas, Acceptance(alpha=alpha, sigma=sigma))
-    text = render.to_json(vllm_config(table)) if fmt == "vllm" else render.schedule_text(table)
+    text = render.vllm_schedule_json(vllm_config(table)) if fmt == "vllm" else render.schedule_text(table)
     if output:
         write_text_atomic(output, text)
         return f"wrote {output}\n"
