@@ -118,6 +118,8 @@ BAD = [
     (["predict", *QWEN_ARGS, "--alpha", "0.5", "--batch-sizes", "a,b"], "not a list of integers"),
     (["experts", "--num-experts", "8", "--top-k", "0"], "experts per token must lie in [1, 8]"),
     (["experts", "--num-experts", "8"], "give --num-experts and --top-k"),
+    (["schedule", *QWEN_ARGS, "--sigma", "0.9"], "schedule needs --alpha"),
+    (["schedule", *QWEN_ARGS, "--alpha", "0.9", "--max-batch-size", "0"], "--max-batch-size must be >= 1"),
 ]
 
 

@@ -1,6 +1,5 @@
 """Algorithm 1 step times, Eq. 4 speedup, the physical prior's shapes, and the summaries built on them."""
 
-import dataclasses
 
 import numpy as np
 import pytest

@@ -10,6 +10,9 @@ from moesd.perf.schedule import best_gamma_schedule, vllm_config
 
 def run(scenario_kw: dict, max_batch_size: int, gammas: list[int], alpha: float | None, sigma: float | None,
         fmt: str, output: str | None) -> str:
+    if sigma is not None:
+        raise MoesdError("schedule needs --alpha: with a fixed --sigma a longer draft never costs acceptance, "
+                         "so the choice of gamma would be meaningless")
     if max_batch_size < 1:
         raise MoesdError(f"--max-batch-size must be >= 1, got {max_batch_size}")
     scenario, _ = build_scenario(**scenario_kw)

@@ -138,7 +138,3 @@ class RoutingCurve:
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise MoesdError(f"malformed routing curve {path}: {exc!r}") from None
 
-
-def iid_active_experts(num_tokens, num_experts, top_k):
-    """The paper's Eq. 8, with the same call signature as `RoutingCurve.active_experts`."""
-    return expected_active_experts(num_tokens, num_experts, top_k)

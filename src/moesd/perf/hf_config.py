@@ -79,7 +79,15 @@ def _gated_ffn(h: int, inter: int) -> int:
     return 3 * h * inter  # gate, up, down projections
 
 
+# What a dense model has for each MoE field; parsers pass only what differs.
+_DENSE_DEFAULTS = dict(num_experts=1, experts_per_token=1, num_moe_layers=0, expert_ffn_size=0,
+                       shared_expert_ffn_size=0, dense_ffn_size=0, dense_ffn_params=0, shared_expert_params=0,
+                       router_params=0, params_per_expert=0)
+
+
 def _common(c: _Cfg, **kw) -> ArchSpec:
+    for key, value in _DENSE_DEFAULTS.items():
+        kw.setdefault(key, value)
     h = c.pos("hidden_size")
     vocab = c.pos("vocab_size")
     tied = kw.pop("tie_word_embeddings", c.bool("tie_word_embeddings", False))
@@ -118,17 +126,9 @@ def _dense_llama_like(c: _Cfg, name: str) -> ArchSpec:
         num_attention_heads=heads,
         num_kv_heads=kv_heads,
         head_dim=head_dim,
-        num_experts=1,
-        experts_per_token=1,
-        num_moe_layers=0,
-        expert_ffn_size=0,
-        shared_expert_ffn_size=0,
         dense_ffn_size=inter,
         attention_params=layers * (attn + qk_norm_per_layer),
         dense_ffn_params=layers * _gated_ffn(h, inter),
-        shared_expert_params=0,
-        router_params=0,
-        params_per_expert=0,
     )
 
 
@@ -156,17 +156,9 @@ def _opt(c: _Cfg, name: str) -> ArchSpec:
         num_attention_heads=heads,
         num_kv_heads=heads,
         head_dim=h // heads,
-        num_experts=1,
-        experts_per_token=1,
-        num_moe_layers=0,
-        expert_ffn_size=0,
-        shared_expert_ffn_size=0,
         dense_ffn_size=ffn,
         attention_params=layers * attn,
         dense_ffn_params=layers * ffn_params + projections,
-        shared_expert_params=0,
-        router_params=0,
-        params_per_expert=0,
     )
 
 
@@ -212,11 +204,15 @@ def _qwen_moe(c: _Cfg, name: str) -> ArchSpec:
     )
 
 
-def _mixtral(c: _Cfg, name: str) -> ArchSpec:
+def _every_layer_moe(c: _Cfg, name: str, experts_key: str, qk_norm: bool) -> ArchSpec:
+    """Mixtral and OLMoE: every layer routes to E experts of intermediate_size, no shared expert."""
     h = c.pos("hidden_size")
     layers = c.pos("num_hidden_layers")
-    experts = c.pos("num_local_experts")
-    attn, heads, kv_heads, head_dim = _gqa_attention(c, qkv_bias=False)
+    experts = c.pos(experts_key)
+    inter = c.pos("intermediate_size")
+    attn, heads, kv_heads, head_dim = _gqa_attention(c, qkv_bias=c.bool("attention_bias", False))
+    if qk_norm:
+        attn += heads * head_dim + kv_heads * head_dim  # OLMoE q_norm / k_norm over whole projections
     return _common(
         c,
         name=name,
@@ -226,41 +222,19 @@ def _mixtral(c: _Cfg, name: str) -> ArchSpec:
         num_experts=experts,
         experts_per_token=c.pos("num_experts_per_tok"),
         num_moe_layers=layers,
-        expert_ffn_size=c.pos("intermediate_size"),
-        shared_expert_ffn_size=0,
-        dense_ffn_size=0,
+        expert_ffn_size=inter,
         attention_params=layers * attn,
-        dense_ffn_params=0,
-        shared_expert_params=0,
         router_params=layers * h * experts,
-        params_per_expert=_gated_ffn(h, c.pos("intermediate_size")),
+        params_per_expert=_gated_ffn(h, inter),
     )
+
+
+def _mixtral(c: _Cfg, name: str) -> ArchSpec:
+    return _every_layer_moe(c, name, "num_local_experts", qk_norm=False)
 
 
 def _olmoe(c: _Cfg, name: str) -> ArchSpec:
-    h = c.pos("hidden_size")
-    layers = c.pos("num_hidden_layers")
-    experts = c.pos("num_experts")
-    attn, heads, kv_heads, head_dim = _gqa_attention(c, qkv_bias=c.bool("attention_bias", False))
-    attn += heads * head_dim + kv_heads * head_dim  # OLMoE q_norm / k_norm over whole projections
-    return _common(
-        c,
-        name=name,
-        num_attention_heads=heads,
-        num_kv_heads=kv_heads,
-        head_dim=head_dim,
-        num_experts=experts,
-        experts_per_token=c.pos("num_experts_per_tok"),
-        num_moe_layers=layers,
-        expert_ffn_size=c.pos("intermediate_size"),
-        shared_expert_ffn_size=0,
-        dense_ffn_size=0,
-        attention_params=layers * attn,
-        dense_ffn_params=0,
-        shared_expert_params=0,
-        router_params=layers * h * experts,
-        params_per_expert=_gated_ffn(h, c.pos("intermediate_size")),
-    )
+    return _every_layer_moe(c, name, "num_experts", qk_norm=True)
 
 
 def _deepseek(c: _Cfg, name: str) -> ArchSpec:
@@ -329,11 +303,7 @@ def _gpt_oss(c: _Cfg, name: str) -> ArchSpec:
         experts_per_token=top_k,
         num_moe_layers=layers,
         expert_ffn_size=inter,
-        shared_expert_ffn_size=0,
-        dense_ffn_size=0,
         attention_params=layers * attn,
-        dense_ffn_params=0,
-        shared_expert_params=0,
         router_params=layers * (h * experts + experts),
         # gate_up (with bias) and down (with bias) projections
         params_per_expert=2 * h * inter + 2 * inter + inter * h + h,

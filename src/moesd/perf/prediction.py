@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from moesd.errors import MoesdError
-from moesd.perf.acceptance import check_alpha, check_sigma, mean_acceptance_length, sigma_from_alpha
+from moesd.perf.acceptance import check_alpha, check_sigma, sigma_from_alpha
 from moesd.perf.architecture import ArchSpec
 from moesd.perf.hardware import Hardware
 from moesd.perf.prior import physical_prior
@@ -107,4 +107,4 @@ def rows(grid: dict[str, np.ndarray]) -> list[dict]:
     return out
 
 
-__all__ = ["Acceptance", "Scenario", "predict", "rows", "mean_acceptance_length", "ROW_FIELDS"]
+__all__ = ["Acceptance", "Scenario", "predict", "rows", "ROW_FIELDS"]
