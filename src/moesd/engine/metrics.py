@@ -1,0 +1,185 @@
+"""Per-step measurements: stage times, acceptance (vLLM's definitions), experts per forward.
+
+Acceptance follows vllm/v1/spec_decode/metrics.py: a *draft* is one round for one request;
+acceptance rate alpha = accepted / draft tokens; mean acceptance length = 1 + accepted / drafts
+(it counts the bonus token); per-position acceptance = accepted at position i / drafts. sigma
+(MoESD Eq. 5) = mean acceptance length / (gamma + 1).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+
+class StageClock:
+    """Wall time of a stage with the device synchronised: host timer on CPU (ops are synchronous
+    there), CUDA events on GPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def run(self, fn, *args, **kwargs):
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            out = fn(*args, **kwargs)
+            end.record()
+            end.synchronize()
+            return out, start.elapsed_time(end) / 1e3
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        return out, time.perf_counter() - t0
+
+    def now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+
+@dataclass
+class StepRecord:
+    kind: str  # "decode" (gamma = 0) or "spec"
+    batch_size: int  # active sequences in this step
+    step_s: float  # whole step, bookkeeping included
+    target_s: float  # the target forward: T_T(B, 1) for decode, T_T(B, gamma+1) for spec
+    draft_s: float = 0.0  # the whole draft round (gamma tokens)
+    draft_forward_s: float = 0.0  # of which model forwards
+    reject_s: float = 0.0
+    tokens: int = 0  # tokens appended to outputs this step
+
+
+@dataclass
+class AcceptanceStats:
+    gamma: int
+    num_requests: int
+    num_drafts: int = 0
+    num_draft_tokens: int = 0
+    num_accepted_tokens: int = 0
+    accepted_per_position: list[int] = field(default_factory=list)
+    histogram: list[list[int]] = field(default_factory=list)  # [request][accepted count 0..gamma]
+
+    def __post_init__(self) -> None:
+        self.accepted_per_position = [0] * self.gamma
+        self.histogram = [[0] * (self.gamma + 1) for _ in range(self.num_requests)]
+
+    def record(self, request_ids: list[int], num_accepted: list[int]) -> None:
+        for rid, a in zip(request_ids, num_accepted):
+            self.num_drafts += 1
+            self.num_draft_tokens += self.gamma
+            self.num_accepted_tokens += a
+            for i in range(a):
+                self.accepted_per_position[i] += 1
+            self.histogram[rid][a] += 1
+
+    def summary(self) -> dict:
+        drafts = max(self.num_drafts, 1)
+        mean_len = 1.0 + self.num_accepted_tokens / drafts
+        return {
+            "num_drafts": self.num_drafts,
+            "num_draft_tokens": self.num_draft_tokens,
+            "num_accepted_tokens": self.num_accepted_tokens,
+            "accepted_per_position": self.accepted_per_position,
+            "per_position_acceptance": [a / drafts for a in self.accepted_per_position],
+            "alpha": self.num_accepted_tokens / max(self.num_draft_tokens, 1),
+            "mean_acceptance_length": mean_len,
+            "sigma": mean_len / (self.gamma + 1),
+            "acceptance_histogram": self.histogram,
+        }
+
+
+@dataclass
+class ExpertForward:
+    phase: str
+    num_tokens: int
+    distinct_experts: list[int]  # per MoE layer
+    max_tokens_per_expert: list[int]  # per MoE layer
+
+
+class ExpertStats:
+    """Turns the recorder's raw routing into per-forward counts, outside the timed region."""
+
+    def __init__(self, num_experts: int, top_k: int):
+        self.num_experts, self.top_k = num_experts, top_k
+        self.forwards: list[ExpertForward] = []
+        self.load: dict[str, np.ndarray] = {}  # phase -> tokens routed to each expert, summed over layers
+
+    def absorb(self, routings) -> None:
+        for r in routings:
+            counts = r.tokens_per_expert(self.num_experts)
+            self.forwards.append(ExpertForward(r.phase, r.num_tokens, r.distinct_experts(),
+                                               [int(c.max()) if c.numel() else 0 for c in counts]))
+            total = torch.stack(counts).sum(dim=0).cpu().numpy() if counts else np.zeros(self.num_experts)
+            self.load[r.phase] = self.load.get(r.phase, np.zeros(self.num_experts)) + total
+
+    def summary(self) -> dict:
+        out: dict = {"num_experts": self.num_experts, "top_k": self.top_k, "phases": {}}
+        for phase in sorted({f.phase for f in self.forwards}):
+            fs = [f for f in self.forwards if f.phase == phase]
+            distinct = np.array([np.mean(f.distinct_experts) for f in fs])
+            tokens = np.array([f.num_tokens for f in fs])
+            by_tokens = {}
+            for t in sorted(set(tokens.tolist())):
+                by_tokens[t] = float(np.mean(distinct[tokens == t]))
+            out["phases"][phase] = {
+                "forwards": len(fs),
+                "mean_tokens": float(tokens.mean()),
+                "mean_distinct_experts_per_layer": float(distinct.mean()),
+                "per_layer_mean_distinct": np.mean([f.distinct_experts for f in fs], axis=0).tolist(),
+                "mean_tokens_per_active_expert": float(np.mean(tokens * self.top_k / np.maximum(distinct, 1e-9))),
+                "max_tokens_per_expert": int(max(max(f.max_tokens_per_expert) for f in fs)),
+                "distinct_vs_tokens": [[t, d] for t, d in by_tokens.items()],
+                "expert_load": self.load[phase].astype(int).tolist(),
+            }
+        return out
+
+    def routing_curve(self) -> dict:
+        """Distinct experts vs tokens over all target forwards, in `moesd predict --routing-curve` format."""
+        pts: dict[int, list[float]] = {}
+        for f in self.forwards:
+            pts.setdefault(f.num_tokens, []).append(float(np.mean(f.distinct_experts)))
+        return {"num_experts": self.num_experts, "top_k": self.top_k,
+                "points": [[t, float(np.mean(v))] for t, v in sorted(pts.items())]}
+
+
+def stage_summary(steps: list[StepRecord]) -> dict:
+    """Medians per stage over the steps run at the full (initial) batch size, plus totals."""
+    if not steps:
+        return {}
+    full = max(s.batch_size for s in steps)
+    at_full = [s for s in steps if s.batch_size == full]
+
+    def med(xs):
+        xs = [x for x in xs if x > 0]
+        return statistics.median(xs) if xs else 0.0
+
+    spec = [s for s in at_full if s.kind == "spec"]
+    decode = [s for s in at_full if s.kind == "decode"]
+    forwards = sum(s.target_s + s.draft_forward_s for s in steps)
+    total = sum(s.step_s for s in steps)
+    out = {
+        "full_batch_size": full,
+        "steps": len(steps),
+        "steps_at_full_batch": len(at_full),
+        "total_s": total,
+        "forward_s": forwards,
+        "outside_forward_fraction": (total - forwards) / total if total > 0 else 0.0,
+        "tokens": sum(s.tokens for s in steps),
+        "tokens_per_s": sum(s.tokens for s in steps) / total if total > 0 else 0.0,
+    }
+    if decode:
+        out["target_decode_s"] = med(s.target_s for s in decode)
+    if spec:
+        gamma_rounds = [s for s in spec]
+        out["target_verify_s"] = med(s.target_s for s in gamma_rounds)
+        out["draft_round_s"] = med(s.draft_s for s in gamma_rounds)
+        out["reject_s"] = med(s.reject_s for s in gamma_rounds)
+    return out
+
+
+def steps_as_dicts(steps: list[StepRecord]) -> list[dict]:
+    return [asdict(s) for s in steps]

@@ -1,0 +1,193 @@
+"""Draft proposals: a draft model, prompt lookup (n-gram), or synthetic acceptance.
+
+Each proposer returns `draft_token_ids [B, gamma]` and `draft_probs [B, gamma, V]` (the target's
+vocabulary width), or None for probabilities when the proposal is deterministic and the caller may
+treat q as one-hot. The engine calls `start` after prefill, `propose` each round, `accept` with what
+the target kept, and `select_rows` when sequences finish.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from moesd.engine.loading import LoadedModel
+from moesd.engine.ragged_kv import RaggedKV
+from moesd.engine.sampling import SamplingParams, probs_from_logits
+from moesd.errors import MoesdError
+
+
+def left_pad(rows: list[list[int]], device: torch.device, pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ragged token lists -> (ids [B, T], valid [B, T]) with padding on the left."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    valid = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            valid[i, width - len(r):] = True
+    return ids.to(device), valid.to(device)
+
+
+def check_vocabularies(target: LoadedModel, draft: LoadedModel) -> None:
+    """Refuse a draft whose tokenizer maps text to different ids than the target's."""
+    tv, dv = target.tokenizer.get_vocab(), draft.tokenizer.get_vocab()
+    common = set(tv) & set(dv)
+    if not common:
+        raise MoesdError(f"draft {draft.name} and target {target.name} share no tokens: incompatible tokenizers")
+    mismatched = sum(1 for t in common if tv[t] != dv[t])
+    if mismatched or len(common) < 0.99 * min(len(tv), len(dv)):
+        raise MoesdError(f"draft {draft.name} and target {target.name} have incompatible tokenizers "
+                         f"({mismatched} shared tokens map to different ids, {len(common)} shared)")
+
+
+class DraftModelProposer:
+    kind = "draft_model"
+
+    def __init__(self, draft: LoadedModel, target_vocab_size: int):
+        self.draft = draft
+        self.target_vocab = target_vocab_size
+        self.kv: RaggedKV | None = None
+        self.pending: list[list[int]] = []  # per row: sequence tokens not yet in the draft cache
+        self.block_valid: torch.Tensor | None = None
+        self.forward_s = 0.0
+
+    def _logits_to_target_vocab(self, logits: torch.Tensor) -> torch.Tensor:
+        """A draft with a larger vocabulary may not propose ids the target lacks; a smaller one gets
+        -inf (probability zero) for the ids it cannot produce, which keeps rejection sampling exact."""
+        v = logits.shape[-1]
+        if v >= self.target_vocab:
+            return logits[..., : self.target_vocab]
+        pad = torch.full((*logits.shape[:-1], self.target_vocab - v), float("-inf"), dtype=logits.dtype,
+                         device=logits.device)
+        return torch.cat([logits, pad], dim=-1)
+
+    def start(self, prompts: list[list[int]], first_tokens: list[int]) -> None:
+        self.kv = RaggedKV(self.draft.model, self.draft.device)
+        ids, valid = left_pad(prompts, self.draft.device)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            self.kv.extend(ids, valid, logits_to_keep=1)
+        self.forward_s += time.perf_counter() - t0
+        self.pending = [[t] for t in first_tokens]
+
+    def _forward(self, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        t0 = time.perf_counter()
+        logits = self.kv.extend(ids, valid, logits_to_keep=1)[:, -1]
+        if self.draft.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.forward_s += time.perf_counter() - t0
+        return self._logits_to_target_vocab(logits)
+
+    @torch.no_grad()
+    def propose(self, gamma: int, histories, params: SamplingParams, generator):
+        ids, valid = left_pad(self.pending, self.draft.device)
+        self.block_valid = valid
+        tokens, probs = [], []
+        for _ in range(gamma):
+            logits = self._forward(ids, valid)
+            if params.greedy:
+                tok = logits.argmax(dim=-1)
+            else:
+                p = probs_from_logits(logits, params)
+                tok = torch.multinomial(p, 1, generator=generator)[:, 0]
+                probs.append(p)
+            tokens.append(tok)
+            ids, valid = tok[:, None], torch.ones_like(tok[:, None], dtype=torch.bool)
+        draft_tokens = torch.stack(tokens, dim=1)
+        return draft_tokens, (torch.stack(probs, dim=1) if probs else None)
+
+    def accept(self, num_accepted: list[int], new_tokens: list[list[int]], gamma: int) -> None:
+        """Keep the pending block and the accepted drafts the draft already processed (d_1..d_{gamma-1})."""
+        p = self.block_valid.shape[1]
+        in_cache = torch.tensor([min(a, gamma - 1) for a in num_accepted], device=self.draft.device)
+        drafts_kept = torch.arange(gamma - 1, device=self.draft.device)[None, :] < in_cache[:, None]
+        self.kv.keep_last_block(torch.cat([self.block_valid, drafts_kept], dim=1)[:, -(p + gamma - 1):])
+        self.pending = [toks[min(a, gamma - 1):] for a, toks in zip(num_accepted, new_tokens)]
+        self.kv.compact()
+
+    def select_rows(self, rows: list[int]) -> None:
+        self.kv.select_rows(torch.tensor(rows, device=self.draft.device))
+        self.pending = [self.pending[r] for r in rows]
+
+
+class NgramProposer:
+    """Prompt lookup: continue the most recent earlier occurrence of the sequence's last n tokens.
+
+    E.g. history [1, 2, 3, 4, 2, 3], n = 2, gamma = 3: the suffix [2, 3] occurred at index 1, so the
+    proposal is what followed it, [4, 2, 3]. Longer n are tried first (max_n down to min_n). With no
+    match the row proposes its last token repeated: any proposal is lossless, this one is just rarely
+    accepted.
+    """
+
+    kind = "ngram"
+
+    def __init__(self, vocab_size: int, min_n: int = 2, max_n: int = 4):
+        if not 1 <= min_n <= max_n:
+            raise MoesdError(f"need 1 <= ngram min <= max, got {min_n}, {max_n}")
+        self.vocab_size, self.min_n, self.max_n = vocab_size, min_n, max_n
+        self.forward_s = 0.0
+
+    def start(self, prompts, first_tokens) -> None:
+        pass
+
+    @staticmethod
+    def lookup(history: np.ndarray, gamma: int, min_n: int, max_n: int) -> list[int] | None:
+        for n in range(min(max_n, len(history) - 1), min_n - 1, -1):
+            suffix = history[-n:]
+            windows = np.lib.stride_tricks.sliding_window_view(history[:-1], n)
+            hits = np.flatnonzero((windows == suffix).all(axis=1))
+            if hits.size:
+                start = int(hits[-1]) + n
+                cont = history[start : start + gamma].tolist()
+                return cont + [cont[-1]] * (gamma - len(cont))
+        return None
+
+    def propose(self, gamma: int, histories: list[list[int]], params: SamplingParams, generator):
+        rows = []
+        for h in histories:
+            arr = np.asarray(h, dtype=np.int64)
+            rows.append(self.lookup(arr, gamma, self.min_n, self.max_n) or [h[-1]] * gamma)
+        return torch.tensor(rows, dtype=torch.long), None
+
+    def accept(self, num_accepted, new_tokens, gamma) -> None:
+        pass
+
+    def select_rows(self, rows) -> None:
+        pass
+
+
+class SyntheticProposer:
+    """vLLM's synthetic mode for timing at scale: random draft tokens, each accepted with
+    probability alpha (the accepted count is the number of leading successes). The text produced
+    is not the target's."""
+
+    kind = "synthetic"
+
+    def __init__(self, alpha: float, vocab_size: int, seed: int):
+        if not 0.0 <= alpha <= 1.0:
+            raise MoesdError(f"synthetic alpha must lie in [0, 1], got {alpha}")
+        self.alpha, self.vocab_size = alpha, vocab_size
+        self.generator = torch.Generator().manual_seed(seed + 7919)
+        self.forward_s = 0.0
+
+    def start(self, prompts, first_tokens) -> None:
+        pass
+
+    def propose(self, gamma: int, histories, params, generator):
+        b = len(histories)
+        return torch.randint(0, self.vocab_size, (b, gamma), generator=self.generator), None
+
+    def forced_accepts(self, batch_size: int, gamma: int) -> torch.Tensor:
+        coins = torch.rand(batch_size, gamma, generator=self.generator) < self.alpha
+        return torch.cumprod(coins.long(), dim=1).sum(dim=1)
+
+    def accept(self, num_accepted, new_tokens, gamma) -> None:
+        pass
+
+    def select_rows(self, rows) -> None:
+        pass
+
+
