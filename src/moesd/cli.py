@@ -105,6 +105,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write the fitted parameters (JSON) for `predict --params`")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("generate", help="batched speculative decoding on a Hugging Face model (needs the engine extra)")
+    p.add_argument("--target", required=True,
+                   help="model directory, .gguf, smollm2-135m-instruct, or (random weights) preset / config.json")
+    p.add_argument("--draft", help="draft model (same sources as --target)")
+    p.add_argument("--draft-method", choices=["model", "ngram", "synthetic", "none"])
+    p.add_argument("--alpha", type=float, help="acceptance rate for --draft-method synthetic")
+    p.add_argument("--gamma", type=int, default=4, help="draft length; 0 = autoregressive baseline")
+    p.add_argument("--batch-size", type=int, default=1)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt")
+    src.add_argument("--prompts", help="JSONL: {\"prompt\": ...} or {\"token_ids\": [...]} per line")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="bf16", help="bf16 (timing) or fp32 (exactness)")
+    p.add_argument("--experts-per-token", type=int, help="override top-K (num_experts_per_tok)")
+    p.add_argument("--experts-implementation", default="grouped_mm", help="grouped_mm or eager")
+    p.add_argument("--routing", default="model", help="model, or uniform (i.i.d. top-K; random-weight timing)")
+    p.add_argument("--random-weights", action="store_true", help="ignore weights in a model directory")
+    p.add_argument("--tokenizer", help="tokenizer directory for random-weight models (default: bytes)")
+    p.add_argument("--chat", action="store_true", help="apply the tokenizer's chat template")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("calibrate", help="measure this machine's bandwidth and GEMM peak into a hardware JSON")
     p.add_argument("-o", "--output", help="hardware JSON to write (use it as --hardware FILE)")
     p.add_argument("--repeats", type=int, default=9)
@@ -135,6 +160,14 @@ def dispatch(a: argparse.Namespace) -> str:
 
         return fit.run(a.measurements, a.target, a.draft, a.hardware, a.tp, a.verify_tokens, a.stride,
                        a.skip_bad_lines, a.output, a.json, a.load_bound_factor)
+    if a.command == "generate":
+        from moesd.commands import generate
+
+        spec = dict(target=a.target, draft=a.draft, draft_method=a.draft_method, alpha=a.alpha, gamma=a.gamma,
+                    temperature=a.temperature, top_p=a.top_p, seed=a.seed, device=a.device, dtype=a.dtype,
+                    experts_per_token=a.experts_per_token, experts_implementation=a.experts_implementation,
+                    routing=a.routing, random_weights=True if a.random_weights else None, tokenizer=a.tokenizer)
+        return generate.run(spec, a.prompt, a.prompts, a.batch_size, a.max_new_tokens, a.chat, a.json)
     if a.command == "calibrate":
         from moesd.commands import calibrate
 
@@ -148,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(dispatch(args))
     except MoesdError as exc:
         print(f"moesd: error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        print(f"moesd: error: {exc.name or exc} is not installed; the engine needs pip install -e '.[engine]'",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("moesd: interrupted", file=sys.stderr)

@@ -128,3 +128,34 @@ def schedule_text(rows: list[list[int]]) -> str:
     return table(["batch from", "batch to", "gamma (0 = no SD)"], rows)
 
 
+
+
+def generation_text(outputs: list[dict], metrics: dict) -> str:
+    lines = []
+    if "note" in metrics:
+        lines.append(f"NOTE: {metrics['note']}")
+    for i, o in enumerate(outputs):
+        lines.append(f"--- [{i}] ({len(o['token_ids'])} tokens, {o['finish_reason']})")
+        lines.append(o["text"])
+    st, t = metrics.get("stages", {}), metrics["target"]
+    lines.append("---")
+    lines.append(f"target {t['name']} ({t['dtype']}, {t['device']}"
+                 + (f", E={t['num_experts']} K={t['top_k']} {t['experts_implementation']}, routing {t['routing']}"
+                    if t["num_experts"] > 1 else "") + f"), draft: {metrics['draft_method']}, gamma {metrics['gamma']}, "
+                 f"batch {metrics['batch_size']}, temperature {metrics['temperature']}")
+    if st:
+        lines.append(f"{st['tokens']} tokens in {st['total_s']:.2f} s ({st['tokens_per_s']:.1f} tok/s); "
+                     f"time outside model forwards {100 * st['outside_forward_fraction']:.1f} %")
+        stage = [f"{k} {1e3 * st[k]:.2f} ms" for k in ("target_decode_s", "target_verify_s", "draft_round_s", "reject_s")
+                 if k in st]
+        lines.append(f"median at batch {st['full_batch_size']}: " + ", ".join(stage))
+    if "acceptance" in metrics:
+        a = metrics["acceptance"]
+        lines.append(f"alpha {a['alpha']:.3f}, mean acceptance length {a['mean_acceptance_length']:.2f} "
+                     f"(bonus token included), sigma {a['sigma']:.3f}, per position "
+                     + " ".join(f"{x:.2f}" for x in a["per_position_acceptance"]))
+    if "experts" in metrics:
+        for phase, e in metrics["experts"]["phases"].items():
+            lines.append(f"experts [{phase}]: {e['mean_distinct_experts_per_layer']:.1f} distinct per layer for "
+                         f"{e['mean_tokens']:.1f} tokens ({e['mean_tokens_per_active_expert']:.2f} tokens per active expert)")
+    return "\n".join(lines) + "\n"

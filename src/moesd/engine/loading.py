@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,13 @@ from moesd.engine.tokenizer import ByteTokenizer
 from moesd.errors import MoesdError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may come from a model hub at run time
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
 EXPERTS_IMPLEMENTATIONS = ("grouped_mm", "eager")
@@ -71,6 +80,37 @@ def _set_top_k(config, top_k: int | None) -> None:
     if not 1 <= top_k <= experts:
         raise MoesdError(f"experts per token must lie in [1, {experts}], got {top_k}")
     config.num_experts_per_tok = top_k  # the paper's sparsity sweep edits exactly this key
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MOESD_CACHE", Path.home() / ".cache" / "moesd"))
+
+
+def _converted_gguf(gguf: Path) -> Path:
+    """Dequantising a GGUF takes ~30 s on our CPU; the first load saves a safetensors copy that
+    later loads read in about a second. Written to a temporary directory and renamed into place,
+    so an interrupted conversion never leaves a half copy."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = cache_dir() / gguf.stem
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{gguf.stem}.", dir=target.parent))
+    try:
+        os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF converter's progress bar bypasses hf logging
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # The weights are already dequantised to fp32; only the GGUF marker blocks saving them.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def smollm2_gguf_path() -> Path:
@@ -146,6 +186,7 @@ def load_model(source: str, *, dtype: str = "bf16", device: str = "cpu", seed: i
     weights) a preset name / config.json / directory with only a config."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    _quiet_transformers()
     if dtype not in DTYPES:
         raise MoesdError(f"unknown dtype {dtype!r} (use {', '.join(DTYPES)})")
     if experts_implementation not in EXPERTS_IMPLEMENTATIONS:
@@ -158,19 +199,14 @@ def load_model(source: str, *, dtype: str = "bf16", device: str = "cpu", seed: i
         if gguf is not None:
             if not gguf.is_file():
                 raise MoesdError(f"GGUF file not found: {gguf}")
-            config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            _set_top_k(config, experts_per_token)
-            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, config=config,
-                                                         dtype=torch_dtype)
-            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            name, is_random = gguf.stem, False
-        elif (random_weights is not True) and _has_weights(path):
+            path, random_weights = _converted_gguf(gguf), False
+        if (random_weights is not True) and _has_weights(path):
             config = AutoConfig.from_pretrained(path)
             _set_top_k(config, experts_per_token)
             kwargs = {"experts_implementation": experts_implementation} if _moe_shape(config)[0] > 1 else {}
             model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=torch_dtype, **kwargs)
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or path)
-            name, is_random = path.name, False
+            name, is_random = (gguf.stem if gguf is not None else path.name), False
         else:
             if random_weights is False:
                 raise MoesdError(f"{source}: no weights found (safetensors/bin or .gguf)")

@@ -46,9 +46,13 @@ def check_vocabularies(target: LoadedModel, draft: LoadedModel) -> None:
 class DraftModelProposer:
     kind = "draft_model"
 
-    def __init__(self, draft: LoadedModel, target_vocab_size: int):
+    def __init__(self, draft: LoadedModel, target_vocab_size: int, unknown_id: int = 0):
         self.draft = draft
         self.target_vocab = target_vocab_size
+        # A draft with a smaller vocabulary reads target ids it lacks as `unknown_id`; this only
+        # changes what it proposes, never what is accepted, so decoding stays lossless.
+        self.input_vocab = draft.model.get_input_embeddings().num_embeddings
+        self.unknown_id = unknown_id
         self.kv: RaggedKV | None = None
         self.pending: list[list[int]] = []  # per row: sequence tokens not yet in the draft cache
         self.block_valid: torch.Tensor | None = None
@@ -69,11 +73,17 @@ class DraftModelProposer:
         ids, valid = left_pad(prompts, self.draft.device)
         t0 = time.perf_counter()
         with torch.no_grad():
-            self.kv.extend(ids, valid, logits_to_keep=1)
+            self.kv.extend(self._readable(ids), valid, logits_to_keep=1)
         self.forward_s += time.perf_counter() - t0
         self.pending = [[t] for t in first_tokens]
 
+    def _readable(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.input_vocab >= self.target_vocab:
+            return ids
+        return torch.where(ids < self.input_vocab, ids, torch.full_like(ids, self.unknown_id))
+
     def _forward(self, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        ids = self._readable(ids)
         t0 = time.perf_counter()
         logits = self.kv.extend(ids, valid, logits_to_keep=1)[:, -1]
         if self.draft.device.type == "cuda":

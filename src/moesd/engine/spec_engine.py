@@ -76,6 +76,7 @@ class SpecEngine:
         acceptance = AcceptanceStats(self.gamma, n)
         experts = ExpertStats(self.target.num_experts, self.target.top_k) if self.recorder is not None else None
         steps: list[StepRecord] = []
+        max_slots = 0
 
         kv = RaggedKV(self.target.model, device)
         ids, valid = left_pad(prompts, device)
@@ -121,6 +122,7 @@ class SpecEngine:
             active = self._append(before, outputs, reasons, new_tokens, max_new_tokens, eos_token_id)
             last = self._select(kv, final, active, before)
             draft_forward_s = (self.proposer.forward_s - draft_forward_before) if self.proposer is not None else 0.0
+            max_slots = max(max_slots, kv.length)
             steps.append(StepRecord("decode" if self.gamma == 0 else "spec", b, self.clock.now() - t_step, target_s,
                                     draft_s, draft_forward_s, reject_s, produced))
             if experts is not None and routing is not None:
@@ -133,6 +135,9 @@ class SpecEngine:
             "temperature": self.sampling.temperature,
             "top_p": self.sampling.top_p,
             "prefill_s": prefill_s,
+            # Target KV slots per row, holes included: bounded by compaction, not by the step count.
+            "cache": {"max_slots": max_slots, "longest_prompt": longest,
+                      "max_hole_fraction": kv.compact_threshold},
             "stages": stage_summary(steps),
             "steps": steps_as_dicts(steps),
             "target": {"name": self.target.name, "experts_implementation": self.target.experts_implementation,

@@ -1,0 +1,85 @@
+"""Greedy SD must reproduce greedy autoregressive decoding token for token (fp32), for dense and MoE
+families, ragged batches and every gamma; and the AR path must equal transformers' generate()."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from conftest import noisy_copy  # noqa: E402
+from moesd.engine.proposers import DraftModelProposer, NgramProposer, left_pad  # noqa: E402
+from moesd.engine.spec_engine import SpecEngine  # noqa: E402
+
+LENGTHS = [5, 11, 3, 8, 2, 13, 7, 9]
+NEW = 20
+
+
+def prompts_for(batch, vocab=512, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(1, vocab, (n,), generator=g).tolist() for n in LENGTHS[:batch]]
+
+
+def hf_generate(model, prompts, new):
+    ids, valid = left_pad(prompts, torch.device("cpu"))
+    out = model.generate(ids, attention_mask=valid.long(), max_new_tokens=new, do_sample=False, pad_token_id=0)
+    return [row[ids.shape[1]:].tolist() for row in out]
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3_moe", "mixtral", "olmoe", "qwen2_moe"])
+@pytest.mark.parametrize("batch", [1, 3, 8])
+def test_greedy_sd_equals_autoregressive_and_generate(tiny_model, agreeing_draft, family, batch):
+    target = tiny_model(family)
+    prompts = prompts_for(batch)
+    ar = SpecEngine(target, None, gamma=0).generate(prompts, NEW)
+    assert ar.token_ids == hf_generate(target.model, prompts, NEW)
+    agreeing = agreeing_draft(target)
+    accepted_any = False
+    for gamma in range(1, 6):
+        sd = SpecEngine(target, DraftModelProposer(agreeing, target.vocab_size), gamma).generate(prompts, NEW)
+        assert sd.token_ids == ar.token_ids, f"gamma {gamma}"
+        accepted_any |= sd.metrics["acceptance"]["num_accepted_tokens"] > 0
+    assert accepted_any  # the agreeing draft exercised partial acceptance, not only rejections
+    # A draft that disagrees almost always (an unrelated random model).
+    stranger = tiny_model("llama", seed=99)
+    sd = SpecEngine(target, DraftModelProposer(stranger, target.vocab_size), 3).generate(prompts, NEW)
+    assert sd.token_ids == ar.token_ids
+    assert sd.metrics["acceptance"]["alpha"] < 0.2
+
+
+def test_ngram_drafting_is_exact(tiny_model):
+    target = tiny_model("qwen3_moe")
+    prompts = [[7, 8, 9, 10, 7, 8, 9, 10, 7, 8], [3, 4, 5, 3, 4, 5, 3], [1, 2]]
+    ar = SpecEngine(target, None, 0).generate(prompts, NEW)
+    sd = SpecEngine(target, NgramProposer(target.vocab_size, 1, 3), 4).generate(prompts, NEW)
+    assert sd.token_ids == ar.token_ids
+
+
+def test_ragged_finishing_at_eos(tiny_model, agreeing_draft):
+    target = tiny_model("mixtral")
+    prompts = prompts_for(8)
+    ar = SpecEngine(target, None, 0).generate(prompts, NEW)
+    # An EOS id that the reference produces in some rows, at different positions.
+    first_seen = {}
+    for row, toks in enumerate(ar.token_ids):
+        for pos, t in enumerate(toks):
+            first_seen.setdefault(t, {}).setdefault(row, pos)
+    eos = max(first_seen, key=lambda t: (len(set(first_seen[t].values())), len(first_seen[t])))
+    expected = [toks[: toks.index(eos) + 1] if eos in toks else toks for toks in ar.token_ids]
+    assert 1 < sum(eos in toks for toks in ar.token_ids) < 8
+    for gamma in (0, 2, 5):
+        proposer = DraftModelProposer(agreeing_draft(target), target.vocab_size) if gamma else None
+        res = SpecEngine(target, proposer, gamma).generate(prompts, NEW, eos_token_id=eos)
+        assert res.token_ids == expected
+        assert res.finish_reasons == ["eos" if eos in toks else "length" for toks in ar.token_ids]
+
+
+def test_cache_stays_bounded_over_long_generation(tiny_model):
+    target = tiny_model("qwen3_moe")
+    prompts = prompts_for(4)
+    stranger = noisy_copy(target, 0.05)  # rejects most drafts: every step leaves holes
+    res = SpecEngine(target, DraftModelProposer(stranger, target.vocab_size), 5).generate(prompts, 200)
+    steps = res.metrics["stages"]["steps"]
+    assert steps > 100  # many rounds, each appending gamma + 1 = 6 slots
+    longest = max(len(p) for p in prompts)
+    # Without cropping and compaction the cache would hold ~steps * 6 slots.
+    assert res.metrics["cache"]["max_slots"] <= 2 * (longest + 200) + 6
+    assert res.metrics["cache"]["max_slots"] < steps * 6 / 2
