@@ -72,7 +72,8 @@ def test_engine_reports_experts_per_phase_and_routing_curve(tiny_model):
     prompts = [[1, 2, 3, 1, 2, 3, 1, 2], [4, 5, 6, 4, 5, 6]]
     res = SpecEngine(target, NgramProposer(512, 1, 3), 3).generate(prompts, 12)
     experts = res.metrics["experts"]
-    assert set(experts["phases"]) == {"prefill", "verify"}
+    # The first round merges the prefill into verification; a last round with one token left decodes.
+    assert {"prefill+verify", "verify"} <= set(experts["phases"]) <= {"prefill+verify", "verify", "decode"}
     verify = experts["phases"]["verify"]
     assert 2 <= verify["mean_distinct_experts_per_layer"] <= 8
     assert len(verify["per_layer_mean_distinct"]) == 2 and sum(verify["expert_load"]) > 0

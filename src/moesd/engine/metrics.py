@@ -43,8 +43,9 @@ class StageClock:
 
 @dataclass
 class StepRecord:
-    kind: str  # "decode" (gamma = 0) or "spec"
+    kind: str  # "decode" (one target token), "spec" (draft + verify), or "prefill+verify" (first round)
     batch_size: int  # active sequences in this step
+    gamma: int  # draft length this step (the configured one except on the last rounds)
     step_s: float  # whole step, bookkeeping included
     target_s: float  # the target forward: T_T(B, 1) for decode, T_T(B, gamma+1) for spec
     draft_s: float = 0.0  # the whole draft round (gamma tokens)
@@ -67,10 +68,10 @@ class AcceptanceStats:
         self.accepted_per_position = [0] * self.gamma
         self.histogram = [[0] * (self.gamma + 1) for _ in range(self.num_requests)]
 
-    def record(self, request_ids: list[int], num_accepted: list[int]) -> None:
+    def record(self, request_ids: list[int], num_accepted: list[int], gamma: int) -> None:
         for rid, a in zip(request_ids, num_accepted):
             self.num_drafts += 1
-            self.num_draft_tokens += self.gamma
+            self.num_draft_tokens += gamma
             self.num_accepted_tokens += a
             for i in range(a):
                 self.accepted_per_position[i] += 1
@@ -146,19 +147,21 @@ class ExpertStats:
                 "points": [[t, float(np.mean(v))] for t, v in sorted(pts.items())]}
 
 
-def stage_summary(steps: list[StepRecord]) -> dict:
-    """Medians per stage over the steps run at the full (initial) batch size, plus totals."""
+def stage_summary(steps: list[StepRecord], gamma: int) -> dict:
+    """Medians per stage over the steps run at the full (initial) batch size and the configured
+    gamma (the merged prefill+verify round and shortened last rounds excluded), plus totals."""
     if not steps:
         return {}
     full = max(s.batch_size for s in steps)
-    at_full = [s for s in steps if s.batch_size == full]
+    at_full = [s for s in steps if s.batch_size == full and s.kind != "prefill+verify"
+               and (s.kind == "decode" or s.gamma == gamma)]
 
     def med(xs):
         xs = [x for x in xs if x > 0]
         return statistics.median(xs) if xs else 0.0
 
     spec = [s for s in at_full if s.kind == "spec"]
-    decode = [s for s in at_full if s.kind == "decode"]
+    decode = [s for s in at_full if s.kind == "decode" and gamma == 0]
     forwards = sum(s.target_s + s.draft_forward_s for s in steps)
     total = sum(s.step_s for s in steps)
     out = {
@@ -174,10 +177,10 @@ def stage_summary(steps: list[StepRecord]) -> dict:
     if decode:
         out["target_decode_s"] = med(s.target_s for s in decode)
     if spec:
-        gamma_rounds = [s for s in spec]
-        out["target_verify_s"] = med(s.target_s for s in gamma_rounds)
-        out["draft_round_s"] = med(s.draft_s for s in gamma_rounds)
-        out["reject_s"] = med(s.reject_s for s in gamma_rounds)
+        out["target_verify_s"] = med(s.target_s for s in spec)
+        out["draft_round_s"] = med(s.draft_s for s in spec)
+        out["draft_token_s"] = out["draft_round_s"] / gamma  # the paper's T_D(B, 1)
+        out["reject_s"] = med(s.reject_s for s in spec)
     return out
 
 

@@ -55,6 +55,7 @@ class DraftModelProposer:
         self.unknown_id = unknown_id
         self.kv: RaggedKV | None = None
         self.pending: list[list[int]] = []  # per row: sequence tokens not yet in the draft cache
+        self.next_logits: torch.Tensor | None = None  # prefill logits, consumed by the first round
         self.block_valid: torch.Tensor | None = None
         self.forward_s = 0.0
 
@@ -68,14 +69,16 @@ class DraftModelProposer:
                          device=logits.device)
         return torch.cat([logits, pad], dim=-1)
 
-    def start(self, prompts: list[list[int]], first_tokens: list[int]) -> None:
+    def start(self, prompts: list[list[int]]) -> None:
+        """Prefill the prompts; their last logits give the first round's first draft token."""
         self.kv = RaggedKV(self.draft.model, self.draft.device)
+        self.pending = [[] for _ in prompts]
         ids, valid = left_pad(prompts, self.draft.device)
         t0 = time.perf_counter()
         with torch.no_grad():
-            self.kv.extend(self._readable(ids), valid, logits_to_keep=1)
+            self.next_logits = self._logits_to_target_vocab(self.kv.extend(self._readable(ids), valid,
+                                                                           logits_to_keep=1)[:, -1])
         self.forward_s += time.perf_counter() - t0
-        self.pending = [[t] for t in first_tokens]
 
     def _readable(self, ids: torch.Tensor) -> torch.Tensor:
         if self.input_vocab >= self.target_vocab:
@@ -93,11 +96,17 @@ class DraftModelProposer:
 
     @torch.no_grad()
     def propose(self, gamma: int, histories, params: SamplingParams, generator):
-        ids, valid = left_pad(self.pending, self.draft.device)
-        self.block_valid = valid
         tokens, probs = [], []
-        for _ in range(gamma):
+        if self.next_logits is not None:  # first round: the prefill already scored the prompt
+            logits, self.next_logits = self.next_logits, None
+            self.block_valid = torch.zeros(len(self.pending), 0, dtype=torch.bool, device=self.draft.device)
+        else:
+            ids, valid = left_pad(self.pending, self.draft.device)
+            self.block_valid = valid
             logits = self._forward(ids, valid)
+        for k in range(gamma):
+            if k > 0:
+                logits = self._forward(tokens[-1][:, None], torch.ones_like(tokens[-1][:, None], dtype=torch.bool))
             if params.greedy:
                 tok = logits.argmax(dim=-1)
             else:
@@ -105,16 +114,19 @@ class DraftModelProposer:
                 tok = torch.multinomial(p, 1, generator=generator)[:, 0]
                 probs.append(p)
             tokens.append(tok)
-            ids, valid = tok[:, None], torch.ones_like(tok[:, None], dtype=torch.bool)
         draft_tokens = torch.stack(tokens, dim=1)
         return draft_tokens, (torch.stack(probs, dim=1) if probs else None)
 
     def accept(self, num_accepted: list[int], new_tokens: list[list[int]], gamma: int) -> None:
-        """Keep the pending block and the accepted drafts the draft already processed (d_1..d_{gamma-1})."""
-        p = self.block_valid.shape[1]
+        """Keep the pending block and the accepted drafts the draft already processed (d_1..d_{gamma-1}).
+
+        gamma 0 means the target decoded a token without drafting: it just joins the pending tokens."""
+        if gamma == 0:
+            self.pending = [p + t for p, t in zip(self.pending, new_tokens)]
+            return
         in_cache = torch.tensor([min(a, gamma - 1) for a in num_accepted], device=self.draft.device)
         drafts_kept = torch.arange(gamma - 1, device=self.draft.device)[None, :] < in_cache[:, None]
-        self.kv.keep_last_block(torch.cat([self.block_valid, drafts_kept], dim=1)[:, -(p + gamma - 1):])
+        self.kv.keep_last_block(torch.cat([self.block_valid, drafts_kept], dim=1))
         self.pending = [toks[min(a, gamma - 1):] for a, toks in zip(num_accepted, new_tokens)]
         self.kv.compact()
 
@@ -140,7 +152,7 @@ class NgramProposer:
         self.vocab_size, self.min_n, self.max_n = vocab_size, min_n, max_n
         self.forward_s = 0.0
 
-    def start(self, prompts, first_tokens) -> None:
+    def start(self, prompts) -> None:
         pass
 
     @staticmethod
@@ -183,7 +195,7 @@ class SyntheticProposer:
         self.generator = torch.Generator().manual_seed(seed + 7919)
         self.forward_s = 0.0
 
-    def start(self, prompts, first_tokens) -> None:
+    def start(self, prompts) -> None:
         pass
 
     def propose(self, gamma: int, histories, params, generator):

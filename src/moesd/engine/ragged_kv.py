@@ -66,6 +66,8 @@ class RaggedKV:
         The kept slots must be a prefix of the row's valid slots in the block (accepted drafts).
         """
         t = keep.shape[1]
+        if t == 0:
+            return
         block = self.mask[:, -t:]
         dropped = (block & ~keep).sum(dim=1)
         self.mask[:, -t:] = block & keep

@@ -64,6 +64,7 @@ class SpecEngine:
         if max_new_tokens < 1:
             raise MoesdError(f"max new tokens must be >= 1, got {max_new_tokens}")
         longest = max(len(p) for p in prompts)
+        max_slots = 0
         if self.max_context and longest + max_new_tokens + self.gamma + 1 > self.max_context:
             raise MoesdError(f"prompt of {longest} tokens + {max_new_tokens} new tokens exceeds the model's "
                              f"context of {self.max_context}")
@@ -76,44 +77,63 @@ class SpecEngine:
         acceptance = AcceptanceStats(self.gamma, n)
         experts = ExpertStats(self.target.num_experts, self.target.top_k) if self.recorder is not None else None
         steps: list[StepRecord] = []
-        max_slots = 0
 
         kv = RaggedKV(self.target.model, device)
-        ids, valid = left_pad(prompts, device)
-        logits, prefill_s, routing = self._forward(kv, "prefill", ids, valid, keep=1)
-        if experts is not None and routing is not None:
-            experts.absorb([routing])
-        last = select_tokens(logits[:, -1], self.sampling, generator)
-        first = last.tolist()
-        if self.proposer is not None and self.gamma > 0:
-            self.proposer.start(prompts, first)
-        active = self._append(active, outputs, reasons, [[t] for t in first], max_new_tokens, eos_token_id)
-        last = self._select(kv, last, active, list(range(n)))
-        histories = [list(p) + outputs[i] for i, p in enumerate(prompts)]
+        histories = [list(p) for p in prompts]
+        prefill_s = 0.0
+        if self.gamma == 0:
+            ids, valid = left_pad(prompts, device)
+            logits, prefill_s, routing = self._forward(kv, "prefill", ids, valid, keep=1)
+            if experts is not None and routing is not None:
+                experts.absorb([routing])
+            last = select_tokens(logits[:, -1], self.sampling, generator)
+            first = [[t] for t in last.tolist()]
+            for rid, toks in enumerate(first):
+                histories[rid].extend(toks)
+            active = self._append(active, outputs, reasons, first, max_new_tokens, eos_token_id)
+            last = self._select(kv, last, active, list(range(n)))
+        else:
+            # As transformers' assisted generation does, the target's prefill is merged into the first
+            # verification: the draft proposes from the prompt, and the target scores prompt + drafts
+            # in one forward. That step is recorded as "prefill+verify", apart from the stage medians.
+            self.proposer.start(prompts)
+            last = None
 
         while active:
             t_step = self.clock.now()
             b = len(active)
+            first_round = last is None
             draft_forward_before = self.proposer.forward_s if self.proposer is not None else 0.0
-            if self.gamma == 0:
+            # Never draft past the longest remaining budget: those tokens could not be kept.
+            room = max(max_new_tokens - len(outputs[r]) for r in active)
+            gamma = min(self.gamma, room - 1) if self.gamma > 0 else 0
+            if self.gamma == 0 or (gamma == 0 and not first_round):
                 logits, target_s, routing = self._forward(kv, "decode", last[:, None],
                                                           torch.ones(b, 1, dtype=torch.bool, device=device), keep=1)
                 tok = select_tokens(logits[:, -1], self.sampling, generator)
-                new_tokens, draft_s, reject_s, final = [[t] for t in tok.tolist()], 0.0, 0.0, tok
+                new_tokens, draft_s, reject_s, final, kind = [[t] for t in tok.tolist()], 0.0, 0.0, tok, "decode"
+                if self.proposer is not None and self.gamma > 0:
+                    self.proposer.accept([0] * b, new_tokens, 0)
             else:
+                gamma = max(gamma, 1) if first_round else gamma
                 (drafts, draft_probs), draft_s = self.clock.run(
-                    self.proposer.propose, self.gamma, [histories[i] for i in active], self.sampling, generator)
+                    self.proposer.propose, gamma, [histories[i] for i in active], self.sampling, generator)
                 drafts = drafts.to(device)
-                verify_ids = torch.cat([last[:, None], drafts], dim=1)
-                logits, target_s, routing = self._forward(kv, "verify", verify_ids, torch.ones_like(verify_ids, dtype=torch.bool))
+                if first_round:
+                    ids, valid = left_pad([histories[i] + d for i, d in zip(active, drafts.tolist())], device)
+                    phase, kind = "prefill+verify", "prefill+verify"
+                else:
+                    ids = torch.cat([last[:, None], drafts], dim=1)
+                    valid = torch.ones_like(ids, dtype=torch.bool)
+                    phase, kind = "verify", "spec"
+                logits, target_s, routing = self._forward(kv, phase, ids, valid, keep=gamma + 1)
                 (num_accepted, out), reject_s = self.clock.run(self._accept, logits, drafts, draft_probs, generator)
-                kv.keep_last_block(torch.arange(self.gamma + 1, device=device)[None, :] <= num_accepted[:, None])
+                kv.keep_last_block(torch.arange(gamma + 1, device=device)[None, :] <= num_accepted[:, None])
                 kv.compact()
                 acc = num_accepted.tolist()
-                rows = out.tolist()
-                new_tokens = [r[: a + 1] for r, a in zip(rows, acc)]
-                acceptance.record(active, acc)
-                self.proposer.accept(acc, new_tokens, self.gamma)
+                new_tokens = [r[: a + 1] for r, a in zip(out.tolist(), acc)]
+                acceptance.record(active, acc, gamma)
+                self.proposer.accept(acc, new_tokens, gamma)
                 final = torch.gather(out, 1, num_accepted[:, None])[:, 0]
             before = active
             for slot, rid in enumerate(before):
@@ -123,8 +143,8 @@ class SpecEngine:
             last = self._select(kv, final, active, before)
             draft_forward_s = (self.proposer.forward_s - draft_forward_before) if self.proposer is not None else 0.0
             max_slots = max(max_slots, kv.length)
-            steps.append(StepRecord("decode" if self.gamma == 0 else "spec", b, self.clock.now() - t_step, target_s,
-                                    draft_s, draft_forward_s, reject_s, produced))
+            steps.append(StepRecord(kind, b, gamma, self.clock.now() - t_step, target_s, draft_s, draft_forward_s,
+                                    reject_s, produced))
             if experts is not None and routing is not None:
                 experts.absorb([routing])
 
@@ -138,7 +158,7 @@ class SpecEngine:
             # Target KV slots per row, holes included: bounded by compaction, not by the step count.
             "cache": {"max_slots": max_slots, "longest_prompt": longest,
                       "max_hole_fraction": kv.compact_threshold},
-            "stages": stage_summary(steps),
+            "stages": stage_summary(steps, self.gamma),
             "steps": steps_as_dicts(steps),
             "target": {"name": self.target.name, "experts_implementation": self.target.experts_implementation,
                        "num_experts": self.target.num_experts, "top_k": self.target.top_k,
@@ -157,7 +177,7 @@ class SpecEngine:
 
     def _accept(self, logits, drafts, draft_probs, generator):
         if self.proposer.kind == "synthetic":
-            forced = self.proposer.forced_accepts(drafts.shape[0], self.gamma).to(drafts.device)
+            forced = self.proposer.forced_accepts(drafts.shape[0], drafts.shape[1]).to(drafts.device)
             return forced_acceptance(logits, drafts, forced, self.sampling, generator)
         if self.sampling.greedy:
             return greedy_verify(logits, drafts)
