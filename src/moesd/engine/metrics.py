@@ -118,7 +118,10 @@ class ExpertStats:
             self.load[r.phase] = self.load.get(r.phase, np.zeros(self.num_experts)) + total
 
     def summary(self) -> dict:
-        out: dict = {"num_experts": self.num_experts, "top_k": self.top_k, "phases": {}}
+        out: dict = {"num_experts": self.num_experts, "top_k": self.top_k, "phases": {},
+                     # Every target forward: its phase, real tokens, and per MoE layer the distinct
+                     # experts loaded and the largest number of tokens any one expert processed.
+                     "forwards": [asdict(f) for f in self.forwards]}
         for phase in sorted({f.phase for f in self.forwards}):
             fs = [f for f in self.forwards if f.phase == phase]
             distinct = np.array([np.mean(f.distinct_experts) for f in fs])

@@ -49,9 +49,12 @@ class RaggedKV:
         positions = self.next_pos[:, None] + torch.cumsum(valid.long(), dim=1) - 1
         positions = positions.clamp(min=0)
         self.mask = torch.cat([self.mask, valid], dim=1)
+        # Without holes or padding the mask says nothing: omitting it lets attention take its
+        # plain causal path (always the case at B = 1, where rejected slots are cropped at once).
+        full = bool(self.mask.all())
         out = self.model(
             input_ids=input_ids,
-            attention_mask=self.mask.long(),
+            attention_mask=None if full else self.mask.long(),
             position_ids=positions,
             past_key_values=self.cache,
             use_cache=True,
