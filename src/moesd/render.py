@@ -144,7 +144,7 @@ def generation_text(outputs: list[dict], metrics: dict) -> str:
                     if t["num_experts"] > 1 else "") + f"), draft: {metrics['draft_method']}, gamma {metrics['gamma']}, "
                  f"batch {metrics['batch_size']}, temperature {metrics['temperature']}")
     if st:
-        lines.append(f"{st['tokens']} tokens in {st['total_s']:.2f} s ({st['tokens_per_s']:.1f} tok/s); "
+        lines.append(f"{st['tokens']} tokens in {st['generation_s']:.2f} s incl. prefill ({st['tokens_per_s']:.1f} tok/s); "
                      f"time outside model forwards {100 * st['outside_forward_fraction']:.1f} %")
         stage = [f"{k} {1e3 * st[k]:.2f} ms" for k in ("target_decode_s", "target_verify_s", "draft_round_s", "reject_s")
                  if k in st]

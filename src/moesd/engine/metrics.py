@@ -150,11 +150,14 @@ class ExpertStats:
                 "points": [[t, float(np.mean(v))] for t, v in sorted(pts.items())]}
 
 
-def stage_summary(steps: list[StepRecord], gamma: int) -> dict:
+def stage_summary(steps: list[StepRecord], gamma: int, prefill_s: float, generated_tokens: int) -> dict:
     """Medians per stage over the steps run at the full (initial) batch size and the configured
-    gamma (the merged prefill+verify round and shortened last rounds excluded), plus totals."""
+    gamma (the merged prefill+verify round and shortened last rounds excluded), plus totals.
+
+    tokens_per_s counts every generated token over prefill plus steps, so autoregressive and
+    speculative runs compare like for like (SD merges the target prefill into its first round)."""
     if not steps:
-        return {}
+        return {"prefill_s": prefill_s, "tokens": generated_tokens}
     full = max(s.batch_size for s in steps)
     at_full = [s for s in steps if s.batch_size == full and s.kind != "prefill+verify"
                and (s.kind == "decode" or s.gamma == gamma)]
@@ -174,8 +177,10 @@ def stage_summary(steps: list[StepRecord], gamma: int) -> dict:
         "total_s": total,
         "forward_s": forwards,
         "outside_forward_fraction": (total - forwards) / total if total > 0 else 0.0,
-        "tokens": sum(s.tokens for s in steps),
-        "tokens_per_s": sum(s.tokens for s in steps) / total if total > 0 else 0.0,
+        "prefill_s": prefill_s,
+        "generation_s": prefill_s + total,
+        "tokens": generated_tokens,
+        "tokens_per_s": generated_tokens / (prefill_s + total) if prefill_s + total > 0 else 0.0,
     }
     if decode:
         out["target_decode_s"] = med(s.target_s for s in decode)

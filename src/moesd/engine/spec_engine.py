@@ -96,7 +96,7 @@ class SpecEngine:
             # As transformers' assisted generation does, the target's prefill is merged into the first
             # verification: the draft proposes from the prompt, and the target scores prompt + drafts
             # in one forward. That step is recorded as "prefill+verify", apart from the stage medians.
-            self.proposer.start(prompts)
+            _, prefill_s = self.clock.run(self.proposer.start, prompts)  # the draft's prefill
             last = None
 
         while active:
@@ -138,8 +138,9 @@ class SpecEngine:
             before = active
             for slot, rid in enumerate(before):
                 histories[rid].extend(new_tokens[slot])
-            produced = sum(len(t) for t in new_tokens)
+            emitted = sum(len(outputs[r]) for r in before)
             active = self._append(before, outputs, reasons, new_tokens, max_new_tokens, eos_token_id)
+            produced = sum(len(outputs[r]) for r in before) - emitted  # after cutting at EOS / the limit
             last = self._select(kv, final, active, before)
             draft_forward_s = (self.proposer.forward_s - draft_forward_before) if self.proposer is not None else 0.0
             max_slots = max(max_slots, kv.length)
@@ -158,7 +159,7 @@ class SpecEngine:
             # Target KV slots per row, holes included: bounded by compaction, not by the step count.
             "cache": {"max_slots": max_slots, "longest_prompt": longest,
                       "max_hole_fraction": kv.compact_threshold},
-            "stages": stage_summary(steps, self.gamma),
+            "stages": stage_summary(steps, self.gamma, prefill_s, sum(len(o) for o in outputs)),
             "steps": steps_as_dicts(steps),
             "target": {"name": self.target.name, "experts_implementation": self.target.experts_implementation,
                        "num_experts": self.target.num_experts, "top_k": self.target.top_k,
