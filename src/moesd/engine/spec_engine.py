@@ -64,117 +64,108 @@ class SpecEngine:
         if max_new_tokens < 1:
             raise MoesdError(f"max new tokens must be >= 1, got {max_new_tokens}")
         longest = max(len(p) for p in prompts)
-        max_slots = 0
         if self.max_context and longest + max_new_tokens + self.gamma + 1 > self.max_context:
             raise MoesdError(f"prompt of {longest} tokens + {max_new_tokens} new tokens exceeds the model's "
                              f"context of {self.max_context}")
-        device = self.target.device
-        generator = torch.Generator(device=device).manual_seed(self.seed)
-        n = len(prompts)
-        outputs: list[list[int]] = [[] for _ in range(n)]
-        reasons = ["length"] * n
-        active = list(range(n))
-        acceptance = AcceptanceStats(self.gamma, n)
-        experts = ExpertStats(self.target.num_experts, self.target.top_k) if self.recorder is not None else None
-        steps: list[StepRecord] = []
-
-        kv = RaggedKV(self.target.model, device)
-        histories = [list(p) for p in prompts]
-        prefill_s = 0.0
+        run = _Run(self, prompts, max_new_tokens, eos_token_id)
         if self.gamma == 0:
-            ids, valid = left_pad(prompts, device)
-            logits, prefill_s, routing = self._forward(kv, "prefill", ids, valid, keep=1)
-            if experts is not None and routing is not None:
-                experts.absorb([routing])
-            last = select_tokens(logits[:, -1], self.sampling, generator)
-            first = [[t] for t in last.tolist()]
-            for rid, toks in enumerate(first):
-                histories[rid].extend(toks)
-            active = self._append(active, outputs, reasons, first, max_new_tokens, eos_token_id)
-            last = self._select(kv, last, active, list(range(n)))
+            self._prefill(run)
         else:
             # As transformers' assisted generation does, the target's prefill is merged into the first
             # verification: the draft proposes from the prompt, and the target scores prompt + drafts
             # in one forward. That step is recorded as "prefill+verify", apart from the stage medians.
-            _, prefill_s = self.clock.run(self.proposer.start, prompts)  # the draft's prefill
-            last = None
+            _, run.prefill_s = self.clock.run(self.proposer.start, prompts)  # the draft's prefill
+        while run.active:
+            self._step(run)
+        return GenerationResult(run.outputs, run.reasons, self._metrics(run, longest))
 
-        while active:
-            t_step = self.clock.now()
-            b = len(active)
-            first_round = last is None
-            draft_forward_before = self.proposer.forward_s if self.proposer is not None else 0.0
-            # Never draft past the longest remaining budget: those tokens could not be kept.
-            room = max(max_new_tokens - len(outputs[r]) for r in active)
-            gamma = min(self.gamma, room - 1) if self.gamma > 0 else 0
-            if self.gamma == 0 or (gamma == 0 and not first_round):
-                logits, target_s, routing = self._forward(kv, "decode", last[:, None],
-                                                          torch.ones(b, 1, dtype=torch.bool, device=device), keep=1)
-                tok = select_tokens(logits[:, -1], self.sampling, generator)
-                new_tokens, draft_s, reject_s, final, kind = [[t] for t in tok.tolist()], 0.0, 0.0, tok, "decode"
-                if self.proposer is not None and self.gamma > 0:
-                    self.proposer.accept([0] * b, new_tokens, 0)
-            else:
-                gamma = max(gamma, 1) if first_round else gamma
-                (drafts, draft_probs), draft_s = self.clock.run(
-                    self.proposer.propose, gamma, [histories[i] for i in active], self.sampling, generator)
-                drafts = drafts.to(device)
-                if first_round:
-                    ids, valid = left_pad([histories[i] + d for i, d in zip(active, drafts.tolist())], device)
-                    phase, kind = "prefill+verify", "prefill+verify"
-                else:
-                    ids = torch.cat([last[:, None], drafts], dim=1)
-                    valid = torch.ones_like(ids, dtype=torch.bool)
-                    phase, kind = "verify", "spec"
-                logits, target_s, routing = self._forward(kv, phase, ids, valid, keep=gamma + 1)
-                (num_accepted, out), reject_s = self.clock.run(self._accept, logits, drafts, draft_probs, generator)
-                kv.keep_last_block(torch.arange(gamma + 1, device=device)[None, :] <= num_accepted[:, None])
-                kv.compact()
-                acc = num_accepted.tolist()
-                new_tokens = [r[: a + 1] for r, a in zip(out.tolist(), acc)]
-                acceptance.record(active, acc, gamma)
-                self.proposer.accept(acc, new_tokens, gamma)
-                final = torch.gather(out, 1, num_accepted[:, None])[:, 0]
-            before = active
-            for slot, rid in enumerate(before):
-                histories[rid].extend(new_tokens[slot])
-            emitted = sum(len(outputs[r]) for r in before)
-            active = self._append(before, outputs, reasons, new_tokens, max_new_tokens, eos_token_id)
-            produced = sum(len(outputs[r]) for r in before) - emitted  # after cutting at EOS / the limit
-            last = self._select(kv, final, active, before)
-            draft_forward_s = (self.proposer.forward_s - draft_forward_before) if self.proposer is not None else 0.0
-            max_slots = max(max_slots, kv.length)
-            steps.append(StepRecord(kind, b, gamma, self.clock.now() - t_step, target_s, draft_s, draft_forward_s,
+    def _prefill(self, run: "_Run") -> None:
+        ids, valid = left_pad(run.histories, run.device)
+        logits, run.prefill_s, routing = self._forward(run.kv, "prefill", ids, valid, keep=1)
+        run.absorb(routing)
+        last = select_tokens(logits[:, -1], self.sampling, run.generator)
+        run.emit([[t] for t in last.tolist()], last)
+
+    def _step(self, run: "_Run") -> None:
+        t_step = self.clock.now()
+        b = len(run.active)
+        first_round = run.last is None
+        draft_forward_before = self.proposer.forward_s if self.proposer is not None else 0.0
+        # Never draft past the longest remaining budget: those tokens could not be kept.
+        room = max(run.max_new_tokens - len(run.outputs[r]) for r in run.active)
+        gamma = min(self.gamma, room - 1)
+        if self.gamma == 0 or (gamma <= 0 and not first_round):
+            kind, gamma, target_s, draft_s, reject_s, routing = "decode", 0, *self._decode(run)
+        else:
+            gamma = max(gamma, 1)
+            kind = "prefill+verify" if first_round else "spec"
+            target_s, draft_s, reject_s, routing = self._speculate(run, gamma, first_round)
+        produced = run.flush()
+        draft_forward_s = (self.proposer.forward_s - draft_forward_before) if self.proposer is not None else 0.0
+        run.max_slots = max(run.max_slots, run.kv.length)
+        run.steps.append(StepRecord(kind, b, gamma, self.clock.now() - t_step, target_s, draft_s, draft_forward_s,
                                     reject_s, produced))
-            if experts is not None and routing is not None:
-                experts.absorb([routing])
+        run.absorb(routing)
 
+    def _decode(self, run: "_Run"):
+        """One target token per row (the autoregressive step; also SD's last round with one token left)."""
+        ones = torch.ones(len(run.active), 1, dtype=torch.bool, device=run.device)
+        logits, target_s, routing = self._forward(run.kv, "decode", run.last[:, None], ones, keep=1)
+        tok = select_tokens(logits[:, -1], self.sampling, run.generator)
+        new_tokens = [[t] for t in tok.tolist()]
+        if self.proposer is not None and self.gamma > 0:
+            self.proposer.accept([0] * len(new_tokens), new_tokens, 0)
+        run.pending = (new_tokens, tok)
+        return target_s, 0.0, 0.0, routing
+
+    def _speculate(self, run: "_Run", gamma: int, first_round: bool):
+        (drafts, draft_probs), draft_s = self.clock.run(
+            self.proposer.propose, gamma, [run.histories[i] for i in run.active], self.sampling, run.generator)
+        drafts = drafts.to(run.device)
+        if first_round:
+            ids, valid = left_pad([run.histories[i] + d for i, d in zip(run.active, drafts.tolist())], run.device)
+        else:
+            ids = torch.cat([run.last[:, None], drafts], dim=1)
+            valid = torch.ones_like(ids, dtype=torch.bool)
+        phase = "prefill+verify" if first_round else "verify"
+        logits, target_s, routing = self._forward(run.kv, phase, ids, valid, keep=gamma + 1)
+        (num_accepted, out), reject_s = self.clock.run(self._accept, logits, drafts, draft_probs, run.generator)
+        run.kv.keep_last_block(torch.arange(gamma + 1, device=run.device)[None, :] <= num_accepted[:, None])
+        run.kv.compact()
+        acc = num_accepted.tolist()
+        new_tokens = [r[: a + 1] for r, a in zip(out.tolist(), acc)]
+        run.acceptance.record(run.active, acc, gamma)
+        self.proposer.accept(acc, new_tokens, gamma)
+        run.pending = (new_tokens, torch.gather(out, 1, num_accepted[:, None])[:, 0])
+        return target_s, draft_s, reject_s, routing
+
+    def _metrics(self, run: "_Run", longest: int) -> dict:
         metrics = {
             "gamma": self.gamma,
-            "batch_size": n,
+            "batch_size": len(run.outputs),
             "draft_method": self.proposer.kind if (self.proposer is not None and self.gamma > 0) else "none",
             "temperature": self.sampling.temperature,
             "top_p": self.sampling.top_p,
-            "prefill_s": prefill_s,
+            "prefill_s": run.prefill_s,
             # Target KV slots per row, holes included: bounded by compaction, not by the step count.
-            "cache": {"max_slots": max_slots, "longest_prompt": longest,
-                      "max_hole_fraction": kv.compact_threshold},
-            "stages": stage_summary(steps, self.gamma, prefill_s, sum(len(o) for o in outputs)),
-            "steps": steps_as_dicts(steps),
+            "cache": {"max_slots": run.max_slots, "longest_prompt": longest,
+                      "compact_threshold": run.kv.compact_threshold},
+            "stages": stage_summary(run.steps, self.gamma, run.prefill_s, sum(len(o) for o in run.outputs)),
+            "steps": steps_as_dicts(run.steps),
             "target": {"name": self.target.name, "experts_implementation": self.target.experts_implementation,
                        "num_experts": self.target.num_experts, "top_k": self.target.top_k,
                        "routing": self.recorder.routing if self.recorder is not None else None,
-                       "dtype": str(self.target.dtype).replace("torch.", ""), "device": str(device),
+                       "dtype": str(self.target.dtype).replace("torch.", ""), "device": str(run.device),
                        "random_weights": self.target.random_weights},
         }
         if self.gamma > 0:
-            metrics["acceptance"] = acceptance.summary()
+            metrics["acceptance"] = run.acceptance.summary()
             if self.proposer.kind == "synthetic":
                 metrics["note"] = "synthetic acceptance: outputs are not target text"
-        if experts is not None:
-            metrics["experts"] = experts.summary()
-            metrics["routing_curve"] = experts.routing_curve()
-        return GenerationResult(outputs, reasons, metrics)
+        if run.experts is not None:
+            metrics["experts"] = run.experts.summary()
+            metrics["routing_curve"] = run.experts.routing_curve()
+        return metrics
 
     def _accept(self, logits, drafts, draft_probs, generator):
         if self.proposer.kind == "synthetic":
@@ -188,29 +179,63 @@ class SpecEngine:
             draft_probs.scatter_(2, drafts[..., None], 1.0)
         return rejection_sample(target_probs, draft_probs.to(target_probs.device), drafts, generator)
 
-    @staticmethod
-    def _append(active, outputs, reasons, new_tokens, max_new_tokens, eos_token_id) -> list[int]:
-        """Append each row's new tokens, cutting at EOS or the limit; returns the rows still going."""
-        still = []
-        for rid, toks in zip(active, new_tokens):
-            room = max_new_tokens - len(outputs[rid])
-            toks = toks[:room]
-            if eos_token_id is not None and eos_token_id in toks:
-                toks = toks[: toks.index(eos_token_id) + 1]
-                reasons[rid] = "eos"
-            outputs[rid].extend(toks)
-            if reasons[rid] != "eos" and len(outputs[rid]) < max_new_tokens:
-                still.append(rid)
-        return still
 
-    def _select(self, kv: RaggedKV, last: torch.Tensor, active: list[int], before: list[int]) -> torch.Tensor:
-        if active == before:
-            return last
-        slots = [before.index(r) for r in active]
-        if not slots:
-            return last[:0]
-        idx = torch.tensor(slots, device=last.device)
-        kv.select_rows(idx)
-        if self.proposer is not None and self.gamma > 0:
-            self.proposer.select_rows(slots)
-        return last[idx]
+class _Run:
+    """The state of one `generate` call: outputs, the active rows, the target cache, statistics."""
+
+    def __init__(self, engine: SpecEngine, prompts: list[list[int]], max_new_tokens: int, eos_token_id: int | None):
+        n = len(prompts)
+        self.engine = engine
+        self.device = engine.target.device
+        self.generator = torch.Generator(device=self.device).manual_seed(engine.seed)
+        self.max_new_tokens, self.eos_token_id = max_new_tokens, eos_token_id
+        self.outputs: list[list[int]] = [[] for _ in range(n)]
+        self.reasons = ["length"] * n
+        self.histories = [list(p) for p in prompts]  # prompt + output, per request (prompt lookup reads it)
+        self.active = list(range(n))  # request ids still generating, in batch-row order
+        self.last: torch.Tensor | None = None  # [active] the newest token, not yet in the target cache
+        self.pending: tuple[list[list[int]], torch.Tensor] | None = None  # this step's tokens per row
+        self.kv = RaggedKV(engine.target.model, self.device)
+        self.acceptance = AcceptanceStats(engine.gamma, n)
+        self.experts = (ExpertStats(engine.target.num_experts, engine.target.top_k)
+                        if engine.recorder is not None else None)
+        self.steps: list[StepRecord] = []
+        self.prefill_s = 0.0
+        self.max_slots = 0
+
+    def absorb(self, routing) -> None:
+        if self.experts is not None and routing is not None:
+            self.experts.absorb([routing])
+
+    def emit(self, new_tokens: list[list[int]], final: torch.Tensor) -> int:
+        """Append each active row's new tokens, cutting at EOS or the limit; finished rows leave the
+        batch (target cache, draft state, `last`). Returns the number of tokens kept."""
+        before = self.active
+        kept = 0
+        still = []
+        for rid, toks in zip(before, new_tokens):
+            self.histories[rid].extend(toks)
+            toks = toks[: self.max_new_tokens - len(self.outputs[rid])]
+            if self.eos_token_id is not None and self.eos_token_id in toks:
+                toks = toks[: toks.index(self.eos_token_id) + 1]
+                self.reasons[rid] = "eos"
+            self.outputs[rid].extend(toks)
+            kept += len(toks)
+            if self.reasons[rid] != "eos" and len(self.outputs[rid]) < self.max_new_tokens:
+                still.append(rid)
+        self.active, self.last = still, final
+        if still != before:
+            slots = [before.index(r) for r in still]
+            if slots:
+                idx = torch.tensor(slots, device=self.device)
+                self.kv.select_rows(idx)
+                engine = self.engine
+                if engine.proposer is not None and engine.gamma > 0:
+                    engine.proposer.select_rows(slots)
+                self.last = final[idx]
+        return kept
+
+    def flush(self) -> int:
+        new_tokens, final = self.pending
+        self.pending = None
+        return self.emit(new_tokens, final)
