@@ -19,11 +19,11 @@ import json
 import platform
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
+from moesd.bench.timing import median_seconds
 from moesd.engine.loading import load_model
 from moesd.engine.proposers import DraftModelProposer, left_pad
 from moesd.engine.spec_engine import SpecEngine
@@ -44,16 +44,6 @@ def write_config(d: Path, name: str, cfg: dict) -> str:
     p.mkdir()
     (p / "config.json").write_text(json.dumps(cfg))
     return str(p)
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
 
 
 def outside_forward(d: Path, repeats: int, new_tokens: int) -> None:
@@ -88,7 +78,7 @@ def engine_vs_generate(target, prompts, repeats: int, new_tokens: int) -> None:
     def ours():
         SpecEngine(target, None, 0).generate(prompts, new_tokens)
 
-    t_hf, t_ours = median_time(hf, repeats), median_time(ours, repeats)
+    t_hf, t_ours = median_seconds(hf, repeats), median_seconds(ours, repeats)
     tokens = len(prompts) * new_tokens
     print(f"2. autoregressive, B={len(prompts)}, {new_tokens} new tokens: engine {tokens / t_ours:.1f} tok/s, "
           f"transformers generate() {tokens / t_hf:.1f} tok/s, ratio {t_hf / t_ours:.2f} (goal >= 1)")
@@ -114,7 +104,7 @@ def vs_assisted(d: Path, repeats: int, new_tokens: int) -> None:
             def ours():
                 SpecEngine(target, DraftModelProposer(draft, target.vocab_size), gamma).generate([prompt], new_tokens)
 
-            t_hf, t_ours = median_time(hf, repeats), median_time(ours, repeats)
+            t_hf, t_ours = median_seconds(hf, repeats), median_seconds(ours, repeats)
             print(f"3. B=1 SD vs assisted generation, SmolLM2-135M + {label}, gamma {gamma}, {new_tokens} tokens: "
                   f"engine {new_tokens / t_ours:.1f} tok/s, assisted {new_tokens / t_hf:.1f} tok/s, "
                   f"ratio {t_hf / t_ours:.2f} (goal >= 1.2)")

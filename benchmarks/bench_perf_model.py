@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from moesd.bench.timing import sample_seconds
 from moesd.perf.fit import fit, stride_split
 from moesd.perf.hardware import hardware_preset
 from moesd.perf.measurements import Measurements
@@ -27,12 +28,7 @@ REPEATS = 21
 
 
 def timed(fn, repeats=REPEATS):
-    fn()  # warm-up: first call pays lazy imports
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
+    samples = sample_seconds(fn, repeats)  # the warm-up call pays lazy imports
     return statistics.median(samples), min(samples), max(samples)
 
 

@@ -10,25 +10,14 @@ from __future__ import annotations
 
 import datetime
 import os
-import statistics
-import time
 
 import numpy as np
 
+from moesd.bench.timing import median_seconds
 from moesd.perf.hardware import Hardware
 
 _WEIGHT_BYTES = 512 * 2**20  # far beyond any L3, so every GEMV streams from DRAM
 _GEMM_N = 2048
-
-
-def _median_s(fn, repeats: int) -> float:
-    fn()
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
 
 
 def _measure_torch(repeats: int, threads: int | None) -> tuple[float, float, str]:
@@ -40,18 +29,18 @@ def _measure_torch(repeats: int, threads: int | None) -> tuple[float, float, str
     rows = _WEIGHT_BYTES // (2 * cols)
     w = torch.randn(rows, cols, dtype=torch.bfloat16)
     x = torch.randn(1, cols, dtype=torch.bfloat16)
-    gemv_s = _median_s(lambda: torch.nn.functional.linear(x, w), repeats)
+    gemv_s = median_seconds(lambda: torch.nn.functional.linear(x, w), repeats)
     a = torch.randn(_GEMM_N, _GEMM_N, dtype=torch.bfloat16)
     b = torch.randn(_GEMM_N, _GEMM_N, dtype=torch.bfloat16)
-    gemm_s = _median_s(lambda: a @ b, repeats)
+    gemm_s = median_seconds(lambda: a @ b, repeats)
     return w.numel() * 2 / gemv_s, 2 * _GEMM_N**3 / gemm_s, f"torch {torch.__version__} bf16, {torch.get_num_threads()} threads"
 
 
 def _measure_numpy(repeats: int) -> tuple[float, float, str]:
     arr = np.ones(_WEIGHT_BYTES // 4, dtype=np.float32)
-    read_s = _median_s(lambda: arr.sum(), repeats)
+    read_s = median_seconds(lambda: arr.sum(), repeats)
     a = np.random.default_rng(0).standard_normal((_GEMM_N, _GEMM_N)).astype(np.float32)
-    gemm_s = _median_s(lambda: a @ a, repeats)
+    gemm_s = median_seconds(lambda: a @ a, repeats)
     return arr.nbytes / read_s, 2 * _GEMM_N**3 / gemm_s, f"numpy {np.__version__} fp32 (torch not installed)"
 
 
