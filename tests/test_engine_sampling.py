@@ -109,3 +109,16 @@ def test_sampled_sd_matches_sampled_autoregressive_end_to_end(tiny_model, agreei
     runs = [SpecEngine(target, DraftModelProposer(draft, 32), 2, params, seed=5).generate(prompts[:50], 6).token_ids
             for _ in range(2)]
     assert runs[0] == runs[1]
+
+
+def test_synthetic_alpha_is_recovered_and_acceptance_rate_follows_leviathan(tiny_model):
+    """Synthetic acceptance with per-token probability 0.7: the alpha estimate recovers it, and vLLM's
+    acceptance rate matches alpha (1 - alpha^gamma) / ((1 - alpha) gamma)."""
+    from moesd.engine.proposers import SyntheticProposer
+
+    target = tiny_model("llama")
+    res = SpecEngine(target, SyntheticProposer(0.7, 512, seed=0), 4).generate([[1, 2, 3]] * 64, 40)
+    a = res.metrics["acceptance"]
+    assert a["alpha"] == pytest.approx(0.7, abs=0.03)
+    assert a["acceptance_rate"] == pytest.approx(0.7 * (1 - 0.7**4) / (0.3 * 4), abs=0.03)
+    assert a["sigma"] == pytest.approx(a["mean_acceptance_length"] / 5)

@@ -130,6 +130,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chat", action="store_true", help="apply the tokenizer's chat template")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("bench", help="sweep B x gamma x K x temperature x routing; one JSON line per point")
+    p.add_argument("--target", required=True)
+    p.add_argument("--draft")
+    p.add_argument("--draft-method", choices=["model", "ngram", "synthetic"])
+    p.add_argument("--alpha", type=float, help="acceptance rate for --draft-method synthetic")
+    p.add_argument("--batch-sizes", type=int_list, required=True)
+    p.add_argument("--gammas", type=int_list, required=True)
+    p.add_argument("--experts-per-token", type=int_list, help="sparsity sweep: top-K values")
+    p.add_argument("--temperatures", default="0", help="comma list, e.g. 0,1")
+    p.add_argument("--routing", default="model", help="model, uniform, or model,uniform")
+    p.add_argument("--workload", default="humaneval", help="humaneval, mtbench or a JSONL file")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--max-prompt-tokens", type=int, help="keep only the last N prompt tokens")
+    p.add_argument("--dtype", default="bf16")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--experts-implementation", default="grouped_mm")
+    p.add_argument("--chat", action="store_true", help="wrap prompts in the tokenizer's chat template")
+    p.add_argument("--upcycle", type=int, metavar="E", help="measure the dense target's MoE twin with E experts")
+    p.add_argument("--hardware", help="hardware preset recorded for `moesd fit` (default: cpu on CPU)")
+    p.add_argument("--tokenizer", help="tokenizer directory for random-weight models")
+    p.add_argument("-o", "--output", required=True, help="results JSONL")
+    p.add_argument("--resume", action="store_true", help="continue an existing results file")
+    p.add_argument("--skip-bad-lines", action="store_true")
+
     p = sub.add_parser("calibrate", help="measure this machine's bandwidth and GEMM peak into a hardware JSON")
     p.add_argument("-o", "--output", help="hardware JSON to write (use it as --hardware FILE)")
     p.add_argument("--repeats", type=int, default=9)
@@ -168,6 +195,10 @@ def dispatch(a: argparse.Namespace) -> str:
                     experts_per_token=a.experts_per_token, experts_implementation=a.experts_implementation,
                     routing=a.routing, random_weights=True if a.random_weights else None, tokenizer=a.tokenizer)
         return generate.run(spec, a.prompt, a.prompts, a.batch_size, a.max_new_tokens, a.chat, a.json)
+    if a.command == "bench":
+        from moesd.commands import bench
+
+        return bench.run(a)
     if a.command == "calibrate":
         from moesd.commands import calibrate
 

@@ -151,7 +151,8 @@ def generation_text(outputs: list[dict], metrics: dict) -> str:
         lines.append(f"median at batch {st['full_batch_size']}: " + ", ".join(stage))
     if "acceptance" in metrics:
         a = metrics["acceptance"]
-        lines.append(f"alpha {a['alpha']:.3f}, mean acceptance length {a['mean_acceptance_length']:.2f} "
+        lines.append(f"alpha {a['alpha']:.3f} (acceptance rate {a['acceptance_rate']:.3f}), "
+                     f"mean acceptance length {a['mean_acceptance_length']:.2f} "
                      f"(bonus token included), sigma {a['sigma']:.3f}, per position "
                      + " ".join(f"{x:.2f}" for x in a["per_position_acceptance"]))
     if "experts" in metrics:

@@ -44,7 +44,7 @@ def build_engine(spec: EngineSpec, target: LoadedModel | None = None) -> tuple[S
         raise MoesdError(f"gamma must lie in 0..{MAX_GAMMA}, got {spec.gamma}")
     if method == "model" and not spec.draft:
         raise MoesdError("draft method 'model' needs --draft")
-    if method != "model" and spec.draft:
+    if method not in ("model", "synthetic") and spec.draft:
         raise MoesdError(f"--draft given but draft method is {method!r}")
     if method == "synthetic" and (spec.alpha is None or not 0 <= spec.alpha <= 1):
         raise MoesdError("synthetic drafting needs --alpha in [0, 1]")
@@ -59,16 +59,19 @@ def build_engine(spec: EngineSpec, target: LoadedModel | None = None) -> tuple[S
                                   experts_implementation=spec.experts_implementation, tokenizer_dir=spec.tokenizer)
     proposer = None
     if spec.gamma > 0:
-        if method == "model":
+        draft_proposer = None
+        if spec.draft:
             draft = load_model(spec.draft, dtype=spec.dtype, device=spec.device, seed=spec.seed + 1,
                                random_weights=spec.random_weights, tokenizer_dir=spec.tokenizer)
             if not (isinstance(target.tokenizer, ByteTokenizer) and isinstance(draft.tokenizer, ByteTokenizer)):
                 check_vocabularies(target, draft)
-            proposer = DraftModelProposer(draft, target.vocab_size)
+            draft_proposer = DraftModelProposer(draft, target.vocab_size)
+        if method == "model":
+            proposer = draft_proposer
         elif method == "ngram":
             proposer = NgramProposer(target.vocab_size, spec.ngram_min, spec.ngram_max)
-        else:
-            proposer = SyntheticProposer(spec.alpha, target.vocab_size, spec.seed)
+        else:  # synthetic acceptance; with --draft the draft model still runs, so its cost is real
+            proposer = SyntheticProposer(spec.alpha, target.vocab_size, spec.seed, draft_proposer)
     engine = SpecEngine(target, proposer, spec.gamma, SamplingParams(spec.temperature, spec.top_p), spec.seed,
                         spec.routing)
     return engine, target

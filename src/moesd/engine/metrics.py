@@ -1,9 +1,12 @@
 """Per-step measurements: stage times, acceptance (vLLM's definitions), experts per forward.
 
 Acceptance follows vllm/v1/spec_decode/metrics.py: a *draft* is one round for one request;
-acceptance rate alpha = accepted / draft tokens; mean acceptance length = 1 + accepted / drafts
-(it counts the bonus token); per-position acceptance = accepted at position i / drafts. sigma
-(MoESD Eq. 5) = mean acceptance length / (gamma + 1).
+acceptance_rate = accepted / draft tokens; mean acceptance length = 1 + accepted / drafts (it counts
+the bonus token); per-position acceptance = accepted at position i / drafts. sigma (MoESD Eq. 5) =
+mean acceptance length / (gamma + 1). alpha is the paper's (Leviathan et al.'s) per-token acceptance
+probability, estimated as accepted / (accepted + rejections): every draft token that was evaluated
+was either accepted or was the one rejection that ended its round. Under i.i.d. acceptance
+acceptance_rate = alpha (1 - alpha^gamma) / ((1 - alpha) gamma) < alpha.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ class AcceptanceStats:
     num_drafts: int = 0
     num_draft_tokens: int = 0
     num_accepted_tokens: int = 0
+    num_rejections: int = 0  # rounds that stopped at a rejected draft token
     accepted_per_position: list[int] = field(default_factory=list)
     histogram: list[list[int]] = field(default_factory=list)  # [request][accepted count 0..gamma]
 
@@ -73,6 +77,7 @@ class AcceptanceStats:
             self.num_drafts += 1
             self.num_draft_tokens += gamma
             self.num_accepted_tokens += a
+            self.num_rejections += int(a < gamma)
             for i in range(a):
                 self.accepted_per_position[i] += 1
             self.histogram[rid][a] += 1
@@ -86,7 +91,9 @@ class AcceptanceStats:
             "num_accepted_tokens": self.num_accepted_tokens,
             "accepted_per_position": self.accepted_per_position,
             "per_position_acceptance": [a / drafts for a in self.accepted_per_position],
-            "alpha": self.num_accepted_tokens / max(self.num_draft_tokens, 1),
+            "num_rejections": self.num_rejections,
+            "acceptance_rate": self.num_accepted_tokens / max(self.num_draft_tokens, 1),
+            "alpha": self.num_accepted_tokens / max(self.num_accepted_tokens + self.num_rejections, 1),
             "mean_acceptance_length": mean_len,
             "sigma": mean_len / (self.gamma + 1),
             "acceptance_histogram": self.histogram,

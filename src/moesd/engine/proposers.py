@@ -182,34 +182,41 @@ class NgramProposer:
 
 
 class SyntheticProposer:
-    """vLLM's synthetic mode for timing at scale: random draft tokens, each accepted with
-    probability alpha (the accepted count is the number of leading successes). The text produced
-    is not the target's."""
+    """vLLM's synthetic mode for timing at scale: each draft token is accepted with probability alpha
+    (the accepted count is the number of leading successes), whatever the target says. Proposals come
+    from `inner` (a draft model, so its cost is real) or are random tokens (no draft cost). The text
+    produced is not the target's."""
 
     kind = "synthetic"
 
-    def __init__(self, alpha: float, vocab_size: int, seed: int):
+    def __init__(self, alpha: float, vocab_size: int, seed: int, inner: "DraftModelProposer | None" = None):
         if not 0.0 <= alpha <= 1.0:
             raise MoesdError(f"synthetic alpha must lie in [0, 1], got {alpha}")
-        self.alpha, self.vocab_size = alpha, vocab_size
+        self.alpha, self.vocab_size, self.inner = alpha, vocab_size, inner
         self.generator = torch.Generator().manual_seed(seed + 7919)
-        self.forward_s = 0.0
+
+    @property
+    def forward_s(self) -> float:
+        return self.inner.forward_s if self.inner is not None else 0.0
 
     def start(self, prompts) -> None:
-        pass
+        if self.inner is not None:
+            self.inner.start(prompts)
 
     def propose(self, gamma: int, histories, params, generator):
-        b = len(histories)
-        return torch.randint(0, self.vocab_size, (b, gamma), generator=self.generator), None
+        if self.inner is not None:
+            tokens, _ = self.inner.propose(gamma, histories, params, generator)
+            return tokens, None
+        return torch.randint(0, self.vocab_size, (len(histories), gamma), generator=self.generator), None
 
     def forced_accepts(self, batch_size: int, gamma: int) -> torch.Tensor:
         coins = torch.rand(batch_size, gamma, generator=self.generator) < self.alpha
         return torch.cumprod(coins.long(), dim=1).sum(dim=1)
 
     def accept(self, num_accepted, new_tokens, gamma) -> None:
-        pass
+        if self.inner is not None:
+            self.inner.accept(num_accepted, new_tokens, gamma)
 
     def select_rows(self, rows) -> None:
-        pass
-
-
+        if self.inner is not None:
+            self.inner.select_rows(rows)

@@ -3,9 +3,13 @@
 Glossary (used with exactly these meanings everywhere in moesd):
 
 - **gamma** (``gamma``): draft length, the number of tokens the draft proposes per round.
-- **alpha** (``alpha``): acceptance rate, the probability that the target accepts the next draft
-  token given the prefix (Leviathan et al., arXiv 2211.17192). Measured as
-  accepted draft tokens / proposed draft tokens (vLLM's definition).
+- **alpha** (``alpha``): the probability that the target accepts the next draft token given the
+  prefix (Leviathan et al., arXiv 2211.17192; MoESD Eq. 5). Measured as
+  accepted / (accepted + rejections): each evaluated draft token is accepted or is the one rejection
+  that ends its round.
+- **acceptance rate** (``acceptance_rate``): vLLM's accepted draft tokens / proposed draft tokens.
+  Tokens after a rejection are never evaluated, so under i.i.d. acceptance it is
+  alpha (1 - alpha^gamma) / ((1 - alpha) gamma), below alpha.
 - **sigma** (``sigma``): tokens actually produced per round divided by the maximum gamma + 1
   (MoESD Eq. 5; vLLM V0 called it "system efficiency"). Not the same as alpha.
 - **mean acceptance length**: tokens produced per round *counting the bonus token*,

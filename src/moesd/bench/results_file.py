@@ -1,0 +1,58 @@
+"""The sweep's JSONL results file: one line per completed point, rewritten atomically after each point.
+
+Rewriting through a temporary file and a rename means a crash, kill or full disk never leaves a partial
+line and never loses a completed point; `--resume` skips the points whose key is already present.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from moesd.atomic_io import write_text_atomic
+from moesd.errors import MoesdError
+
+
+class ResultsFile:
+    def __init__(self, path: str | Path, resume: bool, skip_bad_lines: bool = False):
+        self.path = Path(path)
+        self.records: list[dict] = []
+        self.skipped_lines: list[int] = []
+        if self.path.exists():
+            if not resume:
+                raise MoesdError(f"{self.path} exists: pass --resume to continue it, or choose another -o")
+            self.records = read_records(self.path, skip_bad_lines, self.skipped_lines)
+        self.keys = {r.get("key") for r in self.records}
+
+    def has(self, key: str) -> bool:
+        return key in self.keys
+
+    def add(self, record: dict) -> None:
+        text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in [*self.records, record])
+        write_text_atomic(self.path, text)  # raises a one-line MoesdError on a full disk; the old file stays
+        self.records.append(record)
+        self.keys.add(record.get("key"))
+
+
+def read_records(path: str | Path, skip_bad_lines: bool = False, skipped: list[int] | None = None) -> list[dict]:
+    """All JSON objects of a JSONL file; a corrupt or truncated line stops with its number unless skipped."""
+    records = []
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise MoesdError(f"cannot read {path}: {exc.strerror}") from None
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            if skip_bad_lines:
+                if skipped is not None:
+                    skipped.append(i)
+                continue
+            raise MoesdError(f"{path}:{i}: corrupt or truncated line ({exc}); --skip-bad-lines skips it") from None
+        records.append(rec)
+    return records

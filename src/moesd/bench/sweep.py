@@ -1,0 +1,299 @@
+"""`moesd bench`: sweep batch size x draft length x sparsity x temperature x routing, measure each point
+(warm-up, repeats, medians and IQRs of every stage), and write one JSON line per point as it completes.
+
+Each point runs the autoregressive baseline (gamma 0) and speculative decoding through the same engine,
+on the same prompts, at the same batch size; the end-to-end speedup is the ratio of their time per
+generated token, prefill included (SD merges the target prefill into its first round).
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import json
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from moesd.bench.results_file import ResultsFile
+from moesd.bench.workloads import batch_prompts, length_stats, load_workload, tokenize_prompts
+from moesd.errors import MoesdError
+
+SCHEMA = "moesd.bench/1"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    target: str
+    workload: str
+    batch_sizes: tuple[int, ...]
+    gammas: tuple[int, ...]
+    draft: str | None = None
+    draft_method: str | None = None
+    alpha: float | None = None  # synthetic acceptance
+    experts_per_token: tuple[int | None, ...] = (None,)
+    temperatures: tuple[float, ...] = (0.0,)
+    routings: tuple[str, ...] = ("model",)
+    repeats: int = 3
+    warmup: int = 1
+    max_new_tokens: int = 32
+    max_prompt_tokens: int | None = None
+    dtype: str = "bf16"
+    device: str = "cpu"
+    seed: int = 0
+    experts_implementation: str = "grouped_mm"
+    chat: bool = False
+    upcycle_experts: int | None = None  # dense target -> MoE twin with this many experts
+    hardware: str | None = None  # recorded for `moesd fit`
+    tokenizer: str | None = None
+
+    def identity(self) -> dict:
+        """What makes two measurements comparable (the point coordinates are added per point)."""
+        keep = ("target", "workload", "draft", "draft_method", "alpha", "max_new_tokens", "max_prompt_tokens",
+                "dtype", "device", "seed", "experts_implementation", "chat", "upcycle_experts", "tokenizer")
+        return {k: getattr(self, k) for k in keep}
+
+
+@dataclass(frozen=True)
+class Point:
+    batch_size: int
+    gamma: int
+    experts_per_token: int | None
+    temperature: float
+    routing: str
+
+
+def points(cfg: BenchConfig) -> list[Point]:
+    # K and routing outermost: the target is reloaded only when K changes.
+    return [Point(b, g, k, t, r) for k, r, t, b, g in
+            itertools.product(cfg.experts_per_token, cfg.routings, cfg.temperatures, cfg.batch_sizes, cfg.gammas)]
+
+
+def point_key(cfg: BenchConfig, p: Point) -> str:
+    return json.dumps({**cfg.identity(), **asdict(p)}, sort_keys=True)
+
+
+def validate(cfg: BenchConfig) -> None:
+    if not cfg.batch_sizes or min(cfg.batch_sizes) < 1:
+        raise MoesdError("batch sizes must be >= 1")
+    if not cfg.gammas or min(cfg.gammas) < 1 or max(cfg.gammas) > 16:
+        raise MoesdError("gammas must lie in 1..16 (gamma 0, the baseline, is measured at every point)")
+    if cfg.repeats < 1 or cfg.warmup < 0:
+        raise MoesdError("need --repeats >= 1 and --warmup >= 0")
+    if cfg.max_new_tokens < 2:
+        raise MoesdError("--max-new-tokens must be >= 2")
+    if any(t < 0 for t in cfg.temperatures):
+        raise MoesdError("temperatures must be >= 0")
+    for r in cfg.routings:
+        if r not in ("model", "uniform"):
+            raise MoesdError(f"routing must be model or uniform, got {r!r}")
+    method = cfg.draft_method or ("model" if cfg.draft else None)
+    if method is None or method == "none":
+        raise MoesdError("a sweep needs a draft: --draft, --draft-method ngram or --draft-method synthetic --alpha A")
+    if method == "synthetic" and (cfg.alpha is None or not 0 <= cfg.alpha <= 1):
+        raise MoesdError("synthetic drafting needs --alpha in [0, 1]")
+
+
+def conditions(cfg: BenchConfig, target, prompt_stats: dict) -> dict:
+    import torch
+    import transformers
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    return {
+        "git_commit": commit,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": cfg.device,
+        "device_name": torch.cuda.get_device_name() if cfg.device == "cuda" else platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "dtype": cfg.dtype,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "experts_implementation": target.experts_implementation,
+        "seed": cfg.seed,
+        "repeats": cfg.repeats,
+        "warmup": cfg.warmup,
+        "max_new_tokens": cfg.max_new_tokens,
+        "workload": cfg.workload,
+        **{f"prompt_{k}": v for k, v in prompt_stats.items()},
+    }
+
+
+@dataclass
+class _Models:
+    """The target for the current K (reloaded when K changes) and the draft model, loaded once."""
+
+    cfg: BenchConfig
+    k: object = field(default=object())
+    target: object = None
+    draft: object = None
+
+    def target_for(self, k):
+        from moesd.engine.loading import load_model
+
+        if self.target is None or k != self.k:
+            self.target = None  # free the previous one before building the next
+            c = self.cfg
+            if c.upcycle_experts:
+                from moesd.engine.upcycle import upcycle
+
+                dense = load_model(c.target, dtype=c.dtype, device=c.device, seed=c.seed, tokenizer_dir=c.tokenizer)
+                self.target = upcycle(dense, c.upcycle_experts, k or 2, seed=c.seed,
+                                      experts_implementation=c.experts_implementation)
+            else:
+                self.target = load_model(c.target, dtype=c.dtype, device=c.device, seed=c.seed, experts_per_token=k,
+                                         experts_implementation=c.experts_implementation, tokenizer_dir=c.tokenizer)
+            self.k = k
+        return self.target
+
+    def proposer(self, target):
+        from moesd.engine.loading import load_model
+        from moesd.engine.proposers import DraftModelProposer, NgramProposer, SyntheticProposer, check_vocabularies
+        from moesd.engine.tokenizer import ByteTokenizer
+
+        c = self.cfg
+        method = c.draft_method or "model"
+        if method == "ngram":
+            return NgramProposer(target.vocab_size)
+        inner = None
+        if c.draft:
+            if self.draft is None:
+                self.draft = load_model(c.draft, dtype=c.dtype, device=c.device, seed=c.seed + 1,
+                                        tokenizer_dir=c.tokenizer)
+                if not (isinstance(target.tokenizer, ByteTokenizer) and isinstance(self.draft.tokenizer, ByteTokenizer)):
+                    check_vocabularies(target, self.draft)
+            inner = DraftModelProposer(self.draft, target.vocab_size)
+        if method == "synthetic":
+            return SyntheticProposer(c.alpha, target.vocab_size, c.seed, inner)
+        return inner
+
+
+def _q(values, q):
+    return float(np.percentile(values, q)) if len(values) else None
+
+
+def _stage(runs, key):
+    vals = [r["stages"][key] for r in runs if key in r["stages"]]
+    return (float(np.median(vals)), [_q(vals, 25), _q(vals, 75)]) if vals else (None, None)
+
+
+def _per_token_s(run) -> float:
+    st = run["stages"]
+    return st["generation_s"] / max(st["tokens"], 1)
+
+
+def summarize_point(ar_runs: list[dict], sd_runs: list[dict], gamma: int) -> dict:
+    ar_t = np.array([_per_token_s(r) for r in ar_runs])
+    sd_t = np.array([_per_token_s(r) for r in sd_runs])
+    ratios = (ar_t[:, None] / sd_t[None, :]).ravel()  # every AR repeat against every SD repeat
+    drafts = sum(r["acceptance"]["num_drafts"] for r in sd_runs)
+    draft_tokens = sum(r["acceptance"]["num_draft_tokens"] for r in sd_runs)
+    accepted = sum(r["acceptance"]["num_accepted_tokens"] for r in sd_runs)
+    rejections = sum(r["acceptance"]["num_rejections"] for r in sd_runs)
+    mal = 1.0 + accepted / max(drafts, 1)
+    out = {
+        "speedup": float(np.median(ar_t) / np.median(sd_t)),
+        "speedup_iqr": [_q(ratios, 25), _q(ratios, 75)],
+        "ar_tokens_per_s": float(1.0 / np.median(ar_t)),
+        "sd_tokens_per_s": float(1.0 / np.median(sd_t)),
+        "alpha": accepted / max(accepted + rejections, 1),
+        "acceptance_rate": accepted / max(draft_tokens, 1),
+        "mean_acceptance_length": mal,
+        "sigma": mal / (gamma + 1),
+        "per_position_acceptance": np.mean([r["acceptance"]["per_position_acceptance"] for r in sd_runs], axis=0).tolist(),
+    }
+    out["target_decode_s"], out["target_decode_s_iqr"] = _stage(ar_runs, "target_decode_s")
+    out["target_verify_s"], out["target_verify_s_iqr"] = _stage(sd_runs, "target_verify_s")
+    out["draft_s"], out["draft_s_iqr"] = _stage(sd_runs, "draft_token_s")
+    out["reject_s"], out["reject_s_iqr"] = _stage(sd_runs, "reject_s")
+    out["outside_forward_fraction"] = float(np.median([r["stages"]["outside_forward_fraction"] for r in sd_runs]))
+    if "experts" in sd_runs[0]:
+        out["active_experts_decode"] = float(np.mean(
+            [r["experts"]["phases"]["decode"]["mean_distinct_experts_per_layer"] for r in ar_runs]))
+        out["active_experts_verify"] = float(np.mean(
+            [r["experts"]["phases"]["verify"]["mean_distinct_experts_per_layer"] for r in sd_runs
+             if "verify" in r["experts"]["phases"]]))
+        curve: dict[int, list[float]] = {}
+        for r in ar_runs + sd_runs:
+            for t, d in r["routing_curve"]["points"]:
+                curve.setdefault(int(t), []).append(d)
+        out["routing_curve"] = [[t, float(np.mean(v))] for t, v in sorted(curve.items())]
+    return out
+
+
+def _runs(engine, prompts, cfg: BenchConfig, eos, count: int, seed0: int) -> list[dict]:
+    out = []
+    for r in range(count):
+        engine.seed = seed0 + r
+        if engine.recorder is not None:
+            engine.recorder.generator.manual_seed(seed0 + r)
+        out.append(engine.generate(prompts, cfg.max_new_tokens, eos).metrics)
+    return out
+
+
+def run_sweep(cfg: BenchConfig, output: str, resume: bool = False, skip_bad_lines: bool = False,
+              progress=sys.stderr) -> ResultsFile:
+    from moesd.engine.sampling import SamplingParams
+    from moesd.engine.spec_engine import SpecEngine
+
+    validate(cfg)
+    results = ResultsFile(output, resume, skip_bad_lines)
+    if results.skipped_lines:
+        print(f"skipped corrupt lines {results.skipped_lines} of {output}", file=progress)
+    workload = load_workload(cfg.workload)
+    todo = [p for p in points(cfg) if not results.has(point_key(cfg, p))]
+    done_before = len(points(cfg)) - len(todo)
+    if done_before:
+        print(f"resuming: {done_before} of {len(points(cfg))} points already in {output}", file=progress)
+    models = _Models(cfg)
+    baselines: dict[tuple, list[dict]] = {}
+    started = time.perf_counter()
+    for i, p in enumerate(todo, start=1):
+        target = models.target_for(p.experts_per_token)
+        eos = getattr(target.tokenizer, "eos_token_id", None)
+        prompts = tokenize_prompts(target.tokenizer, batch_prompts(workload, p.batch_size), cfg.chat, cfg.max_prompt_tokens)
+        if any(t >= target.vocab_size or t < 0 for ids in prompts for t in ids):
+            raise MoesdError(f"workload tokens fall outside the target's vocabulary of {target.vocab_size}")
+        sampling = SamplingParams(temperature=p.temperature)
+        base_key = (p.batch_size, p.experts_per_token, p.temperature, p.routing)
+        if base_key not in baselines:
+            ar = SpecEngine(target, None, 0, sampling, cfg.seed, p.routing)
+            _runs(ar, prompts, cfg, eos, cfg.warmup, cfg.seed + 10_000)
+            baselines[base_key] = _runs(ar, prompts, cfg, eos, cfg.repeats, cfg.seed)
+        sd = SpecEngine(target, models.proposer(target), p.gamma, sampling, cfg.seed, p.routing)
+        _runs(sd, prompts, cfg, eos, cfg.warmup, cfg.seed + 10_000)
+        sd_runs = []
+        for r in range(cfg.repeats):  # a fresh proposer per repeat: no draft state carries over
+            sd.proposer = models.proposer(target)
+            sd_runs += _runs(sd, prompts, cfg, eos, 1, cfg.seed + r)
+        record = {
+            "schema": SCHEMA,
+            "key": point_key(cfg, p),
+            "target": cfg.target,
+            "draft": cfg.draft,
+            "draft_method": cfg.draft_method or "model",
+            "hardware": cfg.hardware,
+            "tp": 1,
+            **asdict(p),
+            "experts_per_token": target.top_k,
+            "num_experts": target.num_experts,
+            "routing": p.routing if target.is_moe else None,
+            "synthetic_alpha": cfg.alpha,
+            **summarize_point(baselines[base_key], sd_runs, p.gamma),
+            "conditions": conditions(cfg, target, length_stats(prompts)),
+        }
+        results.add(record)
+        elapsed = time.perf_counter() - started
+        eta = elapsed / i * (len(todo) - i)
+        print(f"[{done_before + i}/{len(points(cfg))}] B={p.batch_size} gamma={p.gamma} K={record['experts_per_token']} "
+              f"T={p.temperature} {record['routing'] or 'dense'}: speedup {record['speedup']:.2f} "
+              f"(alpha {record['alpha']:.2f}) | {elapsed:.0f} s elapsed, ETA {eta:.0f} s", file=progress, flush=True)
+    return results
