@@ -1,6 +1,5 @@
 """Workloads and the upcycled MoE twin."""
 
-import json
 
 import pytest
 

@@ -82,3 +82,24 @@ def test_engine_reports_experts_per_phase_and_routing_curve(tiny_model):
     ar = SpecEngine(target, None, 0).generate(prompts, 12)
     assert set(ar.metrics["experts"]["phases"]) == {"prefill", "decode"}
     assert ar.metrics["experts"]["phases"]["decode"]["mean_tokens"] <= 2
+
+
+def test_uniform_routing_engine_leaves_no_hook_behind(tiny_model):
+    """Engines share model objects: after a uniform-routing engine, a model-routing engine must see the
+    router's own choices (a leftover hook once rewrote them silently)."""
+    target = tiny_model("qwen3_moe")
+    prompts = [[5, 6, 7, 8, 9, 10, 11, 12]]
+    SpecEngine(target, None, 0, routing="uniform").generate(prompts, 4)
+    hooks = sum(len(m._forward_pre_hooks) for m in find_experts_modules(target.model))
+    assert hooks == 0
+    chosen = []
+    handles = [layer.mlp.gate.register_forward_hook(lambda m, i, out: chosen.append(out[2]))
+               for layer in target.model.model.layers]
+    try:
+        res = SpecEngine(target, None, 0, routing="model").generate(prompts, 4)
+    finally:
+        for h in handles:
+            h.remove()
+    prefill = res.metrics["experts"]["forwards"][0]
+    assert prefill["phase"] == "prefill"
+    assert prefill["distinct_experts"] == [int(torch.unique(ix).numel()) for ix in chosen[:2]]

@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-tokens", choices=["engine", "paper"], default="engine")
     p.add_argument("--stride", type=int, help="fit every N-th point (sorted by K, gamma, B), test on the rest")
     p.add_argument("--skip-bad-lines", action="store_true", help="skip malformed JSONL lines instead of stopping")
+    p.add_argument("--routing", choices=["uniform", "model"],
+                   help="bench output: fit only this routing's points (model: N(t) from the measured curves)")
     p.add_argument("--load-bound-factor", type=float, default=5.0,
                    help="fit loads within [bytes/bandwidth, factor x that] (paper App. C.2: 5)")
     p.add_argument("-o", "--output", help="write the fitted parameters (JSON) for `predict --params`")
@@ -157,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an existing results file")
     p.add_argument("--skip-bad-lines", action="store_true")
 
+    p = sub.add_parser("report", help="markdown tables and PNG figures from `moesd bench` results")
+    p.add_argument("results", nargs="+", help="one or more results JSONL files")
+    p.add_argument("-o", "--output", required=True, help="directory for report.md and the figures")
+    p.add_argument("--skip-bad-lines", action="store_true")
+
     p = sub.add_parser("calibrate", help="measure this machine's bandwidth and GEMM peak into a hardware JSON")
     p.add_argument("-o", "--output", help="hardware JSON to write (use it as --hardware FILE)")
     p.add_argument("--repeats", type=int, default=9)
@@ -186,7 +193,7 @@ def dispatch(a: argparse.Namespace) -> str:
         from moesd.commands import fit
 
         return fit.run(a.measurements, a.target, a.draft, a.hardware, a.tp, a.verify_tokens, a.stride,
-                       a.skip_bad_lines, a.output, a.json, a.load_bound_factor)
+                       a.skip_bad_lines, a.output, a.json, a.load_bound_factor, a.routing)
     if a.command == "generate":
         from moesd.commands import generate
 
@@ -199,6 +206,11 @@ def dispatch(a: argparse.Namespace) -> str:
         from moesd.commands import bench
 
         return bench.run(a)
+    if a.command == "report":
+        from moesd.bench.report import write_report
+
+        files = write_report(a.results, a.output, a.skip_bad_lines)
+        return "".join(f"wrote {a.output}/{f}\n" for f in files)
     if a.command == "calibrate":
         from moesd.commands import calibrate
 

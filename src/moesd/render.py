@@ -111,6 +111,7 @@ def fit_text(result: dict) -> str:
                          f"{'points' if 'n_points' in ho else 'folds'}")
         else:
             lines.append(f"held-out ({name}): {ho.get('note', 'n/a')}")
+    lines += [f"note: {n}" for n in result.get("notes", [])]
     headers = ["parameter", "value", "free"]
     free = set(fit["free_parameters"])
     body = [[k, float(v), "yes" if k in free else "pinned"] for k, v in result["params"].items()]

@@ -85,8 +85,10 @@ def validate(cfg: BenchConfig) -> None:
         raise MoesdError("gammas must lie in 1..16 (gamma 0, the baseline, is measured at every point)")
     if cfg.repeats < 1 or cfg.warmup < 0:
         raise MoesdError("need --repeats >= 1 and --warmup >= 0")
-    if cfg.max_new_tokens < 2:
-        raise MoesdError("--max-new-tokens must be >= 2")
+    if cfg.max_new_tokens < 2 * (max(cfg.gammas) + 1) + 1:
+        # Fewer tokens can end every sequence within rounds whose draft length was shortened to fit,
+        # leaving no verify step at the point's gamma to time.
+        raise MoesdError(f"--max-new-tokens must be >= {2 * (max(cfg.gammas) + 1) + 1} for gamma {max(cfg.gammas)}")
     if any(t < 0 for t in cfg.temperatures):
         raise MoesdError("temperatures must be >= 0")
     for r in cfg.routings:
@@ -185,6 +187,12 @@ def _stage(runs, key):
     return (float(np.median(vals)), [_q(vals, 25), _q(vals, 75)]) if vals else (None, None)
 
 
+def _distinct_at(runs, phase: str, tokens: int) -> float | None:
+    vals = [d for r in runs for t, d in r["experts"]["phases"].get(phase, {}).get("distinct_vs_tokens", [])
+            if t == tokens]
+    return float(np.mean(vals)) if vals else None
+
+
 def _per_token_s(run) -> float:
     st = run["stages"]
     return st["generation_s"] / max(st["tokens"], 1)
@@ -216,11 +224,11 @@ def summarize_point(ar_runs: list[dict], sd_runs: list[dict], gamma: int) -> dic
     out["reject_s"], out["reject_s_iqr"] = _stage(sd_runs, "reject_s")
     out["outside_forward_fraction"] = float(np.median([r["stages"]["outside_forward_fraction"] for r in sd_runs]))
     if "experts" in sd_runs[0]:
-        out["active_experts_decode"] = float(np.mean(
-            [r["experts"]["phases"]["decode"]["mean_distinct_experts_per_layer"] for r in ar_runs]))
-        out["active_experts_verify"] = float(np.mean(
-            [r["experts"]["phases"]["verify"]["mean_distinct_experts_per_layer"] for r in sd_runs
-             if "verify" in r["experts"]["phases"]]))
+        # Rows finish at different steps, so later forwards run with fewer rows: take the experts at
+        # this point's own token counts, B for decode and B (gamma + 1) for verify.
+        b = sd_runs[0]["batch_size"]
+        out["active_experts_decode"] = _distinct_at(ar_runs, "decode", b)
+        out["active_experts_verify"] = _distinct_at(sd_runs, "verify", b * (gamma + 1))
         curve: dict[int, list[float]] = {}
         for r in ar_runs + sd_runs:
             for t, d in r["routing_curve"]["points"]:
@@ -232,9 +240,7 @@ def summarize_point(ar_runs: list[dict], sd_runs: list[dict], gamma: int) -> dic
 def _runs(engine, prompts, cfg: BenchConfig, eos, count: int, seed0: int) -> list[dict]:
     out = []
     for r in range(count):
-        engine.seed = seed0 + r
-        if engine.recorder is not None:
-            engine.recorder.generator.manual_seed(seed0 + r)
+        engine.seed = seed0 + r  # also seeds uniform routing, whose recorder generate() creates
         out.append(engine.generate(prompts, cfg.max_new_tokens, eos).metrics)
     return out
 

@@ -45,10 +45,14 @@ class SpecEngine:
         self.seed = seed
         self.clock = StageClock(target.device)
         self.max_context = max_context or getattr(target.model.config, "max_position_embeddings", None)
-        self.recorder = ExpertRecorder(target.model, target.num_experts, target.top_k, routing, seed) \
-            if target.is_moe else None
+        if routing not in ("model", "uniform"):
+            raise MoesdError(f"routing must be 'model' or 'uniform', got {routing!r}")
         if routing == "uniform" and not target.is_moe:
             raise MoesdError("uniform routing needs an MoE target")
+        self.routing = routing
+        # Hooks live only inside generate(): engines share model objects, and a hook left behind by a
+        # uniform-routing engine would silently rewrite the routing of every later engine.
+        self.recorder: ExpertRecorder | None = None
 
     def _forward(self, kv: RaggedKV, phase: str, ids: torch.Tensor, valid: torch.Tensor, keep: int = 0):
         if self.recorder is not None:
@@ -67,17 +71,25 @@ class SpecEngine:
         if self.max_context and longest + max_new_tokens + self.gamma + 1 > self.max_context:
             raise MoesdError(f"prompt of {longest} tokens + {max_new_tokens} new tokens exceeds the model's "
                              f"context of {self.max_context}")
-        run = _Run(self, prompts, max_new_tokens, eos_token_id)
-        if self.gamma == 0:
-            self._prefill(run)
-        else:
-            # As transformers' assisted generation does, the target's prefill is merged into the first
-            # verification: the draft proposes from the prompt, and the target scores prompt + drafts
-            # in one forward. That step is recorded as "prefill+verify", apart from the stage medians.
-            _, run.prefill_s = self.clock.run(self.proposer.start, prompts)  # the draft's prefill
-        while run.active:
-            self._step(run)
-        return GenerationResult(run.outputs, run.reasons, self._metrics(run, longest))
+        if self.target.is_moe:
+            self.recorder = ExpertRecorder(self.target.model, self.target.num_experts, self.target.top_k,
+                                           self.routing, self.seed)
+        try:
+            run = _Run(self, prompts, max_new_tokens, eos_token_id)
+            if self.gamma == 0:
+                self._prefill(run)
+            else:
+                # As transformers' assisted generation does, the target's prefill is merged into the first
+                # verification: the draft proposes from the prompt, and the target scores prompt + drafts
+                # in one forward. That step is recorded as "prefill+verify", apart from the stage medians.
+                _, run.prefill_s = self.clock.run(self.proposer.start, prompts)  # the draft's prefill
+            while run.active:
+                self._step(run)
+            return GenerationResult(run.outputs, run.reasons, self._metrics(run, longest))
+        finally:
+            if self.recorder is not None:
+                self.recorder.remove()
+                self.recorder = None
 
     def _prefill(self, run: "_Run") -> None:
         ids, valid = left_pad(run.histories, run.device)
@@ -154,7 +166,7 @@ class SpecEngine:
             "steps": steps_as_dicts(run.steps),
             "target": {"name": self.target.name, "experts_implementation": self.target.experts_implementation,
                        "num_experts": self.target.num_experts, "top_k": self.target.top_k,
-                       "routing": self.recorder.routing if self.recorder is not None else None,
+                       "routing": self.routing if self.target.is_moe else None,
                        "dtype": str(self.target.dtype).replace("torch.", ""), "device": str(run.device),
                        "random_weights": self.target.random_weights},
         }
@@ -197,8 +209,7 @@ class _Run:
         self.pending: tuple[list[list[int]], torch.Tensor] | None = None  # this step's tokens per row
         self.kv = RaggedKV(engine.target.model, self.device)
         self.acceptance = AcceptanceStats(engine.gamma, n)
-        self.experts = (ExpertStats(engine.target.num_experts, engine.target.top_k)
-                        if engine.recorder is not None else None)
+        self.experts = ExpertStats(engine.target.num_experts, engine.target.top_k) if engine.target.is_moe else None
         self.steps: list[StepRecord] = []
         self.prefill_s = 0.0
         self.max_slots = 0

@@ -121,6 +121,18 @@ class RoutingCurve:
         return expected_active_experts(t_eff, num_experts, top_k)
 
     @classmethod
+    def merge(cls, num_experts: int, top_k: int, curves, source: str = "") -> "RoutingCurve | None":
+        """Average several measured [[t, distinct], ...] curves (e.g. one per bench point) per t."""
+        pts: dict[float, list[float]] = {}
+        for curve in curves:
+            for t, d in curve or []:
+                pts.setdefault(float(t), []).append(float(d))
+        if not pts:
+            return None
+        ts = sorted(pts)
+        return cls(num_experts, top_k, tuple(ts), tuple(sum(pts[t]) / len(pts[t]) for t in ts), source)
+
+    @classmethod
     def from_file(cls, path: str | Path) -> "RoutingCurve":
         """Read ``{"num_experts": E, "top_k": K, "points": [[t, D], ...]}``."""
         try:

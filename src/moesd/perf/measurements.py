@@ -100,9 +100,14 @@ def _records(path: Path, skip_bad_lines: bool) -> list[tuple[str, dict]]:
 def load_measurements(path: str | Path, num_experts: int | None = None, experts_per_token: int | None = None,
                       skip_bad_lines: bool = False) -> Measurements:
     p = Path(path)
-    records = _records(p, skip_bad_lines)
+    return measurements_from_records(_records(p, skip_bad_lines), num_experts, experts_per_token, str(p))
+
+
+def measurements_from_records(records: list[tuple[str, dict]], num_experts: int | None = None,
+                              experts_per_token: int | None = None, source: str = "") -> Measurements:
+    """Validate (where, record) pairs, e.g. `moesd bench` lines, into arrays."""
     if not records:
-        raise MoesdError(f"{p}: no measurements")
+        raise MoesdError(f"{source or 'measurements'}: no measurements")
     cols: dict[str, list[float]] = {c: [] for c in
                                     ("batch_size", "gamma", "experts_per_token", "num_experts", "sigma", "speedup")}
     stages: dict[str, list[float]] = {c: [] for c in STAGE_COLUMNS}
@@ -136,7 +141,7 @@ def load_measurements(path: str | Path, num_experts: int | None = None, experts_
         _check_row(where, {k: v[-1] for k, v in cols.items()}, {k: v[-1] for k, v in stages.items()})
     arrays = {k: np.asarray(v, dtype=float) for k, v in cols.items()}
     present = {k: np.asarray(v) for k, v in stages.items() if not np.all(np.isnan(v))}
-    return Measurements(stages=present, context=context, source=str(p), **arrays)
+    return Measurements(stages=present, context=context, source=source, **arrays)
 
 
 def _check_row(where: str, row: dict, stages: dict) -> None:

@@ -8,7 +8,7 @@ from moesd.atomic_io import write_atomic
 from moesd.perf.summary import BAND_FRACTION
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -19,7 +19,7 @@ def _pyplot():
 
 def plot_prediction(grid: dict, summary: dict, title: str, path: str) -> None:
     """Speedup vs batch size per gamma (left), target efficiency (right, dashed), peak/sqrt(2) band."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.8))
     eff_ax = ax.twinx()
     b = grid["batch_size"][0]
@@ -42,7 +42,7 @@ def plot_prediction(grid: dict, summary: dict, title: str, path: str) -> None:
 
 
 def plot_experts(tokens, curves: dict[str, np.ndarray], num_experts: int, title: str, path: str) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, values in curves.items():
         ax.plot(tokens, values, marker="o", ms=3, label=label)
