@@ -32,11 +32,12 @@ SCHEMA_KEYS = {"schema", "key", "target", "batch_size", "gamma", "experts_per_to
 
 
 def test_sweep_writes_one_valid_line_per_point_and_fit_and_report_read_it(tiny_dir, tmp_path, capsys):
-    cfg = config(tiny_dir, tmp_path)
+    # 10 points: the fit below needs as many points as the model has free parameters.
+    cfg = config(tiny_dir, tmp_path, batch_sizes=(1, 2, 3, 4, 5), repeats=1)
     out = tmp_path / "r.jsonl"
     run_sweep(cfg, str(out), progress=io.StringIO())
     lines = out.read_text().splitlines()
-    assert len(lines) == len(points(cfg)) == 4
+    assert len(lines) == len(points(cfg)) == 10
     for line in lines:
         rec = json.loads(line)
         assert SCHEMA_KEYS <= set(rec)
@@ -44,9 +45,9 @@ def test_sweep_writes_one_valid_line_per_point_and_fit_and_report_read_it(tiny_d
         assert rec["conditions"]["experts_implementation"] == "grouped_mm" and rec["conditions"]["git_commit"]
         assert rec["conditions"]["prompt_prompts"] == rec["batch_size"]
     # `moesd fit` reads bench output directly (target and hardware come from the lines).
-    rc = main(["fit", str(out), "--json"])
+    rc = main(["fit", str(out), "--routing", "uniform", "--json"])
     fitted = json.loads(capsys.readouterr().out)
-    assert rc == 0 and fitted["fit"]["n_points"] == 4
+    assert rc == 0 and fitted["fit"]["n_points"] == 10 and fitted["context"]["hardware"] == "cpu"
     files = write_report([str(out)], str(tmp_path / "rep"))
     assert "report.md" in files and "speedup_vs_batch.png" in files and "experts_vs_eq8.png" in files
     for f in files[1:]:
