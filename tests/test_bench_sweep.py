@@ -86,7 +86,7 @@ def test_corrupt_line_is_reported_and_skipped_only_on_request(tiny_dir, tmp_path
     run_sweep(cfg, str(out), progress=io.StringIO())
     with open(out, "a") as f:
         f.write('{"schema": "moesd.bench/1", "truncat')
-    with pytest.raises(MoesdError, match=r"r.jsonl:2: corrupt or truncated line"):
+    with pytest.raises(MoesdError, match=r"r.jsonl:2: malformed or truncated JSON line"):
         run_sweep(cfg, str(out), resume=True, progress=io.StringIO())
     log = io.StringIO()
     run_sweep(config(tiny_dir, tmp_path, batch_sizes=(1, 2), gammas=(2,)), str(out), resume=True,

@@ -141,7 +141,7 @@ def test_target_supplies_missing_expert_columns(tmp_path):
          "batch_size must be an integer >= 1"),
         ('{"batch_size": 8, "gamma": 3, "experts_per_token": 8, "num_experts": 64, "sigma": 0.5, "speedup": "fast"}',
          "'speedup' is not a number"),
-        ('{"batch_size": 8, "gamma": 3,', "m.jsonl:2: malformed JSON line"),
+        ('{"batch_size": 8, "gamma": 3,', "m.jsonl:2: malformed or truncated JSON line"),
     ],
 )
 def test_bad_measurement_lines(tmp_path, line, message):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from moesd.atomic_io import write_text_atomic
 from moesd.errors import MoesdError
+from moesd.jsonl import read_jsonl
 
 
 class ResultsFile:
@@ -35,24 +36,4 @@ class ResultsFile:
 
 
 def read_records(path: str | Path, skip_bad_lines: bool = False, skipped: list[int] | None = None) -> list[dict]:
-    """All JSON objects of a JSONL file; a corrupt or truncated line stops with its number unless skipped."""
-    records = []
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as exc:
-        raise MoesdError(f"cannot read {path}: {exc.strerror}") from None
-    for i, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            if not isinstance(rec, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as exc:
-            if skip_bad_lines:
-                if skipped is not None:
-                    skipped.append(i)
-                continue
-            raise MoesdError(f"{path}:{i}: corrupt or truncated line ({exc}); --skip-bad-lines skips it") from None
-        records.append(rec)
-    return records
+    return [rec for _, rec in read_jsonl(path, skip_bad_lines, skipped)]

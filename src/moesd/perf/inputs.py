@@ -58,10 +58,10 @@ def build_scenario(target: str, hardware: str, draft: str | None = None, tp: int
             raise MoesdError(f"--experts-per-token needs an MoE target; {target_arch.name} is dense")
         target_arch = target_arch.with_experts_per_token(experts_per_token)
     draft_arch = resolve_model(draft) if draft else None
-    if draft_arch is None:
-        notes.append("no draft model: draft cost is zero (prompt lookup / n-gram drafting)")
     hw = resolve_hardware(hardware, bandwidth_efficiency, flops_efficiency)
     params, context = (None, {}) if params_file is None else load_params_file(params_file)
+    if draft_arch is None and (params is None or params.draft_bias_s == 0.0):
+        notes.append("no draft model: draft cost is zero (prompt lookup / n-gram drafting)")
     convention = verify_convention or context.get("verify_convention", "engine")
     curve = RoutingCurve.from_file(routing_curve) if routing_curve else None
     if curve is not None:

@@ -13,7 +13,6 @@ One measurement per line/row. Columns (aliases in brackets):
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from moesd.errors import MoesdError
+from moesd.jsonl import read_jsonl
 from moesd.perf.acceptance import sigma_from_alpha
 
 STAGE_COLUMNS = ("target_decode_s", "target_verify_s", "draft_s", "reject_s")
@@ -67,34 +67,19 @@ def _number(value, column: str, where: str) -> float:
 
 
 def _records(path: Path, skip_bad_lines: bool) -> list[tuple[str, dict]]:
+    if path.suffix.lower() != ".csv":
+        return [(f"{path}:{i}", rec) for i, rec in read_jsonl(path, skip_bad_lines)]
     try:
         text = path.read_text()
     except FileNotFoundError:
         raise MoesdError(f"measurement file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise MoesdError(f"cannot read {path}: {exc}") from None
-    out = []
-    if path.suffix.lower() == ".csv":
-        reader = csv.DictReader(text.splitlines())
-        if not reader.fieldnames:
-            raise MoesdError(f"{path}: empty CSV (no header)")
-        for i, row in enumerate(reader, start=2):
-            out.append((f"{path}:{i}", {k.strip(): v.strip() if isinstance(v, str) else v
-                                        for k, v in row.items() if k is not None}))
-        return out
-    for i, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            if not isinstance(rec, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as exc:
-            if skip_bad_lines:
-                continue
-            raise MoesdError(f"{path}:{i}: malformed JSON line ({exc})") from None
-        out.append((f"{path}:{i}", rec))
-    return out
+    reader = csv.DictReader(text.splitlines())
+    if not reader.fieldnames:
+        raise MoesdError(f"{path}: empty CSV (no header)")
+    return [(f"{path}:{i}", {k.strip(): v.strip() if isinstance(v, str) else v for k, v in row.items() if k is not None})
+            for i, row in enumerate(reader, start=2)]
 
 
 def load_measurements(path: str | Path, num_experts: int | None = None, experts_per_token: int | None = None,
