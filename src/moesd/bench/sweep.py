@@ -157,25 +157,13 @@ class _Models:
         return self.target
 
     def proposer(self, target):
-        from moesd.engine.loading import load_model
-        from moesd.engine.proposers import DraftModelProposer, NgramProposer, SyntheticProposer, check_vocabularies
-        from moesd.engine.tokenizer import ByteTokenizer
+        from moesd.engine.factory import load_draft, make_proposer
 
         c = self.cfg
-        method = c.draft_method or "model"
-        if method == "ngram":
-            return NgramProposer(target.vocab_size)
-        inner = None
-        if c.draft:
-            if self.draft is None:
-                self.draft = load_model(c.draft, dtype=c.dtype, device=c.device, seed=c.seed + 1,
-                                        tokenizer_dir=c.tokenizer)
-                if not (isinstance(target.tokenizer, ByteTokenizer) and isinstance(self.draft.tokenizer, ByteTokenizer)):
-                    check_vocabularies(target, self.draft)
-            inner = DraftModelProposer(self.draft, target.vocab_size)
-        if method == "synthetic":
-            return SyntheticProposer(c.alpha, target.vocab_size, c.seed, inner)
-        return inner
+        if c.draft and self.draft is None:
+            self.draft = load_draft(c.draft, target, dtype=c.dtype, device=c.device, seed=c.seed + 1,
+                                    tokenizer_dir=c.tokenizer)
+        return make_proposer(c.draft_method or "model", target, self.draft, c.alpha, c.seed)
 
 
 def _q(values, q):

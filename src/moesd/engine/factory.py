@@ -59,19 +59,32 @@ def build_engine(spec: EngineSpec, target: LoadedModel | None = None) -> tuple[S
                                   experts_implementation=spec.experts_implementation, tokenizer_dir=spec.tokenizer)
     proposer = None
     if spec.gamma > 0:
-        draft_proposer = None
+        draft = None
         if spec.draft:
-            draft = load_model(spec.draft, dtype=spec.dtype, device=spec.device, seed=spec.seed + 1,
+            draft = load_draft(spec.draft, target, dtype=spec.dtype, device=spec.device, seed=spec.seed + 1,
                                random_weights=spec.random_weights, tokenizer_dir=spec.tokenizer)
-            if not (isinstance(target.tokenizer, ByteTokenizer) and isinstance(draft.tokenizer, ByteTokenizer)):
-                check_vocabularies(target, draft)
-            draft_proposer = DraftModelProposer(draft, target.vocab_size)
-        if method == "model":
-            proposer = draft_proposer
-        elif method == "ngram":
-            proposer = NgramProposer(target.vocab_size, spec.ngram_min, spec.ngram_max)
-        else:  # synthetic acceptance; with --draft the draft model still runs, so its cost is real
-            proposer = SyntheticProposer(spec.alpha, target.vocab_size, spec.seed, draft_proposer)
+        proposer = make_proposer(method, target, draft, spec.alpha, spec.seed, spec.ngram_min, spec.ngram_max)
     engine = SpecEngine(target, proposer, spec.gamma, SamplingParams(spec.temperature, spec.top_p), spec.seed,
                         spec.routing)
     return engine, target
+
+
+def load_draft(source: str, target: LoadedModel, **load_kw) -> LoadedModel:
+    """Load a draft model and refuse it if its tokenizer maps text to other ids than the target's
+    (random-weight models both read bytes, so there is nothing to compare)."""
+    draft = load_model(source, **load_kw)
+    if not (isinstance(target.tokenizer, ByteTokenizer) and isinstance(draft.tokenizer, ByteTokenizer)):
+        check_vocabularies(target, draft)
+    return draft
+
+
+def make_proposer(method: str, target: LoadedModel, draft: LoadedModel | None, alpha: float | None, seed: int,
+                  ngram_min: int = 2, ngram_max: int = 4):
+    """A fresh proposer (no state carried between generations). Synthetic acceptance with a draft
+    still runs the draft model, so its cost is real."""
+    inner = DraftModelProposer(draft, target.vocab_size) if draft is not None else None
+    if method == "model":
+        return inner
+    if method == "ngram":
+        return NgramProposer(target.vocab_size, ngram_min, ngram_max)
+    return SyntheticProposer(alpha, target.vocab_size, seed, inner)
