@@ -164,6 +164,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="directory for report.md and the figures")
     p.add_argument("--skip-bad-lines", action="store_true")
 
+    p = sub.add_parser("train", help="train the shipped small models: stdlib MoE target, its draft, a SmolLM2 distilled draft")
+    p.add_argument("kind", choices=["target", "draft", "distill"])
+    p.add_argument("--out", required=True, help="model directory (checkpoints go to OUT/.checkpoint)")
+    p.add_argument("--steps", type=int, required=True, help="optimizer steps; the LR schedule spans them")
+    p.add_argument("--budget-minutes", type=float, help="stop early after this much training time (summed over resumes)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--warmup-steps", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--checkpoint-every", type=float, default=120.0, help="seconds between checkpoints")
+    p.add_argument("--eval-every", type=int, default=100, help="steps between validation passes")
+    p.add_argument("--eval-batches", type=int, default=8)
+    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    p.add_argument("--corpus", help="directory of .py files (default: this interpreter's standard library)")
+    p.add_argument("--max-files", type=int, help="use only the first N corpus files (smoke runs)")
+    p.add_argument("--vocab-size", type=int, default=4096, help="target: BPE vocabulary to train")
+    p.add_argument("--tokenizer", help="draft: the target's directory (shares its tokenizer)")
+    p.add_argument("--teacher", default="smollm2-135m-instruct", help="distill: the model to imitate")
+    p.add_argument("--draft-vocab", type=int, default=8192, help="distill: most frequent teacher tokens kept")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="architecture override, e.g. num_experts=8")
+
     p = sub.add_parser("calibrate", help="measure this machine's bandwidth and GEMM peak into a hardware JSON")
     p.add_argument("-o", "--output", help="hardware JSON to write (use it as --hardware FILE)")
     p.add_argument("--repeats", type=int, default=9)
@@ -211,6 +234,10 @@ def dispatch(a: argparse.Namespace) -> str:
 
         files = write_report(a.results, a.output, a.skip_bad_lines)
         return "".join(f"wrote {a.output}/{f}\n" for f in files)
+    if a.command == "train":
+        from moesd.commands import train
+
+        return train.run(a)
     if a.command == "calibrate":
         from moesd.commands import calibrate
 

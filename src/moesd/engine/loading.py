@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from moesd.engine.tokenizer import ByteTokenizer
+from moesd.engine.vocab_map import VocabMap
 from moesd.errors import MoesdError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may come from a model hub at run time
@@ -49,6 +50,7 @@ class LoadedModel:
     dtype: torch.dtype
     device: torch.device
     random_weights: bool
+    vocab_map: VocabMap | None = None  # a draft over a subset of its target's vocabulary
 
     @property
     def is_moe(self) -> bool:
@@ -207,6 +209,7 @@ def load_model(source: str, *, dtype: str = "bf16", device: str = "cpu", seed: i
             model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=torch_dtype, **kwargs)
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or path)
             name, is_random = (gguf.stem if gguf is not None else path.name), False
+            vocab_map = VocabMap.read(path)
         else:
             if random_weights is False:
                 raise MoesdError(f"{source}: no weights found (safetensors/bin or .gguf)")
@@ -218,6 +221,7 @@ def load_model(source: str, *, dtype: str = "bf16", device: str = "cpu", seed: i
             model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, **kwargs)
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir) if tokenizer_dir else ByteTokenizer(config.vocab_size)
             name, is_random = (source if not path.exists() else path.stem), True
+            vocab_map = None
     except MoesdError:
         raise
     except (OSError, ValueError) as exc:
@@ -229,4 +233,4 @@ def load_model(source: str, *, dtype: str = "bf16", device: str = "cpu", seed: i
         model.set_experts_implementation(experts_implementation)
         impl = model.config._experts_implementation
     return LoadedModel(model, tokenizer, name, int(model.get_output_embeddings().weight.shape[0]), experts, top_k,
-                       impl, torch_dtype, dev, is_random)
+                       impl, torch_dtype, dev, is_random, vocab_map)

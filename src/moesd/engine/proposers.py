@@ -53,6 +53,16 @@ class DraftModelProposer:
         # changes what it proposes, never what is accepted, so decoding stays lossless.
         self.input_vocab = draft.model.get_input_embeddings().num_embeddings
         self.unknown_id = unknown_id
+        # A draft trained on a subset of the target's vocabulary (moesd_vocab_map.json) reads and
+        # writes target ids through its map; see engine/vocab_map.py for why this stays lossless.
+        self.to_draft = self.to_target = None
+        vmap = getattr(draft, "vocab_map", None)
+        if vmap is not None:
+            if vmap.target_vocab != target_vocab_size:
+                raise MoesdError(f"draft {draft.name} maps onto a {vmap.target_vocab}-token vocabulary, "
+                                 f"the target has {target_vocab_size}")
+            self.to_draft = torch.from_numpy(vmap.to_draft).to(draft.device)
+            self.to_target = torch.from_numpy(vmap.target_ids).to(draft.device)
         self.kv: RaggedKV | None = None
         self.pending: list[list[int]] = []  # per row: sequence tokens not yet in the draft cache
         self.next_logits: torch.Tensor | None = None  # prefill logits, consumed by the first round
@@ -62,6 +72,11 @@ class DraftModelProposer:
     def _logits_to_target_vocab(self, logits: torch.Tensor) -> torch.Tensor:
         """A draft with a larger vocabulary may not propose ids the target lacks; a smaller one gets
         -inf (probability zero) for the ids it cannot produce, which keeps rejection sampling exact."""
+        if self.to_target is not None:
+            full = torch.full((*logits.shape[:-1], self.target_vocab), float("-inf"), dtype=logits.dtype,
+                              device=logits.device)
+            full[..., self.to_target] = logits
+            return full
         v = logits.shape[-1]
         if v >= self.target_vocab:
             return logits[..., : self.target_vocab]
@@ -81,6 +96,8 @@ class DraftModelProposer:
         self.forward_s += time.perf_counter() - t0
 
     def _readable(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.to_draft is not None:
+            return self.to_draft[ids]
         if self.input_vocab >= self.target_vocab:
             return ids
         return torch.where(ids < self.input_vocab, ids, torch.full_like(ids, self.unknown_id))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from moesd.engine.expert_budget import ExpertBudget
 from moesd.engine.expert_hooks import ExpertRecorder
 from moesd.engine.loading import LoadedModel
 from moesd.engine.metrics import AcceptanceStats, ExpertStats, StageClock, StepRecord, stage_summary, steps_as_dicts
@@ -34,7 +35,7 @@ class GenerationResult:
 class SpecEngine:
     def __init__(self, target: LoadedModel, proposer=None, gamma: int = 4,
                  sampling: SamplingParams = SamplingParams(), seed: int = 0, routing: str = "model",
-                 max_context: int | None = None):
+                 max_context: int | None = None, budget: ExpertBudget | None = None, measure_kl: bool = False):
         if not 0 <= gamma <= MAX_GAMMA:
             raise MoesdError(f"gamma must lie in 0..{MAX_GAMMA}, got {gamma}")
         if gamma > 0 and proposer is None:
@@ -50,6 +51,17 @@ class SpecEngine:
         if routing == "uniform" and not target.is_moe:
             raise MoesdError("uniform routing needs an MoE target")
         self.routing = routing
+        if budget is not None and not target.is_moe:
+            raise MoesdError("an expert budget needs an MoE target")
+        if budget is not None and gamma == 0:
+            raise MoesdError("an expert budget applies to verification; gamma 0 has none")
+        if measure_kl and budget is None:
+            raise MoesdError("KL to the unbudgeted target needs an expert budget")
+        # MoE-Spec: a per-layer cap on the experts a verify forward loads. Prefill and decode are
+        # never budgeted, so with a budget the target prefill runs on its own instead of being
+        # merged into the first verification. measure_kl re-runs every verify block unbudgeted
+        # (untimed) to measure KL(full || budgeted); use it in quality passes, not timing runs.
+        self.budget, self.measure_kl = budget, measure_kl
         # Hooks live only inside generate(): engines share model objects, and a hook left behind by a
         # uniform-routing engine would silently rewrite the routing of every later engine.
         self.recorder: ExpertRecorder | None = None
@@ -73,16 +85,21 @@ class SpecEngine:
                              f"context of {self.max_context}")
         if self.target.is_moe:
             self.recorder = ExpertRecorder(self.target.model, self.target.num_experts, self.target.top_k,
-                                           self.routing, self.seed)
+                                           self.routing, self.seed, self.budget)
         try:
             run = _Run(self, prompts, max_new_tokens, eos_token_id)
-            if self.gamma == 0:
+            if self.gamma == 0 or self.budget is not None:
                 self._prefill(run)
+                if self.gamma > 0 and run.active:
+                    _, draft_prefill_s = self.clock.run(self.proposer.start, [run.histories[i] for i in run.active])
+                    run.prefill_s += draft_prefill_s
+                    run.proposer_started = True
             else:
                 # As transformers' assisted generation does, the target's prefill is merged into the first
                 # verification: the draft proposes from the prompt, and the target scores prompt + drafts
                 # in one forward. That step is recorded as "prefill+verify", apart from the stage medians.
                 _, run.prefill_s = self.clock.run(self.proposer.start, prompts)  # the draft's prefill
+                run.proposer_started = True
             while run.active:
                 self._step(run)
             return GenerationResult(run.outputs, run.reasons, self._metrics(run, longest))
@@ -140,7 +157,10 @@ class SpecEngine:
             ids = torch.cat([run.last[:, None], drafts], dim=1)
             valid = torch.ones_like(ids, dtype=torch.bool)
         phase = "prefill+verify" if first_round else "verify"
+        full_logits = self._unbudgeted_logits(run, ids, valid, gamma) if self.measure_kl else None
         logits, target_s, routing = self._forward(run.kv, phase, ids, valid, keep=gamma + 1)
+        if full_logits is not None:
+            run.budget_kl.append(_kl_per_token(full_logits, logits))
         (num_accepted, out), reject_s = self.clock.run(self._accept, logits, drafts, draft_probs, run.generator)
         run.kv.keep_last_block(torch.arange(gamma + 1, device=run.device)[None, :] <= num_accepted[:, None])
         run.kv.compact()
@@ -150,6 +170,15 @@ class SpecEngine:
         self.proposer.accept(acc, new_tokens, gamma)
         run.pending = (new_tokens, torch.gather(out, 1, num_accepted[:, None])[:, 0])
         return target_s, draft_s, reject_s, routing
+
+    def _unbudgeted_logits(self, run: "_Run", ids: torch.Tensor, valid: torch.Tensor, gamma: int) -> torch.Tensor:
+        """The same verify block through the unbudgeted target on the same cache, then removed
+        again (its slots are dropped and cropped): the reference for KL(full || budgeted)."""
+        self.recorder.begin("shadow", valid)  # not "verify", so no budget; its routing is discarded
+        logits = run.kv.extend(ids, valid, logits_to_keep=gamma + 1)
+        self.recorder.end()
+        run.kv.keep_last_block(torch.zeros_like(valid))
+        return logits
 
     def _metrics(self, run: "_Run", longest: int) -> dict:
         metrics = {
@@ -174,6 +203,12 @@ class SpecEngine:
             metrics["acceptance"] = run.acceptance.summary()
             if self.proposer.kind == "synthetic":
                 metrics["note"] = "synthetic acceptance: outputs are not target text"
+        if self.budget is not None:
+            kl = torch.cat(run.budget_kl) if run.budget_kl else torch.zeros(0)
+            metrics["budget"] = {"budget": self.budget.budget, "mode": self.budget.mode, "scope": self.budget.scope,
+                                 "ranking": self.budget.ranking, "lossless": False,
+                                 "kl_tokens": int(kl.numel()),
+                                 "mean_kl_per_token": float(kl.mean()) if kl.numel() else None}
         if run.experts is not None:
             metrics["experts"] = run.experts.summary()
             metrics["routing_curve"] = run.experts.routing_curve()
@@ -190,6 +225,13 @@ class SpecEngine:
             draft_probs = torch.zeros(*drafts.shape, target_probs.shape[-1], device=drafts.device)
             draft_probs.scatter_(2, drafts[..., None], 1.0)
         return rejection_sample(target_probs, draft_probs.to(target_probs.device), drafts, generator)
+
+
+def _kl_per_token(full_logits: torch.Tensor, budgeted_logits: torch.Tensor) -> torch.Tensor:
+    """KL(p_full || p_budgeted) at temperature 1 for every verify token, flattened."""
+    log_p = torch.log_softmax(full_logits.float(), dim=-1)
+    log_q = torch.log_softmax(budgeted_logits.float(), dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=-1).reshape(-1)
 
 
 class _Run:
@@ -213,6 +255,8 @@ class _Run:
         self.steps: list[StepRecord] = []
         self.prefill_s = 0.0
         self.max_slots = 0
+        self.proposer_started = False
+        self.budget_kl: list[torch.Tensor] = []
 
     def absorb(self, routing) -> None:
         if self.experts is not None and routing is not None:
@@ -241,7 +285,7 @@ class _Run:
                 idx = torch.tensor(slots, device=self.device)
                 self.kv.select_rows(idx)
                 engine = self.engine
-                if engine.proposer is not None and engine.gamma > 0:
+                if engine.proposer is not None and engine.gamma > 0 and self.proposer_started:
                     engine.proposer.select_rows(slots)
                 self.last = final[idx]
         return kept
