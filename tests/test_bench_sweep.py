@@ -126,3 +126,29 @@ def test_bench_cli_errors(capsys, tiny_dir, tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"speedup": 1.0}\n')
     rc = main(["report", str(tmp_path / "bad.jsonl"), "-o", str(tmp_path / "rep")])
     assert rc == 2 and "not `moesd bench` output" in capsys.readouterr().err
+
+
+def test_budget_sweep_records_experts_speed_and_quality_per_budget(tiny_dir, tmp_path):
+    cfg = config(tiny_dir, tmp_path, batch_sizes=(3,), gammas=(3,), draft=str(tiny_dir("qwen3_moe")),
+                 draft_method="model", alpha=None, routings=("model",), repeats=1, expert_budgets=(None, 2, 4, 8))
+    out = tmp_path / "budget.jsonl"
+    run_sweep(cfg, str(out), progress=io.StringIO())
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["expert_budget"] for r in recs] == [None, 2, 4, 8]
+    ref, c2, _, c8 = recs
+    assert ref["quality"]["token_match_rate"] == 1.0 and ref["quality"]["mean_kl_per_token"] is None
+    assert c2["active_experts_verify"] <= 2 < ref["active_experts_verify"]
+    assert c2["quality"]["mean_kl_per_token"] > 0 and c2["quality"]["token_match_rate"] < 1
+    # C = E is the unbudgeted verifier: same tokens, zero KL.
+    assert c8["quality"]["token_match_rate"] == 1.0 and c8["quality"]["mean_kl_per_token"] == pytest.approx(0, abs=1e-9)
+    files = write_report([str(out)], str(tmp_path / "rep"))
+    assert "budget_pareto.png" in files and "experts_vs_budget.png" in files
+    assert "Expert budgets" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_budget_sweep_rejects_bad_budgets(tiny_dir, tmp_path):
+    with pytest.raises(MoesdError):
+        run_sweep(config(tiny_dir, tmp_path, expert_budgets=(None, 0)), str(tmp_path / "x.jsonl"), progress=io.StringIO())
+    rc = main(["bench", "--target", str(tiny_dir("qwen3_moe")), "--draft-method", "ngram", "--batch-sizes", "1",
+               "--gammas", "2", "--expert-budgets", "4,x", "-o", str(tmp_path / "y.jsonl")])
+    assert rc == 2

@@ -155,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--upcycle", type=int, metavar="E", help="measure the dense target's MoE twin with E experts")
     p.add_argument("--hardware", help="hardware preset recorded for `moesd fit` (default: cpu on CPU)")
     p.add_argument("--tokenizer", help="tokenizer directory for random-weight models")
+    p.add_argument("--expert-budgets", help="MoE-Spec budgets C to sweep, e.g. 4,8,16 (unbudgeted SD is the reference)")
+    p.add_argument("--budget-mode", choices=["substitution", "truncation"], default="substitution")
+    p.add_argument("--budget-scope", choices=["batch", "sequence"], default="batch")
+    p.add_argument("--execute-code", action="store_true",
+                   help="score HumanEval pass@1 per budget (runs generated code in a subprocess with a timeout)")
     p.add_argument("-o", "--output", required=True, help="results JSONL")
     p.add_argument("--resume", action="store_true", help="continue an existing results file")
     p.add_argument("--skip-bad-lines", action="store_true")

@@ -80,14 +80,10 @@ def curves(records: list[dict], by) -> dict:
 def _fig(path: Path, draw) -> str:
     from moesd.perf.plot import pyplot
 
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.8))
+    fig, ax = pyplot().subplots(figsize=(8, 4.8))
     draw(fig, ax)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
-    return path.name
+    return _save(fig, path)
 
 
 def fig_speedup(records, path: Path) -> str:
@@ -281,10 +277,24 @@ def markdown(records, figures: list[str], sparsity: list[dict], groups: list[dic
     return "\n".join(lines) + "\n"
 
 
+def _save(fig, path: Path) -> str:
+    from moesd.perf.plot import pyplot
+
+    fig.tight_layout()
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    pyplot().close(fig)
+    return path.name
+
+
 def write_report(paths: list[str], out_dir: str, skip_bad_lines: bool = False) -> list[str]:
-    records = load_results(paths, skip_bad_lines)
+    from moesd.bench import budget_report
+
+    all_records = load_results(paths, skip_bad_lines)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    budgeted = budget_report.budget_records(all_records)
+    # Budgeted points are a different verifier: the speed/fit figures use the unbudgeted ones only.
+    records = [r for r in all_records if r.get("expert_budget") is None]
     figures = [fig_speedup(records, out / "speedup_vs_batch.png"),
                fig_efficiency(records, out / "efficiency_vs_batch.png")]
     sparsity = sparsity_summary(records)
@@ -295,5 +305,11 @@ def write_report(paths: list[str], out_dir: str, skip_bad_lines: bool = False) -
     groups = fit_groups(records)
     if any("measured" in g for g in groups):
         figures.append(fig_predicted(groups, out / "predicted_vs_measured.png"))
-    write_text_atomic(out / "report.md", markdown(records, figures, sparsity, groups))
+    md = markdown(records, figures, sparsity, groups)
+    if budgeted:
+        figures += [budget_report.fig_pareto(budgeted, out / "budget_pareto.png", _save),
+                    budget_report.fig_experts_vs_budget(budgeted, out / "experts_vs_budget.png", _save)]
+        md += "\n".join(budget_report.markdown(budgeted)) + "\n\n" + \
+            "".join(f"![{f}]({f})\n" for f in figures[-2:])
+    write_text_atomic(out / "report.md", md)
     return ["report.md", *figures]

@@ -51,11 +51,21 @@ class BenchConfig:
     upcycle_experts: int | None = None  # dense target -> MoE twin with this many experts
     hardware: str | None = None  # recorded for `moesd fit`
     tokenizer: str | None = None
+    expert_budgets: tuple[int | None, ...] = (None,)  # MoE-Spec C per point; None = unbudgeted reference
+    budget_mode: str = "substitution"
+    budget_scope: str = "batch"
+    execute_code: bool = False  # HumanEval pass@1 per budget (runs generated code in a subprocess)
+
+    @property
+    def budgeted(self) -> bool:
+        return any(b is not None for b in self.expert_budgets)
 
     def identity(self) -> dict:
         """What makes two measurements comparable (the point coordinates are added per point)."""
         keep = ("target", "workload", "draft", "draft_method", "alpha", "max_new_tokens", "max_prompt_tokens",
                 "dtype", "device", "seed", "experts_implementation", "chat", "upcycle_experts", "tokenizer")
+        if self.budgeted:  # budget sweeps time SD with a separate prefill, so they are their own series
+            keep += ("budget_mode", "budget_scope")
         return {k: getattr(self, k) for k in keep}
 
 
@@ -66,16 +76,23 @@ class Point:
     experts_per_token: int | None
     temperature: float
     routing: str
+    expert_budget: int | None = None
 
 
 def points(cfg: BenchConfig) -> list[Point]:
-    # K and routing outermost: the target is reloaded only when K changes.
-    return [Point(b, g, k, t, r) for k, r, t, b, g in
-            itertools.product(cfg.experts_per_token, cfg.routings, cfg.temperatures, cfg.batch_sizes, cfg.gammas)]
+    # K and routing outermost: the target is reloaded only when K changes. Budgets innermost, after
+    # the unbudgeted reference they are compared with.
+    budgets = sorted(cfg.expert_budgets, key=lambda c: -1 if c is None else c)
+    return [Point(b, g, k, t, r, c) for k, r, t, b, g, c in
+            itertools.product(cfg.experts_per_token, cfg.routings, cfg.temperatures, cfg.batch_sizes, cfg.gammas,
+                              budgets)]
 
 
 def point_key(cfg: BenchConfig, p: Point) -> str:
-    return json.dumps({**cfg.identity(), **asdict(p)}, sort_keys=True)
+    coords = asdict(p)
+    if not cfg.budgeted:
+        coords.pop("expert_budget")  # keys of sweeps without budgets stay as they were
+    return json.dumps({**cfg.identity(), **coords}, sort_keys=True)
 
 
 def validate(cfg: BenchConfig) -> None:
@@ -94,6 +111,12 @@ def validate(cfg: BenchConfig) -> None:
     for r in cfg.routings:
         if r not in ("model", "uniform"):
             raise MoesdError(f"routing must be model or uniform, got {r!r}")
+    if any(c is not None and c < 1 for c in cfg.expert_budgets):
+        raise MoesdError("expert budgets must be >= 1")
+    if cfg.budget_mode not in ("substitution", "truncation") or cfg.budget_scope not in ("batch", "sequence"):
+        raise MoesdError("budget mode must be substitution or truncation, scope batch or sequence")
+    if cfg.execute_code and cfg.workload != "humaneval":
+        raise MoesdError("--execute-code scores HumanEval completions; use --workload humaneval")
     method = cfg.draft_method or ("model" if cfg.draft else None)
     if method is None or method == "none":
         raise MoesdError("a sweep needs a draft: --draft, --draft-method ngram or --draft-method synthetic --alpha A")
@@ -233,6 +256,27 @@ def _runs(engine, prompts, cfg: BenchConfig, eos, count: int, seed0: int) -> lis
     return out
 
 
+def _quality(cfg: BenchConfig, models: _Models, target, p: Point, sampling, prompts, eos, budget, references) -> dict:
+    """Untimed quality runs: the unbudgeted reference once per (B, gamma, K, T, routing), then this
+    point's budget (with KL to the unbudgeted target on its verify tokens)."""
+    from moesd.bench.budget_quality import compare, quality_run
+
+    def run(b):
+        q = quality_run(target, models.proposer(target), p.gamma, sampling, cfg.seed, p.routing, b, prompts,
+                        cfg.max_new_tokens, eos)
+        if cfg.execute_code:
+            from moesd.bench.humaneval_exec import pass_at_1
+
+            texts = [target.tokenizer.decode(ids, skip_special_tokens=True) for ids in q["token_ids"]]
+            q["pass_at_1"] = pass_at_1(texts)["pass_at_1"]
+        return q
+
+    ref_key = (p.batch_size, p.gamma, p.experts_per_token, p.temperature, p.routing)
+    if ref_key not in references:
+        references[ref_key] = run(None)
+    return compare(references[ref_key], run(budget) if budget is not None else references[ref_key], p.temperature)
+
+
 def run_sweep(cfg: BenchConfig, output: str, resume: bool = False, skip_bad_lines: bool = False,
               progress=sys.stderr) -> ResultsFile:
     from moesd.engine.sampling import SamplingParams
@@ -249,6 +293,7 @@ def run_sweep(cfg: BenchConfig, output: str, resume: bool = False, skip_bad_line
         print(f"resuming: {done_before} of {len(points(cfg))} points already in {output}", file=progress)
     models = _Models(cfg)
     baselines: dict[tuple, list[dict]] = {}
+    references: dict[tuple, dict] = {}  # unbudgeted quality runs, per point without its budget
     started = time.perf_counter()
     for i, p in enumerate(todo, start=1):
         target = models.target_for(p.experts_per_token)
@@ -262,7 +307,13 @@ def run_sweep(cfg: BenchConfig, output: str, resume: bool = False, skip_bad_line
             ar = SpecEngine(target, None, 0, sampling, cfg.seed, p.routing)
             _runs(ar, prompts, cfg, eos, cfg.warmup, cfg.seed + 10_000)
             baselines[base_key] = _runs(ar, prompts, cfg, eos, cfg.repeats, cfg.seed)
-        sd = SpecEngine(target, models.proposer(target), p.gamma, sampling, cfg.seed, p.routing)
+        budget = None
+        if p.expert_budget is not None:
+            from moesd.engine.expert_budget import ExpertBudget
+
+            budget = ExpertBudget(min(p.expert_budget, target.num_experts), cfg.budget_mode, cfg.budget_scope)
+        sd = SpecEngine(target, models.proposer(target), p.gamma, sampling, cfg.seed, p.routing, budget=budget,
+                        merge_prefill=not cfg.budgeted)
         _runs(sd, prompts, cfg, eos, cfg.warmup, cfg.seed + 10_000)
         sd_runs = []
         for r in range(cfg.repeats):  # a fresh proposer per repeat: no draft state carries over
@@ -284,10 +335,18 @@ def run_sweep(cfg: BenchConfig, output: str, resume: bool = False, skip_bad_line
             **summarize_point(baselines[base_key], sd_runs, p.gamma),
             "conditions": conditions(cfg, target, length_stats(prompts)),
         }
+        if cfg.budgeted:
+            record["budget_mode"], record["budget_scope"] = cfg.budget_mode, cfg.budget_scope
+            record["quality"] = _quality(cfg, models, target, p, sampling, prompts, eos, budget, references)
         results.add(record)
         elapsed = time.perf_counter() - started
         eta = elapsed / i * (len(todo) - i)
+        budget_note = ""
+        if cfg.budgeted:
+            q = record["quality"]
+            budget_note = (f" C={p.expert_budget or 'none'}: experts {record.get('active_experts_verify') or 0:.1f}, "
+                           f"KL {q.get('mean_kl_per_token') or 0:.4f}, match {q.get('token_match_rate', float('nan')):.3f}")
         print(f"[{done_before + i}/{len(points(cfg))}] B={p.batch_size} gamma={p.gamma} K={record['experts_per_token']} "
-              f"T={p.temperature} {record['routing'] or 'dense'}: speedup {record['speedup']:.2f} "
+              f"T={p.temperature} {record['routing'] or 'dense'}{budget_note}: speedup {record['speedup']:.2f} "
               f"(alpha {record['alpha']:.2f}) | {elapsed:.0f} s elapsed, ETA {eta:.0f} s", file=progress, flush=True)
     return results

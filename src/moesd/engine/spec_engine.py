@@ -35,7 +35,8 @@ class GenerationResult:
 class SpecEngine:
     def __init__(self, target: LoadedModel, proposer=None, gamma: int = 4,
                  sampling: SamplingParams = SamplingParams(), seed: int = 0, routing: str = "model",
-                 max_context: int | None = None, budget: ExpertBudget | None = None, measure_kl: bool = False):
+                 max_context: int | None = None, budget: ExpertBudget | None = None, measure_kl: bool = False,
+                 merge_prefill: bool = True):
         if not 0 <= gamma <= MAX_GAMMA:
             raise MoesdError(f"gamma must lie in 0..{MAX_GAMMA}, got {gamma}")
         if gamma > 0 and proposer is None:
@@ -62,6 +63,7 @@ class SpecEngine:
         # merged into the first verification. measure_kl re-runs every verify block unbudgeted
         # (untimed) to measure KL(full || budgeted); use it in quality passes, not timing runs.
         self.budget, self.measure_kl = budget, measure_kl
+        self.merge_prefill = merge_prefill and budget is None
         # Hooks live only inside generate(): engines share model objects, and a hook left behind by a
         # uniform-routing engine would silently rewrite the routing of every later engine.
         self.recorder: ExpertRecorder | None = None
@@ -88,7 +90,7 @@ class SpecEngine:
                                            self.routing, self.seed, self.budget)
         try:
             run = _Run(self, prompts, max_new_tokens, eos_token_id)
-            if self.gamma == 0 or self.budget is not None:
+            if self.gamma == 0 or not self.merge_prefill:
                 self._prefill(run)
                 if self.gamma > 0 and run.active:
                     _, draft_prefill_s = self.clock.run(self.proposer.start, [run.histories[i] for i in run.active])
