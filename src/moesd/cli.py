@@ -62,6 +62,13 @@ def _scenario_kw(a: argparse.Namespace) -> dict:
                 bandwidth_efficiency=a.bandwidth_efficiency, flops_efficiency=a.flops_efficiency)
 
 
+def _budget_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--expert-budget", type=int, help="MoE-Spec: cap experts per layer per verify forward (not lossless)")
+    p.add_argument("--budget-mode", choices=["substitution", "truncation"], default="substitution")
+    p.add_argument("--budget-scope", choices=["batch", "sequence"], default="batch")
+    p.add_argument("--budget-static", help="`moesd budget calibrate` JSON: rank experts by its static order")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="moesd", description="Speculative decoding on Mixture-of-Experts: predict, fit, schedule.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -130,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-weights", action="store_true", help="ignore weights in a model directory")
     p.add_argument("--tokenizer", help="tokenizer directory for random-weight models (default: bytes)")
     p.add_argument("--chat", action="store_true", help="apply the tokenizer's chat template")
+    _budget_args(p)
+    p.add_argument("--measure-kl", action="store_true",
+                   help="with --expert-budget: KL(full || budgeted) per verify token (re-runs each verify block)")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("bench", help="sweep B x gamma x K x temperature x routing; one JSON line per point")
@@ -168,6 +178,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", nargs="+", help="one or more results JSONL files")
     p.add_argument("-o", "--output", required=True, help="directory for report.md and the figures")
     p.add_argument("--skip-bad-lines", action="store_true")
+
+    p = sub.add_parser("budget", help="MoE-Spec expert budgets: pick the smallest budget that meets a quality floor")
+    bsub = p.add_subparsers(dest="budget_command", required=True, parser_class=_Parser)
+    p = bsub.add_parser("calibrate", help="smallest budget per batch size meeting --max-kl / --min-exact-match")
+    p.add_argument("--target", required=True)
+    p.add_argument("--draft")
+    p.add_argument("--draft-method", choices=["model", "ngram"])
+    p.add_argument("--workload", default="humaneval")
+    p.add_argument("--batch-sizes", type=int_list, default=[1, 4, 16])
+    p.add_argument("--gamma", type=int, default=4)
+    p.add_argument("--budgets", type=int_list, help="candidates (default: K, 2K, 4K, ... below E)")
+    p.add_argument("--max-kl", type=float, help="floor: mean KL(full || budgeted) per verify token, nats")
+    p.add_argument("--min-exact-match", type=float, help="floor: token match with unbudgeted SD at T=0")
+    p.add_argument("--budget-mode", choices=["substitution", "truncation"], default="substitution")
+    p.add_argument("--budget-scope", choices=["batch", "sequence"], default="batch")
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--routing", default="model")
+    p.add_argument("--dtype", default="bf16")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tokenizer")
+    p.add_argument("--chat", action="store_true")
+    p.add_argument("-o", "--output", help="JSON with the budget per batch size and the static expert order")
 
     p = sub.add_parser("train", help="train the shipped small models: stdlib MoE target, its draft, a SmolLM2 distilled draft")
     p.add_argument("kind", choices=["target", "draft", "distill"])
@@ -228,7 +262,9 @@ def dispatch(a: argparse.Namespace) -> str:
         spec = dict(target=a.target, draft=a.draft, draft_method=a.draft_method, alpha=a.alpha, gamma=a.gamma,
                     temperature=a.temperature, top_p=a.top_p, seed=a.seed, device=a.device, dtype=a.dtype,
                     experts_per_token=a.experts_per_token, experts_implementation=a.experts_implementation,
-                    routing=a.routing, random_weights=True if a.random_weights else None, tokenizer=a.tokenizer)
+                    routing=a.routing, random_weights=True if a.random_weights else None, tokenizer=a.tokenizer,
+                    expert_budget=a.expert_budget, budget_mode=a.budget_mode, budget_scope=a.budget_scope,
+                    budget_static=a.budget_static, measure_kl=a.measure_kl)
         return generate.run(spec, a.prompt, a.prompts, a.batch_size, a.max_new_tokens, a.chat, a.json)
     if a.command == "bench":
         from moesd.commands import bench
@@ -239,6 +275,10 @@ def dispatch(a: argparse.Namespace) -> str:
 
         files = write_report(a.results, a.output, a.skip_bad_lines)
         return "".join(f"wrote {a.output}/{f}\n" for f in files)
+    if a.command == "budget":
+        from moesd.commands import budget
+
+        return budget.run(a)
     if a.command == "train":
         from moesd.commands import train
 

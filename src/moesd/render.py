@@ -156,6 +156,12 @@ def generation_text(outputs: list[dict], metrics: dict) -> str:
                      f"mean acceptance length {a['mean_acceptance_length']:.2f} "
                      f"(bonus token included), sigma {a['sigma']:.3f}, per position "
                      + " ".join(f"{x:.2f}" for x in a["per_position_acceptance"]))
+    if "budget" in metrics:
+        b = metrics["budget"]
+        kl = "" if b["mean_kl_per_token"] is None else \
+            f"; mean KL(full || budgeted) {b['mean_kl_per_token']:.4f} nats over {b['kl_tokens']} verify tokens"
+        lines.append(f"expert budget C={b['budget']} ({b['mode']}, {b['scope']}, {b['ranking']} ranking) in verify: "
+                     f"NOT lossless{kl}")
     if "experts" in metrics:
         for phase, e in metrics["experts"]["phases"].items():
             lines.append(f"experts [{phase}]: {e['mean_distinct_experts_per_layer']:.1f} distinct per layer for "

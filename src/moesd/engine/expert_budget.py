@@ -17,7 +17,9 @@ logits captured by a forward hook on the model's own router module; no model cod
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -119,3 +121,17 @@ def find_routers(model, experts_modules: list[torch.nn.Module]) -> list[torch.nn
         gate = parent_of.get(id(m))
         routers.append(gate if gate is not None and type(gate).__name__.endswith("TopKRouter") else None)
     return routers
+
+
+def read_static_order(path: str) -> tuple[tuple[int, ...], ...]:
+    """The per-layer expert order (most selected first) stored by `moesd budget calibrate`."""
+    try:
+        raw = json.loads(Path(path).read_text())
+        order = tuple(tuple(int(e) for e in layer) for layer in raw["static_order"])
+    except FileNotFoundError:
+        raise MoesdError(f"static budget file not found: {path}") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise MoesdError(f"{path}: not a `moesd budget calibrate` file with a static_order ({exc})") from None
+    if not order:
+        raise MoesdError(f"{path}: static_order is empty")
+    return order

@@ -33,6 +33,11 @@ class EngineSpec:
     tokenizer: str | None = None
     ngram_min: int = 2
     ngram_max: int = 4
+    expert_budget: int | None = None  # MoE-Spec: experts per layer per verify forward
+    budget_mode: str = "substitution"
+    budget_scope: str = "batch"
+    budget_static: str | None = None  # `moesd budget calibrate` output: use its static expert order
+    measure_kl: bool = False
 
 
 def build_engine(spec: EngineSpec, target: LoadedModel | None = None) -> tuple[SpecEngine, LoadedModel]:
@@ -65,8 +70,20 @@ def build_engine(spec: EngineSpec, target: LoadedModel | None = None) -> tuple[S
                                random_weights=spec.random_weights, tokenizer_dir=spec.tokenizer)
         proposer = make_proposer(method, target, draft, spec.alpha, spec.seed, spec.ngram_min, spec.ngram_max)
     engine = SpecEngine(target, proposer, spec.gamma, SamplingParams(spec.temperature, spec.top_p), spec.seed,
-                        spec.routing)
+                        spec.routing, budget=make_budget(spec), measure_kl=spec.measure_kl)
     return engine, target
+
+
+def make_budget(spec: EngineSpec):
+    from moesd.engine.expert_budget import ExpertBudget, read_static_order
+
+    if spec.expert_budget is None:
+        if spec.budget_static or spec.measure_kl:
+            raise MoesdError("--budget-static and --measure-kl need --expert-budget")
+        return None
+    order = read_static_order(spec.budget_static) if spec.budget_static else None
+    return ExpertBudget(spec.expert_budget, spec.budget_mode, spec.budget_scope,
+                        "static" if order is not None else "router", order)
 
 
 def load_draft(source: str, target: LoadedModel, **load_kw) -> LoadedModel:

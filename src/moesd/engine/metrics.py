@@ -115,14 +115,19 @@ class ExpertStats:
         self.num_experts, self.top_k = num_experts, top_k
         self.forwards: list[ExpertForward] = []
         self.load: dict[str, np.ndarray] = {}  # phase -> tokens routed to each expert, summed over layers
+        self.layer_load: dict[str, np.ndarray] = {}  # phase -> [layers, experts] tokens routed
 
     def absorb(self, routings) -> None:
         for r in routings:
             counts = r.tokens_per_expert(self.num_experts)
             self.forwards.append(ExpertForward(r.phase, r.num_tokens, r.distinct_experts(),
                                                [int(c.max()) if c.numel() else 0 for c in counts]))
-            total = torch.stack(counts).sum(dim=0).cpu().numpy() if counts else np.zeros(self.num_experts)
-            self.load[r.phase] = self.load.get(r.phase, np.zeros(self.num_experts)) + total
+            per_layer = torch.stack(counts).cpu().numpy() if counts else np.zeros((0, self.num_experts))
+            self.load[r.phase] = self.load.get(r.phase, np.zeros(self.num_experts)) + per_layer.sum(axis=0)
+            if r.phase in self.layer_load and self.layer_load[r.phase].shape == per_layer.shape:
+                self.layer_load[r.phase] = self.layer_load[r.phase] + per_layer
+            else:
+                self.layer_load.setdefault(r.phase, per_layer.astype(float))
 
     def summary(self) -> dict:
         out: dict = {"num_experts": self.num_experts, "top_k": self.top_k, "phases": {},
@@ -145,6 +150,7 @@ class ExpertStats:
                 "max_tokens_per_expert": int(max(max(f.max_tokens_per_expert) for f in fs)),
                 "distinct_vs_tokens": [[t, d] for t, d in by_tokens.items()],
                 "expert_load": self.load[phase].astype(int).tolist(),
+                "expert_load_per_layer": self.layer_load[phase].astype(int).tolist(),
             }
         return out
 

@@ -120,7 +120,7 @@ def train_distill(settings: TrainSettings, corpus_root: str | None, max_files: i
     eos = tokenizer.eos_token_id
     stream = _tokens(out, tokenizer, corpus, eos)
     vmap = VocabMap.most_frequent(stream.train, t.vocab_size, draft_vocab, tokenizer.all_special_ids, eos)
-    config = build_config("distill", draft_vocab, vmap.to_draft[eos], None, overrides)
+    config = build_config("distill", draft_vocab, int(vmap.to_draft[eos]), None, overrides)
     model = _new_model(config, settings.seed)
     fingerprint = {"kind": "distill", "teacher": t.name, "config": config.to_diff_dict(), "corpus": corpus.fingerprint,
                    "vocab_sha256": vmap.digest()}

@@ -1,0 +1,123 @@
+"""`moesd budget calibrate`: the smallest expert budget per batch size that meets a quality floor,
+instead of MoE-Spec's hand-picked budget per (model, benchmark).
+
+For each batch size: unbudgeted SD on the workload's first B prompts is the reference; candidate
+budgets are tried from the smallest up, each with an untimed quality run (mean KL(full || budgeted)
+per verify token, token match at temperature 0); the first that meets every floor given is chosen.
+Quality falls roughly monotonically as C shrinks, so the smallest passing budget is also the
+fastest safe one. The reference runs' routing counts also give MoE-Spec's static expert order
+(most selected first, per layer), stored for `--budget-static`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+
+from moesd.atomic_io import write_text_atomic
+from moesd.bench.budget_quality import compare, quality_run
+from moesd.bench.workloads import batch_prompts, load_workload, tokenize_prompts
+from moesd.errors import MoesdError
+
+
+def default_budgets(num_experts: int, top_k: int) -> list[int]:
+    out, c = [], top_k
+    while c < num_experts:
+        out.append(c)
+        c *= 2
+    return out
+
+
+def calibrate(spec, workload: str, batch_sizes: list[int], budgets: list[int] | None, max_kl: float | None,
+              min_match: float | None, max_new_tokens: int, chat: bool, progress=sys.stderr) -> dict:
+    from moesd.engine.expert_budget import ExpertBudget
+    from moesd.engine.factory import build_engine, load_draft, make_proposer
+    from moesd.engine.sampling import SamplingParams
+    from moesd.engine.spec_engine import SpecEngine
+
+    if max_kl is None and min_match is None:
+        raise MoesdError("give a quality floor: --max-kl and/or --min-exact-match")
+    if max_kl is not None and max_kl < 0 or min_match is not None and not 0 <= min_match <= 1:
+        raise MoesdError("--max-kl must be >= 0 and --min-exact-match in [0, 1]")
+    if min_match is not None and spec.temperature != 0:
+        raise MoesdError("--min-exact-match compares greedy outputs: use temperature 0")
+    if spec.gamma < 1:
+        raise MoesdError("calibration needs speculation: gamma >= 1")
+    engine, target = build_engine(spec)  # validates the spec and loads the target once
+    if not target.is_moe:
+        raise MoesdError(f"{spec.target} is dense: expert budgets need an MoE target")
+    candidates = sorted(set(budgets or default_budgets(target.num_experts, target.top_k)))
+    if candidates[0] < 1:
+        raise MoesdError("budgets must be >= 1")
+    draft = load_draft(spec.draft, target, dtype=spec.dtype, device=spec.device, seed=spec.seed + 1,
+                       tokenizer_dir=spec.tokenizer) if spec.draft else None
+    method = spec.draft_method or ("model" if spec.draft else "none")
+
+    def proposer():
+        return make_proposer(method, target, draft, spec.alpha, spec.seed, spec.ngram_min, spec.ngram_max)
+
+    work = load_workload(workload)
+    eos = getattr(target.tokenizer, "eos_token_id", None)
+    sampling = SamplingParams(spec.temperature, spec.top_p)
+    result = {"target": spec.target, "draft": spec.draft, "draft_method": method, "workload": workload,
+              "gamma": spec.gamma, "temperature": spec.temperature, "mode": spec.budget_mode, "scope": spec.budget_scope,
+              "routing": spec.routing, "num_experts": target.num_experts, "top_k": target.top_k,
+              "floor": {"max_kl_per_token": max_kl, "min_token_match_rate": min_match},
+              "max_new_tokens": max_new_tokens, "batch_sizes": {}}
+    layer_load = None
+    for b in batch_sizes:
+        prompts = tokenize_prompts(target.tokenizer, batch_prompts(work, b), chat)
+        ref_engine = SpecEngine(target, proposer(), spec.gamma, sampling, spec.seed, spec.routing, merge_prefill=False)
+        ref_res = ref_engine.generate(prompts, max_new_tokens, eos)
+        ref = {"token_ids": ref_res.token_ids, "alpha": ref_res.metrics["acceptance"]["alpha"],
+               "mean_acceptance_length": ref_res.metrics["acceptance"]["mean_acceptance_length"]}
+        for phase in ("verify", "decode"):
+            load = ref_res.metrics["experts"]["phases"].get(phase, {}).get("expert_load_per_layer")
+            if load:
+                layer_load = np.asarray(load) + (0 if layer_load is None else layer_load)
+        tried, chosen = [], None
+        for c in candidates:
+            if c >= target.num_experts:
+                break
+            if spec.budget_mode == "substitution" and c < target.top_k:
+                continue
+            budget = ExpertBudget(c, spec.budget_mode, spec.budget_scope)
+            q = compare(ref, quality_run(target, proposer(), spec.gamma, sampling, spec.seed, spec.routing, budget,
+                                         prompts, max_new_tokens, eos), spec.temperature)
+            ok = (max_kl is None or q["mean_kl_per_token"] <= max_kl) and \
+                 (min_match is None or q.get("token_match_rate", 0.0) >= min_match)
+            tried.append({"budget": c, "passes": ok, **{k: q.get(k) for k in (
+                "mean_kl_per_token", "token_match_rate", "acceptance_length_ratio", "alpha")}})
+            print(f"B={b} C={c}: KL {q['mean_kl_per_token']:.4f}, match {q.get('token_match_rate', float('nan')):.3f}"
+                  f" -> {'pass' if ok else 'fail'}", file=progress, flush=True)
+            if ok:
+                chosen = c
+                break
+        result["batch_sizes"][str(b)] = {
+            "budget": chosen, "reference_alpha": ref["alpha"], "tried": tried,
+            "note": None if chosen is not None else "no budget below E meets the floor: run unbudgeted"}
+    result["static_order"] = [np.argsort(-row, kind="stable").tolist() for row in layer_load] \
+        if layer_load is not None else None
+    return result
+
+
+def calibration_text(res: dict) -> str:
+    floor = ", ".join(f"{k} {v}" for k, v in res["floor"].items() if v is not None)
+    lines = [f"smallest budget meeting {floor} ({res['mode']}, {res['scope']}; E={res['num_experts']}, "
+             f"K={res['top_k']}, gamma {res['gamma']}, {res['workload']}):",
+             "| B | budget C | KL/token at C | token match at C | acceptance length ratio |", "|---|---|---|---|---|"]
+    for b, row in res["batch_sizes"].items():
+        last = row["tried"][-1] if row["tried"] else {}
+
+        def f(k):
+            return "-" if last.get(k) is None else f"{last[k]:.4f}"
+
+        lines.append(f"| {b} | {row['budget'] if row['budget'] is not None else 'none (unbudgeted)'} | "
+                     f"{f('mean_kl_per_token')} | {f('token_match_rate')} | {f('acceptance_length_ratio')} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_calibration(res: dict, path: str) -> None:
+    write_text_atomic(path, json.dumps(res, indent=1) + "\n")
