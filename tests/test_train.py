@@ -89,7 +89,7 @@ def test_distilled_reduced_vocabulary_draft_keeps_sd_lossless(tmp_path, tiny_tar
     from moesd.engine.factory import EngineSpec, build_engine
 
     draft_dir = tmp_path / "distilled"
-    rc = main(["train", "distill", "--out", str(draft_dir), "--teacher", str(tiny_target), "--draft-vocab", "120",
+    rc = main(["train", "distill", "--out", str(draft_dir), "--teacher", str(tiny_target), "--draft-vocab", "120", "--teacher-every", "2",
                "--steps", "3", *COMMON, "--set", "hidden_size=32", "--set", "num_hidden_layers=1",
                "--set", "num_attention_heads=2", "--set", "num_key_value_heads=1", "--set", "head_dim=16",
                "--set", "intermediate_size=32"])

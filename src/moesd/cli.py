@@ -224,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", help="draft: the target's directory (shares its tokenizer)")
     p.add_argument("--teacher", default="smollm2-135m-instruct", help="distill: the model to imitate")
     p.add_argument("--draft-vocab", type=int, default=8192, help="distill: most frequent teacher tokens kept")
+    p.add_argument("--teacher-every", type=int, default=1,
+                   help="distill: teacher KL every N-th step, corpus cross-entropy on the others")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="architecture override, e.g. num_experts=8")
 
     p = sub.add_parser("calibrate", help="measure this machine's bandwidth and GEMM peak into a hardware JSON")

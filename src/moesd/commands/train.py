@@ -36,7 +36,9 @@ def run(a) -> str:
     if a.kind == "distill":
         from moesd.train.runs import train_distill
 
-        info = train_distill(settings, a.corpus, a.max_files, a.teacher, a.draft_vocab, overrides)
+        if a.teacher_every < 1:
+            raise MoesdError("--teacher-every must be >= 1")
+        info = train_distill(settings, a.corpus, a.max_files, a.teacher, a.draft_vocab, overrides, a.teacher_every)
     else:
         from moesd.train.runs import train_lm
 

@@ -101,7 +101,7 @@ def check_writable(out: Path) -> None:
 
 @dataclass
 class Objective:
-    """What one kind of training optimises: `loss(model, batch)` for the step, `evaluate(model,
+    """What one kind of training optimises: `loss(model, batch, step)` for the step, `evaluate(model,
     batches)` for validation numbers (a dict; its "loss" is the headline)."""
     loss: object
     evaluate: object
@@ -175,7 +175,7 @@ def train(model: torch.nn.Module, stream: TokenStream, objective: Objective, s: 
                 group["lr"] = lr_at(step, s)
             batch = stream.batch(step, s.seed, s.batch_size, s.seq_len)
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                loss = objective.loss(model, batch)
+                loss = objective.loss(model, batch, step)
             if not torch.isfinite(loss):
                 raise MoesdError(f"loss became {loss.item()} at step {step}; lower --lr")
             opt.zero_grad(set_to_none=True)
@@ -228,7 +228,7 @@ def lm_objective(num_experts: int) -> Objective:
     """Next-token cross-entropy, plus the router's load-balancing loss for an MoE (its coefficient
     comes from the config, as transformers applies it)."""
 
-    def loss(model, batch):
+    def loss(model, batch, step):
         out = model(input_ids=batch[:, :-1], output_router_logits=num_experts > 1)
         logits = out.logits.float()
         ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))

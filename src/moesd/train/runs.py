@@ -106,7 +106,7 @@ def train_lm(kind: str, settings: TrainSettings, corpus_root: str | None, max_fi
 
 
 def train_distill(settings: TrainSettings, corpus_root: str | None, max_files: int | None, teacher: str,
-                  draft_vocab: int, overrides: dict | None) -> dict:
+                  draft_vocab: int, overrides: dict | None, teacher_every: int = 1) -> dict:
     """A small draft trained on the teacher's next-token distributions (KL to the teacher restricted
     to the draft's vocabulary), on stdlib text tokenised with the teacher's tokenizer."""
     from moesd.engine.loading import load_model
@@ -122,10 +122,10 @@ def train_distill(settings: TrainSettings, corpus_root: str | None, max_files: i
     vmap = VocabMap.most_frequent(stream.train, t.vocab_size, draft_vocab, tokenizer.all_special_ids, eos)
     config = build_config("distill", draft_vocab, int(vmap.to_draft[eos]), None, overrides)
     model = _new_model(config, settings.seed)
-    fingerprint = {"kind": "distill", "teacher": t.name, "config": config.to_diff_dict(), "corpus": corpus.fingerprint,
-                   "vocab_sha256": vmap.digest()}
+    fingerprint = {"kind": "distill", "teacher": t.name, "teacher_every": teacher_every,
+                   "config": config.to_diff_dict(), "corpus": corpus.fingerprint, "vocab_sha256": vmap.digest()}
     fingerprint["config"].pop("transformers_version", None)
-    objective = distill_objective(t.model, vmap)
+    objective = distill_objective(t.model, vmap, teacher_every)
     extra = {VOCAB_MAP_FILE: vmap.to_json(teacher=t.name, coverage=vmap.coverage(stream.train))}
     info = train(model, stream, objective, settings, fingerprint, _exporter(out, tokenizer, extra))
     info["corpus"] = corpus.fingerprint
