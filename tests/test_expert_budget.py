@@ -123,6 +123,13 @@ def test_substitution_gives_every_token_k_distinct_shortlisted_experts(budget):
     # Weights are the full softmax at the new picks, renormalised over them.
     picked = probs.gather(1, new_ix)
     torch.testing.assert_close(new_w, picked / picked.sum(-1, keepdim=True))
+    # A token whose natural experts all made the shortlist keeps exactly its routing.
+    shortlist = torch.zeros(16, dtype=torch.bool)
+    shortlist[torch.unique(new_ix)] = True
+    untouched = shortlist[ix].all(-1)
+    assert untouched.any() or budget < 8
+    assert torch.equal(new_ix[untouched], ix[untouched])
+    torch.testing.assert_close(new_w[untouched], w[untouched])
 
 
 def test_substitution_keeps_raw_softmax_weights_without_norm_topk_prob():
