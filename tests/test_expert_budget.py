@@ -200,3 +200,35 @@ def test_budget_needs_moe_target_and_speculation(tiny_model, agreeing_draft):
     moe = tiny_model("qwen3_moe")
     with pytest.raises(MoesdError, match="gamma 0"):
         SpecEngine(moe, None, 0, budget=ExpertBudget(2))
+
+
+def test_budget_calibrate_cli_picks_smallest_passing_budget_and_static_order(tiny_dir, tmp_path, capsys):
+    import json
+
+    from moesd.cli import main
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"token_ids": [5 + i, 6, 7, 8 + i, 9, 10]}) + "\n" for i in range(4)))
+    out = tmp_path / "cal.json"
+    target = str(tiny_dir("qwen3_moe"))
+    args = ["budget", "calibrate", "--target", target, "--draft-method", "ngram", "--workload", str(prompts),
+            "--batch-sizes", "1,4", "--gamma", "3", "--max-new-tokens", "12", "--dtype", "fp32"]
+    assert main(args + ["--max-kl", "0.01", "-o", str(out)]) == 0
+    cal = json.loads(out.read_text())
+    for b in ("1", "4"):
+        row = cal["batch_sizes"][b]
+        tried = row["tried"]
+        assert [t["budget"] for t in tried] == [2, 4][: len(tried)]  # K, 2K, ... from the smallest up
+        if row["budget"] is not None:
+            assert tried[-1]["passes"] and tried[-1]["mean_kl_per_token"] <= 0.01
+            assert all(not t["passes"] for t in tried[:-1])
+        else:
+            assert not any(t["passes"] for t in tried)
+    assert all(sorted(layer) == list(range(8)) for layer in cal["static_order"]) and len(cal["static_order"]) == 2
+    capsys.readouterr()
+    rc = main(["generate", "--target", target, "--draft-method", "ngram", "--prompt", "abcabcabc", "--dtype", "fp32",
+               "--max-new-tokens", "8", "--expert-budget", "2", "--budget-static", str(out), "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert rc == 0 and res["metrics"]["budget"]["ranking"] == "static"
+    assert main(args) == 2  # no quality floor
+    assert "quality floor" in capsys.readouterr().err

@@ -31,7 +31,8 @@ def default_budgets(num_experts: int, top_k: int) -> list[int]:
 
 
 def calibrate(spec, workload: str, batch_sizes: list[int], budgets: list[int] | None, max_kl: float | None,
-              min_match: float | None, max_new_tokens: int, chat: bool, progress=sys.stderr) -> dict:
+              min_match: float | None, max_new_tokens: int, chat: bool, max_prompt_tokens: int | None = None,
+              progress=sys.stderr) -> dict:
     from moesd.engine.expert_budget import ExpertBudget
     from moesd.engine.factory import build_engine, load_draft, make_proposer
     from moesd.engine.sampling import SamplingParams
@@ -68,7 +69,7 @@ def calibrate(spec, workload: str, batch_sizes: list[int], budgets: list[int] | 
               "max_new_tokens": max_new_tokens, "batch_sizes": {}}
     layer_load = None
     for b in batch_sizes:
-        prompts = tokenize_prompts(target.tokenizer, batch_prompts(work, b), chat)
+        prompts = tokenize_prompts(target.tokenizer, batch_prompts(work, b), chat, max_prompt_tokens)
         ref_engine = SpecEngine(target, proposer(), spec.gamma, sampling, spec.seed, spec.routing, merge_prefill=False)
         ref_res = ref_engine.generate(prompts, max_new_tokens, eos)
         ref = {"token_ids": ref_res.token_ids, "alpha": ref_res.metrics["acceptance"]["alpha"],
