@@ -21,6 +21,12 @@ def test_shipped_moe_target_and_draft_are_what_the_readme_says():
     assert target.model.config.model_type == "qwen3_moe" and (target.num_experts, target.top_k) == (32, 4)
     assert target.vocab_size == draft.vocab_size == 4096 and not target.random_weights
     assert sum(p.numel() for p in target.model.parameters()) == 21_155_840
+    # The torch-free parser reads the config transformers 5 wrote (num_local_experts) to the same count.
+    from moesd.perf.hf_config import load_config_json
+
+    spec = load_config_json(str(TARGET))
+    assert (spec.total_params, spec.num_experts, spec.experts_per_token) == (21_155_840, 32, 4)
+    assert load_config_json(str(DRAFT)).total_params == sum(p.numel() for p in draft.model.parameters())
     assert target.tokenizer.decode(target.tokenizer.encode(PROMPT)) == PROMPT
     for d in (TARGET, DRAFT, DISTILLED):
         info = json.loads((d / "training.json").read_text())

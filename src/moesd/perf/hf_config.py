@@ -171,7 +171,7 @@ def _moe_layer_flags_qwen(c: _Cfg, layers: int, num_experts: int) -> list[bool]:
 def _qwen_moe(c: _Cfg, name: str) -> ArchSpec:
     h = c.pos("hidden_size")
     layers = c.pos("num_hidden_layers")
-    experts = c.pos("num_experts")
+    experts = c.pos("num_experts", c.raw.get("num_local_experts"))  # transformers 5 writes the latter
     top_k = c.pos("num_experts_per_tok")
     moe_inter = c.pos("moe_intermediate_size")
     is_qwen2 = c.family == "qwen2_moe"
@@ -208,7 +208,9 @@ def _every_layer_moe(c: _Cfg, name: str, experts_key: str, qk_norm: bool) -> Arc
     """Mixtral and OLMoE: every layer routes to E experts of intermediate_size, no shared expert."""
     h = c.pos("hidden_size")
     layers = c.pos("num_hidden_layers")
-    experts = c.pos(experts_key)
+    # transformers 5 saves either name (its attribute map), so accept the other as an alias.
+    alias = "num_experts" if experts_key == "num_local_experts" else "num_local_experts"
+    experts = c.pos(experts_key, c.raw.get(alias))
     inter = c.pos("intermediate_size")
     attn, heads, kv_heads, head_dim = _gqa_attention(c, qkv_bias=c.bool("attention_bias", False))
     if qk_norm:
