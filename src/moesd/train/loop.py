@@ -113,8 +113,9 @@ class _Stop(Exception):
 
 
 def train(model: torch.nn.Module, stream: TokenStream, objective: Objective, s: TrainSettings,
-          fingerprint: dict, export) -> dict:
-    """Run (or resume) training; `export(model, info)` writes the final model. Returns the info."""
+          fingerprint: dict, export, extra_info: dict | None = None) -> dict:
+    """Run (or resume) training; `export(model, info)` writes the final model. Returns the info
+    (also written to OUT/training.json), with `extra_info` merged in."""
     out = Path(s.out)
     check_writable(out)
     if s.threads:
@@ -210,7 +211,8 @@ def train(model: torch.nn.Module, stream: TokenStream, objective: Objective, s: 
             "tokens_seen": step * s.batch_size * s.seq_len, "train_minutes": round(elapsed_s / 60, 2),
             "final_validation": final, "validation_log": log, "settings": asdict(s),
             "fingerprint": fingerprint, "objective": objective.describe,
-            "command": "moesd " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("moesd") else None}
+            "command": "moesd " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("moesd") else None,
+            **(extra_info or {})}
     export(model, info)
     write_text_atomic(out / "training.json", json.dumps(info, indent=1) + "\n")
     return info

@@ -99,10 +99,9 @@ def train_lm(kind: str, settings: TrainSettings, corpus_root: str | None, max_fi
     fingerprint = {"kind": kind, "config": config.to_diff_dict(), "corpus": corpus.fingerprint,
                    "tokenizer_sha256": hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()[:16]}
     fingerprint["config"].pop("transformers_version", None)
-    info = train(model, stream, lm_objective(experts), settings, fingerprint, _exporter(out, tokenizer))
-    info["corpus"] = corpus.fingerprint
-    info["train_tokens_in_corpus"] = int(len(stream.train))
-    return info
+    extra = {"corpus": corpus.fingerprint, "corpus_tokens": {"train": int(len(stream.train)),
+                                                             "valid": int(len(stream.valid))}}
+    return train(model, stream, lm_objective(experts), settings, fingerprint, _exporter(out, tokenizer), extra)
 
 
 def train_distill(settings: TrainSettings, corpus_root: str | None, max_files: int | None, teacher: str,
@@ -126,8 +125,8 @@ def train_distill(settings: TrainSettings, corpus_root: str | None, max_files: i
                    "config": config.to_diff_dict(), "corpus": corpus.fingerprint, "vocab_sha256": vmap.digest()}
     fingerprint["config"].pop("transformers_version", None)
     objective = distill_objective(t.model, vmap, teacher_every)
-    extra = {VOCAB_MAP_FILE: vmap.to_json(teacher=t.name, coverage=vmap.coverage(stream.train))}
-    info = train(model, stream, objective, settings, fingerprint, _exporter(out, tokenizer, extra))
-    info["corpus"] = corpus.fingerprint
-    info["draft_vocab"] = {"size": draft_vocab, "train_token_coverage": vmap.coverage(stream.train)}
-    return info
+    coverage = vmap.coverage(stream.train)
+    files = {VOCAB_MAP_FILE: vmap.to_json(teacher=t.name, coverage=coverage)}
+    extra = {"corpus": corpus.fingerprint, "corpus_tokens": {"train": int(len(stream.train)), "valid": int(len(stream.valid))},
+             "draft_vocab": {"size": draft_vocab, "train_token_coverage": coverage}}
+    return train(model, stream, objective, settings, fingerprint, _exporter(out, tokenizer, files), extra)
