@@ -202,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer")
     p.add_argument("--chat", action="store_true")
     p.add_argument("--max-prompt-tokens", type=int, help="keep only the last N prompt tokens")
+    p.add_argument("--num-prompts", type=int, default=16, help="prompts judged per batch size (in batches of B)")
     p.add_argument("-o", "--output", help="JSON with the budget per batch size and the static expert order")
 
     p = sub.add_parser("train", help="train the shipped small models: stdlib MoE target, its draft, a SmolLM2 distilled draft")

@@ -1,7 +1,8 @@
 """`moesd budget calibrate`: the smallest expert budget per batch size that meets a quality floor,
 instead of MoE-Spec's hand-picked budget per (model, benchmark).
 
-For each batch size: unbudgeted SD on the workload's first B prompts is the reference; candidate
+For each batch size: unbudgeted SD on the workload's first N prompts (in batches of B) is the
+reference; candidate
 budgets are tried from the smallest up, each with an untimed quality run (mean KL(full || budgeted)
 per verify token, token match at temperature 0); the first that meets every floor given is chosen.
 Quality falls roughly monotonically as C shrinks, so the smallest passing budget is also the
@@ -17,7 +18,7 @@ import sys
 import numpy as np
 
 from moesd.atomic_io import write_text_atomic
-from moesd.bench.budget_quality import compare, quality_run
+from moesd.bench.budget_quality import compare, merge_runs, quality_run
 from moesd.bench.workloads import batch_prompts, load_workload, tokenize_prompts
 from moesd.errors import MoesdError
 
@@ -32,11 +33,10 @@ def default_budgets(num_experts: int, top_k: int) -> list[int]:
 
 def calibrate(spec, workload: str, batch_sizes: list[int], budgets: list[int] | None, max_kl: float | None,
               min_match: float | None, max_new_tokens: int, chat: bool, max_prompt_tokens: int | None = None,
-              progress=sys.stderr) -> dict:
+              num_prompts: int = 16, progress=sys.stderr) -> dict:
     from moesd.engine.expert_budget import ExpertBudget
     from moesd.engine.factory import build_engine, load_draft, make_proposer
     from moesd.engine.sampling import SamplingParams
-    from moesd.engine.spec_engine import SpecEngine
 
     if max_kl is None and min_match is None:
         raise MoesdError("give a quality floor: --max-kl and/or --min-exact-match")
@@ -44,6 +44,8 @@ def calibrate(spec, workload: str, batch_sizes: list[int], budgets: list[int] | 
         raise MoesdError("--max-kl must be >= 0 and --min-exact-match in [0, 1]")
     if min_match is not None and spec.temperature != 0:
         raise MoesdError("--min-exact-match compares greedy outputs: use temperature 0")
+    if num_prompts < 1:
+        raise MoesdError("--num-prompts must be >= 1")
     if spec.gamma < 1:
         raise MoesdError("calibration needs speculation: gamma >= 1")
     engine, target = build_engine(spec)  # validates the spec and loads the target once
@@ -63,21 +65,26 @@ def calibrate(spec, workload: str, batch_sizes: list[int], budgets: list[int] | 
     eos = getattr(target.tokenizer, "eos_token_id", None)
     sampling = SamplingParams(spec.temperature, spec.top_p)
     result = {"target": spec.target, "draft": spec.draft, "draft_method": method, "workload": workload,
-              "gamma": spec.gamma, "temperature": spec.temperature, "mode": spec.budget_mode, "scope": spec.budget_scope,
+              "num_prompts": num_prompts, "gamma": spec.gamma, "temperature": spec.temperature, "mode": spec.budget_mode, "scope": spec.budget_scope,
               "routing": spec.routing, "num_experts": target.num_experts, "top_k": target.top_k,
               "floor": {"max_kl_per_token": max_kl, "min_token_match_rate": min_match},
               "max_new_tokens": max_new_tokens, "batch_sizes": {}}
     layer_load = None
     for b in batch_sizes:
-        prompts = tokenize_prompts(target.tokenizer, batch_prompts(work, b), chat, max_prompt_tokens)
-        ref_engine = SpecEngine(target, proposer(), spec.gamma, sampling, spec.seed, spec.routing, merge_prefill=False)
-        ref_res = ref_engine.generate(prompts, max_new_tokens, eos)
-        ref = {"token_ids": ref_res.token_ids, "alpha": ref_res.metrics["acceptance"]["alpha"],
-               "mean_acceptance_length": ref_res.metrics["acceptance"]["mean_acceptance_length"]}
-        for phase in ("verify", "decode"):
-            load = ref_res.metrics["experts"]["phases"].get(phase, {}).get("expert_load_per_layer")
-            if load:
-                layer_load = np.asarray(load) + (0 if layer_load is None else layer_load)
+        # At least num_prompts prompts per batch size, so that B = 1 is not judged on one prompt.
+        batches = [tokenize_prompts(target.tokenizer, batch_prompts(work, b, offset=i * b), chat, max_prompt_tokens)
+                   for i in range(-(-max(num_prompts, b) // b))]
+
+        def run_all(budget):
+            return merge_runs([quality_run(target, proposer(), spec.gamma, sampling, spec.seed, spec.routing, budget,
+                                           prompts, max_new_tokens, eos) for prompts in batches])
+
+        reference_runs = [quality_run(target, proposer(), spec.gamma, sampling, spec.seed, spec.routing, None,
+                                      prompts, max_new_tokens, eos) for prompts in batches]
+        for r in reference_runs:
+            if "expert_load_per_layer" in r:
+                layer_load = np.asarray(r["expert_load_per_layer"]) + (0 if layer_load is None else layer_load)
+        ref = merge_runs(reference_runs)
         tried, chosen = [], None
         for c in candidates:
             if c >= target.num_experts:
@@ -85,8 +92,7 @@ def calibrate(spec, workload: str, batch_sizes: list[int], budgets: list[int] | 
             if spec.budget_mode == "substitution" and c < target.top_k:
                 continue
             budget = ExpertBudget(c, spec.budget_mode, spec.budget_scope)
-            q = compare(ref, quality_run(target, proposer(), spec.gamma, sampling, spec.seed, spec.routing, budget,
-                                         prompts, max_new_tokens, eos), spec.temperature)
+            q = compare(ref, run_all(budget), spec.temperature)
             ok = (max_kl is None or q["mean_kl_per_token"] <= max_kl) and \
                  (min_match is None or q.get("token_match_rate", 0.0) >= min_match)
             tried.append({"budget": c, "passes": ok, **{k: q.get(k) for k in (
@@ -97,7 +103,7 @@ def calibrate(spec, workload: str, batch_sizes: list[int], budgets: list[int] | 
                 chosen = c
                 break
         result["batch_sizes"][str(b)] = {
-            "budget": chosen, "reference_alpha": ref["alpha"], "tried": tried,
+            "budget": chosen, "prompts": sum(len(p) for p in batches), "reference_alpha": ref["alpha"], "tried": tried,
             "note": None if chosen is not None else "no budget below E meets the floor: run unbudgeted"}
     result["static_order"] = [np.argsort(-row, kind="stable").tolist() for row in layer_load] \
         if layer_load is not None else None

@@ -33,9 +33,29 @@ def quality_run(target, proposer, gamma: int, sampling, seed: int, routing: str,
                         measure_kl=budget is not None, merge_prefill=False)
     res = engine.generate(prompts, max_new_tokens, eos)
     acc = res.metrics["acceptance"]
-    out = {"token_ids": res.token_ids, "mean_acceptance_length": acc["mean_acceptance_length"], "alpha": acc["alpha"]}
+    out = {"token_ids": res.token_ids, "mean_acceptance_length": acc["mean_acceptance_length"], "alpha": acc["alpha"],
+           "num_drafts": acc["num_drafts"]}
+    phases = res.metrics.get("experts", {}).get("phases", {})
+    loads = [phases[p]["expert_load_per_layer"] for p in ("verify", "decode") if p in phases]
+    if loads:  # tokens routed to each expert per layer: MoE-Spec's static ranking counts
+        out["expert_load_per_layer"] = [[sum(col) for col in zip(*rows)] for rows in zip(*loads)]
     if budget is not None:
         out["mean_kl_per_token"] = res.metrics["budget"]["mean_kl_per_token"]
+        out["kl_tokens"] = res.metrics["budget"]["kl_tokens"]
+    return out
+
+
+def merge_runs(runs: list[dict]) -> dict:
+    """Several batches' quality runs as one: outputs concatenated, acceptance weighted by rounds,
+    KL weighted by verify tokens."""
+    drafts = sum(r["num_drafts"] for r in runs)
+    out = {"token_ids": [ids for r in runs for ids in r["token_ids"]], "num_drafts": drafts,
+           "mean_acceptance_length": sum(r["mean_acceptance_length"] * r["num_drafts"] for r in runs) / max(drafts, 1),
+           "alpha": sum(r["alpha"] * r["num_drafts"] for r in runs) / max(drafts, 1)}
+    if all("kl_tokens" in r for r in runs):
+        n = sum(r["kl_tokens"] for r in runs)
+        out["kl_tokens"] = n
+        out["mean_kl_per_token"] = sum((r["mean_kl_per_token"] or 0.0) * r["kl_tokens"] for r in runs) / max(n, 1)
     return out
 
 
