@@ -23,7 +23,7 @@ def _series(records):
                r["gamma"], r["temperature"])
         out[key].append(r)
     return {k: sorted(v, key=lambda r: -1 if r.get("expert_budget") is None else r["expert_budget"])
-            for k, v in sorted(out.items(), key=lambda kv: str(kv[0]))}
+            for k, v in sorted(out.items(), key=lambda kv: (*map(str, kv[0][:3]), *kv[0][3:]))}
 
 
 def _ref(rs):
