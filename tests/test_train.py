@@ -106,3 +106,30 @@ def test_distilled_reduced_vocabulary_draft_keeps_sd_lossless(tmp_path, tiny_tar
         res = engine.generate(prompts, 12)
         outs[gamma] = res.token_ids
     assert outs[3] == outs[0]
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint_to_the_same_weights(tmp_path, tiny_target):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["--steps", "150", *COMMON, "--eval-every", "1000", "--tokenizer", str(tiny_target)]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "moesd.cli", "train", "draft", "--out", str(killed), *args,
+                             "--checkpoint-every", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = killed / ".checkpoint" / "state.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)  # no chance to save: only the periodic checkpoint survives
+    proc.wait()
+    if (killed / "training.json").exists():
+        pytest.skip("the run finished before it could be killed")
+    done = torch.load(ckpt, weights_only=False)["step"]
+    assert 0 < done < 150
+    assert main(["train", "draft", "--out", str(killed), *args, "--resume"]) == 0
+    assert main(["train", "draft", "--out", str(tmp_path / "straight"), *args]) == 0
+    a, b = _weights(killed), _weights(tmp_path / "straight")
+    assert all(torch.equal(a[k], b[k]) for k in a)
