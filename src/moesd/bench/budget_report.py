@@ -19,8 +19,8 @@ def budget_records(records: list[dict]) -> list[dict]:
 def _series(records):
     out = defaultdict(list)
     for r in records:
-        key = (r["conditions"].get("workload", "?"), Path(str(r["target"])).stem, r.get("routing"), r["batch_size"],
-               r["gamma"], r["temperature"])
+        key = (r["conditions"].get("workload", "?"), Path(str(r["target"])).stem,
+               f"{r.get('routing')}, {r.get('budget_mode', 'substitution')}", r["batch_size"], r["gamma"], r["temperature"])
         out[key].append(r)
     return {k: sorted(v, key=lambda r: -1 if r.get("expert_budget") is None else r["expert_budget"])
             for k, v in sorted(out.items(), key=lambda kv: (*map(str, kv[0][:3]), *kv[0][3:]))}
