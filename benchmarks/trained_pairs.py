@@ -74,6 +74,8 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--pairs", default="stdlib,smollm2")
     ap.add_argument("-o", "--output", default="results/trained_pairs.json")
+    ap.add_argument("--curve", default="results/stdlib_moe_routing_curve.json",
+                    help="where to write the trained MoE's measured D(t) for `moesd predict --routing-curve`")
     a = ap.parse_args()
     texts = batch_prompts(load_workload("humaneval"), a.prompts)
     results = []
@@ -96,6 +98,33 @@ def main() -> None:
     with open(a.output, "w") as f:
         json.dump(results, f, indent=1)
     print(f"wrote {a.output}")
+    summarize_routing(results, a.curve)
+
+
+def summarize_routing(results: list[dict], curve_path: str) -> None:
+    """The expert-load statistics docs/results.md quotes, and D(t) from every learned-routing verify forward."""
+    for r in results:
+        if r.get("expert_load_per_layer") and r["batch_size"] == 16 and r["temperature"] == 0:
+            load = np.asarray(r["expert_load_per_layer"], dtype=float)
+            share = load / load.sum(axis=1, keepdims=True)
+            cv = share.std(axis=1) / share.mean(axis=1)
+            print(f"expert load, {r['routing']} routing, B=16: busiest expert {share.max():.3f} of a layer's tokens "
+                  f"(uniform share {1 / share.shape[1]:.3f}), idlest {share.min():.4f}, per-layer CV "
+                  f"{cv.min():.2f}-{cv.max():.2f}")
+    pts: dict[int, list[float]] = {}
+    model = [r for r in results if r.get("routing") == "model" and "verify_distinct_vs_tokens" in r]
+    for r in model:
+        for t, d, _ in r["verify_distinct_vs_tokens"]:
+            pts.setdefault(int(t), []).append(d)
+    if not model:
+        return
+    pts.setdefault(1, [float(model[0]["top_k"])])  # one token loads exactly K experts
+    curve = {"num_experts": model[0]["num_experts"], "top_k": model[0]["top_k"],
+             "source": f"{model[0]['target']} verify forwards on HumanEval (benchmarks/trained_pairs.py)",
+             "points": [[t, float(np.mean(v))] for t, v in sorted(pts.items())]}
+    with open(curve_path, "w") as f:
+        json.dump(curve, f, indent=1)
+    print(f"wrote {curve_path}")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def calibrate(spec, workload: str, batch_sizes: list[int], budgets: list[int] | 
               min_match: float | None, max_new_tokens: int, chat: bool, max_prompt_tokens: int | None = None,
               num_prompts: int = 16, progress=sys.stderr) -> dict:
     from moesd.engine.expert_budget import ExpertBudget
-    from moesd.engine.factory import build_engine, load_draft, make_proposer
+    from moesd.engine.factory import build_engine, make_proposer
     from moesd.engine.sampling import SamplingParams
 
     if max_kl is None and min_match is None:
@@ -54,8 +54,7 @@ def calibrate(spec, workload: str, batch_sizes: list[int], budgets: list[int] | 
     candidates = sorted(set(budgets or default_budgets(target.num_experts, target.top_k)))
     if candidates[0] < 1:
         raise MoesdError("budgets must be >= 1")
-    draft = load_draft(spec.draft, target, dtype=spec.dtype, device=spec.device, seed=spec.seed + 1,
-                       tokenizer_dir=spec.tokenizer) if spec.draft else None
+    draft = getattr(engine.proposer, "draft", None)  # build_engine loaded it already
     method = spec.draft_method or ("model" if spec.draft else "none")
 
     def proposer():

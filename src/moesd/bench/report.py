@@ -86,6 +86,14 @@ def _fig(path: Path, draw) -> str:
     return _save(fig, path)
 
 
+def _batch_axis(ax, ylabel: str, title: str) -> None:
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+
+
 def fig_speedup(records, path: Path) -> str:
     def draw(fig, ax):
         for (lab, g), rs in curves(records, lambda r: (label(r), r["gamma"])).items():
@@ -96,11 +104,7 @@ def fig_speedup(records, path: Path) -> str:
             hi = [r["speedup_iqr"][1] for r in rs]
             ax.fill_between(b, lo, hi, alpha=0.12)
         ax.axhline(1.0, color="grey", lw=0.8)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("batch size")
-        ax.set_ylabel("end-to-end speedup vs autoregressive (x)")
-        ax.set_title("SD speedup vs batch size (median, IQR shaded)", fontsize=10)
-        ax.legend(fontsize=7)
+        _batch_axis(ax, "end-to-end speedup vs autoregressive (x)", "SD speedup vs batch size (median, IQR shaded)")
     return _fig(path, draw)
 
 
@@ -111,13 +115,10 @@ def fig_efficiency(records, path: Path) -> str:
             b = [r["batch_size"] for r in rs]
             (line,) = ax.plot(b, [efficiency(r) for r in rs], marker="o", ms=3, label=f"{lab}, gamma={g}")
             alpha_ax.plot(b, [r["alpha"] for r in rs], ls=":", color=line.get_color(), alpha=0.7)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("batch size")
-        ax.set_ylabel("target efficiency T_T(B,1) / T_T(B,verify)")
         alpha_ax.set_ylabel("alpha (dotted)")
         alpha_ax.set_ylim(0, 1)
-        ax.set_title("Target efficiency (solid) and acceptance alpha (dotted)", fontsize=10)
-        ax.legend(fontsize=7)
+        _batch_axis(ax, "target efficiency T_T(B,1) / T_T(B,verify)",
+                    "Target efficiency (solid) and acceptance alpha (dotted)")
     return _fig(path, draw)
 
 
@@ -144,11 +145,7 @@ def fig_sparsity(records, path: Path) -> str:
             ax.plot([b[i]], [sp[i]], marker="*", ms=12, color=line.get_color())
             band = sp >= sp[i] * BAND_FRACTION
             ax.fill_between(b, 0, sp, where=band, color=line.get_color(), alpha=0.08, step="mid")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("batch size")
-        ax.set_ylabel("speedup (x); star = peak, shade = >= peak/sqrt(2)")
-        ax.set_title("Sparsity sweep", fontsize=10)
-        ax.legend(fontsize=7)
+        _batch_axis(ax, "speedup (x); star = peak, shade = >= peak/sqrt(2)", "Sparsity sweep")
     return _fig(path, draw)
 
 

@@ -49,20 +49,28 @@ class DraftModelProposer:
     def __init__(self, draft: LoadedModel, target_vocab_size: int, unknown_id: int = 0):
         self.draft = draft
         self.target_vocab = target_vocab_size
-        # A draft with a smaller vocabulary reads target ids it lacks as `unknown_id`; this only
-        # changes what it proposes, never what is accepted, so decoding stays lossless.
-        self.input_vocab = draft.model.get_input_embeddings().num_embeddings
-        self.unknown_id = unknown_id
-        # A draft trained on a subset of the target's vocabulary (moesd_vocab_map.json) reads and
-        # writes target ids through its map; see engine/vocab_map.py for why this stays lossless.
+        # One mechanism for every vocabulary mismatch: draft id d stands for target id to_target[d],
+        # and target id t is read by the draft as to_draft[t]. A draft that lacks some target ids
+        # proposes them with probability zero (and reads them as `unknown_id`); that only changes what
+        # it proposes, never what is accepted, so decoding stays lossless (engine/vocab_map.py).
+        # A draft trained on a subset of the target's vocabulary brings its map (moesd_vocab_map.json);
+        # a smaller vocabulary without one covers the target's first ids.
         self.to_draft = self.to_target = None
         vmap = getattr(draft, "vocab_map", None)
+        device = draft.device
         if vmap is not None:
             if vmap.target_vocab != target_vocab_size:
                 raise MoesdError(f"draft {draft.name} maps onto a {vmap.target_vocab}-token vocabulary, "
                                  f"the target has {target_vocab_size}")
-            self.to_draft = torch.from_numpy(vmap.to_draft).to(draft.device)
-            self.to_target = torch.from_numpy(vmap.target_ids).to(draft.device)
+            self.to_draft = torch.from_numpy(vmap.to_draft).to(device)
+            self.to_target = torch.from_numpy(vmap.target_ids).to(device)
+        else:
+            if draft.vocab_size < target_vocab_size:
+                self.to_target = torch.arange(draft.vocab_size, device=device)
+            input_vocab = draft.model.get_input_embeddings().num_embeddings
+            if input_vocab < target_vocab_size:
+                ids = torch.arange(target_vocab_size, device=device)
+                self.to_draft = torch.where(ids < input_vocab, ids, torch.full_like(ids, unknown_id))
         self.kv: RaggedKV | None = None
         self.pending: list[list[int]] = []  # per row: sequence tokens not yet in the draft cache
         self.next_logits: torch.Tensor | None = None  # prefill logits, consumed by the first round
@@ -70,19 +78,14 @@ class DraftModelProposer:
         self.forward_s = 0.0
 
     def _logits_to_target_vocab(self, logits: torch.Tensor) -> torch.Tensor:
-        """A draft with a larger vocabulary may not propose ids the target lacks; a smaller one gets
-        -inf (probability zero) for the ids it cannot produce, which keeps rejection sampling exact."""
-        if self.to_target is not None:
-            full = torch.full((*logits.shape[:-1], self.target_vocab), float("-inf"), dtype=logits.dtype,
-                              device=logits.device)
-            full[..., self.to_target] = logits
-            return full
-        v = logits.shape[-1]
-        if v >= self.target_vocab:
+        """Target-width logits: -inf (probability zero) where the draft has no token; a draft with a
+        larger vocabulary may not propose ids the target lacks."""
+        if self.to_target is None:
             return logits[..., : self.target_vocab]
-        pad = torch.full((*logits.shape[:-1], self.target_vocab - v), float("-inf"), dtype=logits.dtype,
-                         device=logits.device)
-        return torch.cat([logits, pad], dim=-1)
+        full = torch.full((*logits.shape[:-1], self.target_vocab), float("-inf"), dtype=logits.dtype,
+                          device=logits.device)
+        full[..., self.to_target] = logits
+        return full
 
     def start(self, prompts: list[list[int]]) -> None:
         """Prefill the prompts; their last logits give the first round's first draft token."""
@@ -96,11 +99,7 @@ class DraftModelProposer:
         self.forward_s += time.perf_counter() - t0
 
     def _readable(self, ids: torch.Tensor) -> torch.Tensor:
-        if self.to_draft is not None:
-            return self.to_draft[ids]
-        if self.input_vocab >= self.target_vocab:
-            return ids
-        return torch.where(ids < self.input_vocab, ids, torch.full_like(ids, self.unknown_id))
+        return ids if self.to_draft is None else self.to_draft[ids]
 
     def _forward(self, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         ids = self._readable(ids)

@@ -108,10 +108,6 @@ class Objective:
     describe: dict = field(default_factory=dict)
 
 
-class _Stop(Exception):
-    pass
-
-
 def train(model: torch.nn.Module, stream: TokenStream, objective: Objective, s: TrainSettings,
           fingerprint: dict, export, extra_info: dict | None = None) -> dict:
     """Run (or resume) training; `export(model, info)` writes the final model. Returns the info
