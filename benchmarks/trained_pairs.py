@@ -20,6 +20,7 @@ import numpy as np
 
 from moesd.bench.workloads import batch_prompts, load_workload, tokenize_prompts
 from moesd.engine.factory import EngineSpec, build_engine
+from moesd.perf.acceptance_counts import AcceptanceCounts
 from moesd.perf.experts import expected_active_experts
 
 PAIRS = {
@@ -31,20 +32,17 @@ PAIRS = {
 def run_pair(target: str, draft: str, temperature: float, prompts_text, batch_size: int, max_new: int,
              routing: str = "model", gamma: int = 4) -> dict:
     spec = EngineSpec(target=target, draft=draft, gamma=gamma, temperature=temperature, dtype="fp32", routing=routing)
-    engine, tgt = build_engine(spec)
+    engine = build_engine(spec)
+    tgt = engine.target
     prompts = tokenize_prompts(tgt.tokenizer, prompts_text, chat=False)
     eos = tgt.tokenizer.eos_token_id
-    accepted = drafts = rejections = draft_tokens = 0
+    counts = AcceptanceCounts()
     verify_pts: dict[int, list[float]] = {}
     load = None
     t0 = time.perf_counter()
     for i in range(0, len(prompts), batch_size):
         res = engine.generate(prompts[i: i + batch_size], max_new, eos)
-        a = res.metrics["acceptance"]
-        accepted += a["num_accepted_tokens"]
-        drafts += a["num_drafts"]
-        rejections += a["num_rejections"]
-        draft_tokens += a["num_draft_tokens"]
+        counts = counts + res.acceptance
         ex = res.metrics.get("experts")
         if ex:
             for f in ex["forwards"]:
@@ -56,8 +54,8 @@ def run_pair(target: str, draft: str, temperature: float, prompts_text, batch_si
                     load = np.asarray(per_layer) + (0 if load is None else load)
     out = {"target": target, "draft": draft, "temperature": temperature, "gamma": gamma, "routing": routing,
            "prompts": len(prompts), "batch_size": batch_size, "max_new_tokens": max_new,
-           "alpha": accepted / max(accepted + rejections, 1), "acceptance_rate": accepted / max(draft_tokens, 1),
-           "mean_acceptance_length": 1 + accepted / max(drafts, 1), "seconds": time.perf_counter() - t0}
+           "alpha": counts.alpha, "acceptance_rate": counts.acceptance_rate,
+           "mean_acceptance_length": counts.mean_acceptance_length, "seconds": time.perf_counter() - t0}
     if verify_pts:
         e, k = tgt.num_experts, tgt.top_k
         out["verify_distinct_vs_tokens"] = [[t, float(np.mean(v)), float(expected_active_experts(t, e, k))]

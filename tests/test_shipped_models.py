@@ -34,7 +34,8 @@ def test_shipped_moe_target_and_draft_are_what_the_readme_says():
 
 
 def _greedy(target: str, draft: str | None, prompts: list[str], n: int):
-    engine, t = build_engine(EngineSpec(target=target, draft=draft, gamma=4 if draft else 0, dtype="fp32"))
+    engine = build_engine(EngineSpec(target=target, draft=draft, gamma=4 if draft else 0, dtype="fp32"))
+    t = engine.target
     ids = [t.tokenizer.encode(p) for p in prompts]
     res = engine.generate(ids, n, t.tokenizer.eos_token_id)
     return res.token_ids, res.metrics

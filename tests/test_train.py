@@ -102,7 +102,7 @@ def test_distilled_reduced_vocabulary_draft_keeps_sd_lossless(tmp_path, tiny_tar
     outs = {}
     for gamma in (0, 3):
         spec = EngineSpec(target=str(tiny_target), draft=str(draft_dir) if gamma else None, gamma=gamma, dtype="fp32")
-        engine, _ = build_engine(spec)
+        engine = build_engine(spec)
         res = engine.generate(prompts, 12)
         outs[gamma] = res.token_ids
     assert outs[3] == outs[0]

@@ -13,6 +13,7 @@ fastest safe one. The reference runs' routing counts also give MoE-Spec's static
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import numpy as np
@@ -34,12 +35,14 @@ def default_budgets(num_experts: int, top_k: int) -> list[int]:
 def calibrate(spec, workload: str, batch_sizes: list[int], budgets: list[int] | None, max_kl: float | None,
               min_match: float | None, max_new_tokens: int, chat: bool, max_prompt_tokens: int | None = None,
               num_prompts: int = 16, progress=sys.stderr) -> dict:
-    from moesd.engine.expert_budget import ExpertBudget
-    from moesd.engine.factory import build_engine, make_proposer
-    from moesd.engine.sampling import SamplingParams
+    """`spec`: the unbudgeted engine (engine/factory.py EngineSpec); each candidate is the same spec with a budget."""
+    from moesd.engine.factory import ModelCache
 
     if max_kl is None and min_match is None:
         raise MoesdError("give a quality floor: --max-kl and/or --min-exact-match")
+    for name, v in (("--max-kl", max_kl), ("--min-exact-match", min_match)):
+        if v is not None and not math.isfinite(v):
+            raise MoesdError(f"{name} must be a finite number, got {v}")
     if max_kl is not None and max_kl < 0 or min_match is not None and not 0 <= min_match <= 1:
         raise MoesdError("--max-kl must be >= 0 and --min-exact-match in [0, 1]")
     if min_match is not None and spec.temperature != 0:
@@ -48,22 +51,17 @@ def calibrate(spec, workload: str, batch_sizes: list[int], budgets: list[int] | 
         raise MoesdError("--num-prompts must be >= 1")
     if spec.gamma < 1:
         raise MoesdError("calibration needs speculation: gamma >= 1")
-    engine, target = build_engine(spec)  # validates the spec and loads the target once
+    models = ModelCache()
+    target = models.target(spec)
     if not target.is_moe:
         raise MoesdError(f"{spec.target} is dense: expert budgets need an MoE target")
     candidates = sorted(set(budgets or default_budgets(target.num_experts, target.top_k)))
     if candidates[0] < 1:
         raise MoesdError("budgets must be >= 1")
-    draft = getattr(engine.proposer, "draft", None)  # build_engine loaded it already
-    method = spec.draft_method or ("model" if spec.draft else "none")
-
-    def proposer():
-        return make_proposer(method, target, draft, spec.alpha, spec.seed, spec.ngram_min, spec.ngram_max)
 
     work = load_workload(workload)
     eos = getattr(target.tokenizer, "eos_token_id", None)
-    sampling = SamplingParams(spec.temperature, spec.top_p)
-    result = {"target": spec.target, "draft": spec.draft, "draft_method": method, "workload": workload,
+    result = {"target": spec.target, "draft": spec.draft, "draft_method": spec.method, "workload": workload,
               "num_prompts": num_prompts, "gamma": spec.gamma, "temperature": spec.temperature, "mode": spec.budget_mode, "scope": spec.budget_scope,
               "routing": spec.routing, "num_experts": target.num_experts, "top_k": target.top_k,
               "floor": {"max_kl_per_token": max_kl, "min_token_match_rate": min_match},
@@ -74,12 +72,11 @@ def calibrate(spec, workload: str, batch_sizes: list[int], budgets: list[int] | 
         batches = [tokenize_prompts(target.tokenizer, batch_prompts(work, b, offset=i * b), chat, max_prompt_tokens)
                    for i in range(-(-max(num_prompts, b) // b))]
 
-        def run_all(budget):
-            return merge_runs([quality_run(target, proposer(), spec.gamma, sampling, spec.seed, spec.routing, budget,
-                                           prompts, max_new_tokens, eos) for prompts in batches])
+        def runs(budget):
+            return [quality_run(spec.replace(expert_budget=budget), models, prompts, max_new_tokens, eos)
+                    for prompts in batches]
 
-        reference_runs = [quality_run(target, proposer(), spec.gamma, sampling, spec.seed, spec.routing, None,
-                                      prompts, max_new_tokens, eos) for prompts in batches]
+        reference_runs = runs(None)
         for r in reference_runs:
             if "expert_load_per_layer" in r:
                 layer_load = np.asarray(r["expert_load_per_layer"]) + (0 if layer_load is None else layer_load)
@@ -90,8 +87,7 @@ def calibrate(spec, workload: str, batch_sizes: list[int], budgets: list[int] | 
                 break
             if spec.budget_mode == "substitution" and c < target.top_k:
                 continue
-            budget = ExpertBudget(c, spec.budget_mode, spec.budget_scope)
-            q = compare(ref, run_all(budget), spec.temperature)
+            q = compare(ref, merge_runs(runs(c)), spec.temperature)
             ok = (max_kl is None or q["mean_kl_per_token"] <= max_kl) and \
                  (min_match is None or q.get("token_match_rate", 0.0) >= min_match)
             tried.append({"budget": c, "passes": ok, **{k: q.get(k) for k in (
@@ -102,8 +98,8 @@ def calibrate(spec, workload: str, batch_sizes: list[int], budgets: list[int] | 
                 chosen = c
                 break
         result["batch_sizes"][str(b)] = {
-            "budget": chosen, "prompts": sum(len(p) for p in batches), "reference_alpha": ref["alpha"], "tried": tried,
-            "note": None if chosen is not None else "no budget below E meets the floor: run unbudgeted"}
+            "budget": chosen, "prompts": sum(len(p) for p in batches), "reference_alpha": ref["acceptance"].alpha,
+            "tried": tried, "note": None if chosen is not None else "no budget below E meets the floor: run unbudgeted"}
     result["static_order"] = [np.argsort(-row, kind="stable").tolist() for row in layer_load] \
         if layer_load is not None else None
     return result

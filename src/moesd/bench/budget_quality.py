@@ -24,47 +24,45 @@ def token_match(reference: list[list[int]], candidate: list[list[int]]) -> dict:
             "mean_matching_prefix_tokens": sum(prefix) / max(len(prefix), 1)}
 
 
-def quality_run(target, proposer, gamma: int, sampling, seed: int, routing: str, budget, prompts, max_new_tokens: int,
-                eos) -> dict:
-    """One untimed generation; with a budget it also measures KL to the unbudgeted target."""
-    from moesd.engine.spec_engine import SpecEngine
+def quality_run(spec, models, prompts, max_new_tokens: int, eos) -> dict:
+    """One untimed generation of `spec` (engine/factory.py); with a budget it also measures KL to the
+    unbudgeted target. The prefill runs apart (budgets never apply to it)."""
+    from moesd.engine.factory import build_engine
 
-    engine = SpecEngine(target, proposer, gamma, sampling, seed, routing, budget=budget,
-                        measure_kl=budget is not None, merge_prefill=False)
-    res = engine.generate(prompts, max_new_tokens, eos)
-    acc = res.metrics["acceptance"]
-    out = {"token_ids": res.token_ids, "mean_acceptance_length": acc["mean_acceptance_length"], "alpha": acc["alpha"],
-           "num_drafts": acc["num_drafts"]}
-    phases = res.metrics.get("experts", {}).get("phases", {})
-    loads = [phases[p]["expert_load_per_layer"] for p in ("verify", "decode") if p in phases]
-    if loads:  # tokens routed to each expert per layer: MoE-Spec's static ranking counts
-        out["expert_load_per_layer"] = [[sum(col) for col in zip(*rows)] for rows in zip(*loads)]
-    if budget is not None:
-        out["mean_kl_per_token"] = res.metrics["budget"]["mean_kl_per_token"]
-        out["kl_tokens"] = res.metrics["budget"]["kl_tokens"]
+    spec = spec.replace(measure_kl=spec.expert_budget is not None, merge_prefill=False)
+    res = build_engine(spec, models).generate(prompts, max_new_tokens, eos)
+    out = {"token_ids": res.token_ids, "acceptance": res.acceptance}
+    if res.experts is not None:
+        loads = [res.experts.layer_load[p] for p in ("verify", "decode") if p in res.experts.layer_load]
+        if loads:  # tokens routed to each expert per layer: MoE-Spec's static ranking counts
+            out["expert_load_per_layer"] = sum(loads)
+    if res.kl_per_token is not None:
+        out["kl_sum"], out["kl_tokens"] = float(res.kl_per_token.sum()), int(res.kl_per_token.numel())
     return out
 
 
 def merge_runs(runs: list[dict]) -> dict:
-    """Several batches' quality runs as one: outputs concatenated, acceptance weighted by rounds,
-    KL weighted by verify tokens."""
-    drafts = sum(r["num_drafts"] for r in runs)
-    out = {"token_ids": [ids for r in runs for ids in r["token_ids"]], "num_drafts": drafts,
-           "mean_acceptance_length": sum(r["mean_acceptance_length"] * r["num_drafts"] for r in runs) / max(drafts, 1),
-           "alpha": sum(r["alpha"] * r["num_drafts"] for r in runs) / max(drafts, 1)}
+    """Several batches' quality runs as one: outputs concatenated, acceptance counts and KL sums added."""
+    from moesd.perf.acceptance_counts import AcceptanceCounts
+
+    out = {"token_ids": [ids for r in runs for ids in r["token_ids"]],
+           "acceptance": AcceptanceCounts.total(r["acceptance"] for r in runs)}
     if all("kl_tokens" in r for r in runs):
-        n = sum(r["kl_tokens"] for r in runs)
-        out["kl_tokens"] = n
-        out["mean_kl_per_token"] = sum((r["mean_kl_per_token"] or 0.0) * r["kl_tokens"] for r in runs) / max(n, 1)
+        out["kl_sum"], out["kl_tokens"] = sum(r["kl_sum"] for r in runs), sum(r["kl_tokens"] for r in runs)
     return out
 
 
+def _mean_kl(run: dict) -> float | None:
+    return run["kl_sum"] / run["kl_tokens"] if run.get("kl_tokens") else None
+
+
 def compare(reference: dict, budgeted: dict, temperature: float) -> dict:
-    out = {"mean_kl_per_token": budgeted.get("mean_kl_per_token"),
-           "mean_acceptance_length": budgeted["mean_acceptance_length"],
-           "reference_mean_acceptance_length": reference["mean_acceptance_length"],
-           "acceptance_length_ratio": budgeted["mean_acceptance_length"] / reference["mean_acceptance_length"],
-           "alpha": budgeted["alpha"], "reference_alpha": reference["alpha"]}
+    acc, ref = budgeted["acceptance"], reference["acceptance"]
+    out = {"mean_kl_per_token": _mean_kl(budgeted),
+           "mean_acceptance_length": acc.mean_acceptance_length,
+           "reference_mean_acceptance_length": ref.mean_acceptance_length,
+           "acceptance_length_ratio": acc.mean_acceptance_length / ref.mean_acceptance_length,
+           "alpha": acc.alpha, "reference_alpha": ref.alpha}
     if temperature == 0:
         out.update(token_match(reference["token_ids"], budgeted["token_ids"]))
     for key in ("pass_at_1",):

@@ -11,41 +11,44 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from moesd.bench.figures import figure
+from moesd.bench.record import BenchRecord
 
-def budget_records(records: list[dict]) -> list[dict]:
-    return [r for r in records if "quality" in r]
+
+def budget_records(records: list[BenchRecord]) -> list[BenchRecord]:
+    return [r for r in records if r.budgeted]
 
 
 def _series(records):
     out = defaultdict(list)
     for r in records:
-        key = (r["conditions"].get("workload", "?"), Path(str(r["target"])).stem,
-               f"{r.get('routing')}, {r.get('budget_mode', 'substitution')}", r["batch_size"], r["gamma"], r["temperature"])
+        key = ((r.conditions or {}).get("workload", "?"), Path(r.target).stem,
+               f"{r.routing}, {r.budget_mode or 'substitution'}", r.batch_size, r.gamma, r.temperature)
         out[key].append(r)
-    return {k: sorted(v, key=lambda r: -1 if r.get("expert_budget") is None else r["expert_budget"])
+    return {k: sorted(v, key=lambda r: -1 if r.expert_budget is None else r.expert_budget)
             for k, v in sorted(out.items(), key=lambda kv: (*map(str, kv[0][:3]), *kv[0][3:]))}
 
 
 def _ref(rs):
-    return next((r for r in rs if r.get("expert_budget") is None), None)
+    return next((r for r in rs if r.expert_budget is None), None)
 
 
-def fig_pareto(records, path: Path, fig_fn) -> str:
-    from moesd.perf.plot import pyplot
+def fig_pareto(records, path: Path) -> str:
+    return figure(path, lambda fig, axes: _draw_pareto(records, fig, axes), ncols=2, figsize=(11, 4.8), sharey=True)
 
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), sharey=True)
+
+def _draw_pareto(records, fig, axes) -> None:
     for (workload, target, routing, b, g, t), rs in _series(records).items():
         lab = f"{workload}, {target} ({routing}), B={b}, gamma={g}, T={t:g}"
-        match = [(r["quality"].get("token_match_rate"), r["speedup"], r.get("expert_budget")) for r in rs]
+        match = [(r.quality.get("token_match_rate"), r.speedup, r.expert_budget) for r in rs]
         match = [m for m in match if m[0] is not None]
         if match:
-            (line,) = axes[0].plot([m[0] for m in match], [m[1] for m in match], marker="o", ms=4, label=lab)
+            axes[0].plot([m[0] for m in match], [m[1] for m in match], marker="o", ms=4, label=lab)
             for x, y, c in match:
                 axes[0].annotate("-" if c is None else str(c), (x, y), fontsize=7, xytext=(3, 3),
                                  textcoords="offset points")
-        kl = [(r["quality"]["mean_kl_per_token"], r["speedup"], r["expert_budget"]) for r in rs
-              if r["quality"].get("mean_kl_per_token")]
+        kl = [(r.quality["mean_kl_per_token"], r.speedup, r.expert_budget) for r in rs
+              if r.quality.get("mean_kl_per_token")]
         if kl:
             axes[1].plot([k[0] for k in kl], [k[1] for k in kl], marker="o", ms=4, label=lab)
             for x, y, c in kl:
@@ -56,36 +59,32 @@ def fig_pareto(records, path: Path, fig_fn) -> str:
     axes[1].set_xscale("log")
     for ax in axes:
         ax.axhline(1.0, color="grey", lw=0.8)
-        ax.grid(alpha=0.3)
     axes[0].legend(fontsize=6)
     fig.suptitle("Expert budgets: speed vs quality (labels: budget C; '-' = unbudgeted SD)", fontsize=10)
-    return fig_fn(fig, path)
 
 
-def fig_experts_vs_budget(records, path: Path, fig_fn) -> str:
-    from moesd.perf.plot import pyplot
+def fig_experts_vs_budget(records, path: Path) -> str:
+    return figure(path, lambda fig, ax: _draw_experts_vs_budget(records, ax))
 
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.8))
+
+def _draw_experts_vs_budget(records, ax) -> None:
     for (workload, target, routing, b, g, t), rs in _series(records).items():
-        pts = [(r["expert_budget"], r.get("active_experts_verify")) for r in rs if r.get("expert_budget")]
+        pts = [(r.expert_budget, r.active_experts_verify) for r in rs if r.expert_budget]
         pts = [p for p in pts if p[1] is not None]
         if not pts:
             continue
         (line,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=4,
                           label=f"{target} ({routing}), B={b}, gamma={g}, T={t:g}")
         ref = _ref(rs)
-        if ref is not None and ref.get("active_experts_verify") is not None:
-            ax.axhline(ref["active_experts_verify"], color=line.get_color(), ls=":", lw=1)
-    top = max((r["expert_budget"] for r in records if r.get("expert_budget")), default=1)
+        if ref is not None and ref.active_experts_verify is not None:
+            ax.axhline(ref.active_experts_verify, color=line.get_color(), ls=":", lw=1)
+    top = max((r.expert_budget for r in records if r.expert_budget), default=1)
     ax.plot([1, top], [1, top], color="grey", lw=0.8, label="cap (C)")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("budget C (experts per layer per verify forward)")
     ax.set_ylabel("distinct experts per layer, verify")
     ax.set_title("Experts loaded vs budget (dotted: unbudgeted)", fontsize=10)
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=6)
-    return fig_fn(fig, path)
 
 
 def _f(x, fmt="{:.3f}"):
@@ -103,14 +102,14 @@ def markdown(records) -> list[str]:
     for (workload, target, routing, b, g, t), rs in _series(records).items():
         ref = _ref(rs)
         for r in rs:
-            q = r["quality"]
-            rel = r["sd_tokens_per_s"] / ref["sd_tokens_per_s"] if ref else None
+            q = r.quality
+            rel = r.sd_tokens_per_s / ref.sd_tokens_per_s if ref and r.sd_tokens_per_s and ref.sd_tokens_per_s else None
             pass1 = "-" if q.get("pass_at_1") is None else f"{q['pass_at_1']:.3f} ({_f(q.get('reference_pass_at_1'))})"
             lines.append(
-                f"| {workload} | {target} | {routing} | {b} | {g} | {t:g} | {r.get('expert_budget') or '-'} | "
-                f"{r.get('budget_mode', '-')} / {r.get('budget_scope', '-')} | {_f(r.get('active_experts_verify'), '{:.1f}')} | "
-                f"{_f(r['target_verify_s'] * 1e3 if r.get('target_verify_s') else None, '{:.1f}')} | "
-                f"{r['speedup']:.2f} | {_f(rel, '{:.2f}')} | "
+                f"| {workload} | {target} | {routing} | {b} | {g} | {t:g} | {r.expert_budget or '-'} | "
+                f"{r.budget_mode or '-'} / {r.budget_scope or '-'} | {_f(r.active_experts_verify, '{:.1f}')} | "
+                f"{_f(r.target_verify_s * 1e3, '{:.1f}')} | "
+                f"{r.speedup:.2f} | {_f(rel, '{:.2f}')} | "
                 f"{q['mean_acceptance_length']:.2f} ({q['acceptance_length_ratio']:.2f}) | "
                 f"{_f(q.get('token_match_rate'))} | {_f(q.get('mean_kl_per_token'), '{:.4f}')} | {pass1} |")
     return lines

@@ -10,30 +10,26 @@ import json
 from pathlib import Path
 
 from moesd.atomic_io import write_text_atomic
+from moesd.bench.record import BenchRecord, read_bench_records
 from moesd.errors import MoesdError
-from moesd.jsonl import read_jsonl
 
 
 class ResultsFile:
     def __init__(self, path: str | Path, resume: bool, skip_bad_lines: bool = False):
         self.path = Path(path)
-        self.records: list[dict] = []
+        self.records: list[BenchRecord] = []
         self.skipped_lines: list[int] = []
         if self.path.exists():
             if not resume:
                 raise MoesdError(f"{self.path} exists: pass --resume to continue it, or choose another -o")
-            self.records = read_records(self.path, skip_bad_lines, self.skipped_lines)
-        self.keys = {r.get("key") for r in self.records}
+            self.records = read_bench_records(self.path, skip_bad_lines, self.skipped_lines)
+        self.keys = {r.key for r in self.records}
 
     def has(self, key: str) -> bool:
         return key in self.keys
 
-    def add(self, record: dict) -> None:
-        text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in [*self.records, record])
+    def add(self, record: BenchRecord) -> None:
+        text = "".join(json.dumps(r.to_dict(), allow_nan=False) + "\n" for r in [*self.records, record])
         write_text_atomic(self.path, text)  # raises a one-line MoesdError on a full disk; the old file stays
         self.records.append(record)
-        self.keys.add(record.get("key"))
-
-
-def read_records(path: str | Path, skip_bad_lines: bool = False, skipped: list[int] | None = None) -> list[dict]:
-    return [rec for _, rec in read_jsonl(path, skip_bad_lines, skipped)]
+        self.keys.add(record.key)

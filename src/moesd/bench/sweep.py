@@ -15,17 +15,15 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from moesd.bench.record import BenchRecord
 from moesd.bench.results_file import ResultsFile
 from moesd.bench.workloads import batch_prompts, length_stats, load_workload, tokenize_prompts
 from moesd.errors import MoesdError
-
-SCHEMA = "moesd.bench/1"
-
 
 @dataclass(frozen=True)
 class BenchConfig:
@@ -96,32 +94,44 @@ def point_key(cfg: BenchConfig, p: Point) -> str:
 
 
 def validate(cfg: BenchConfig) -> None:
+    from moesd.engine.options import MAX_GAMMA, check_alpha, check_budget, check_routing, check_sampling
+
     if not cfg.batch_sizes or min(cfg.batch_sizes) < 1:
         raise MoesdError("batch sizes must be >= 1")
-    if not cfg.gammas or min(cfg.gammas) < 1 or max(cfg.gammas) > 16:
-        raise MoesdError("gammas must lie in 1..16 (gamma 0, the baseline, is measured at every point)")
+    if not cfg.gammas or min(cfg.gammas) < 1 or max(cfg.gammas) > MAX_GAMMA:
+        raise MoesdError(f"gammas must lie in 1..{MAX_GAMMA} (gamma 0, the baseline, is measured at every point)")
     if cfg.repeats < 1 or cfg.warmup < 0:
         raise MoesdError("need --repeats >= 1 and --warmup >= 0")
     if cfg.max_new_tokens < 2 * (max(cfg.gammas) + 1) + 1:
         # Fewer tokens can end every sequence within rounds whose draft length was shortened to fit,
         # leaving no verify step at the point's gamma to time.
         raise MoesdError(f"--max-new-tokens must be >= {2 * (max(cfg.gammas) + 1) + 1} for gamma {max(cfg.gammas)}")
-    if any(t < 0 for t in cfg.temperatures):
-        raise MoesdError("temperatures must be >= 0")
+    for t in cfg.temperatures:
+        check_sampling(t, 1.0)
     for r in cfg.routings:
-        if r not in ("model", "uniform"):
-            raise MoesdError(f"routing must be model or uniform, got {r!r}")
-    if any(c is not None and c < 1 for c in cfg.expert_budgets):
-        raise MoesdError("expert budgets must be >= 1")
-    if cfg.budget_mode not in ("substitution", "truncation") or cfg.budget_scope not in ("batch", "sequence"):
-        raise MoesdError("budget mode must be substitution or truncation, scope batch or sequence")
+        check_routing(r)
+    for c in cfg.expert_budgets:
+        check_budget(c, cfg.budget_mode, cfg.budget_scope)
     if cfg.execute_code and cfg.workload != "humaneval":
         raise MoesdError("--execute-code scores HumanEval completions; use --workload humaneval")
     method = cfg.draft_method or ("model" if cfg.draft else None)
     if method is None or method == "none":
         raise MoesdError("a sweep needs a draft: --draft, --draft-method ngram or --draft-method synthetic --alpha A")
-    if method == "synthetic" and (cfg.alpha is None or not 0 <= cfg.alpha <= 1):
-        raise MoesdError("synthetic drafting needs --alpha in [0, 1]")
+    if method == "synthetic":
+        check_alpha(cfg.alpha)
+
+
+def engine_spec(cfg: BenchConfig, p: Point, gamma: int, budget: int | None = None):
+    """The engine for one point: gamma 0 is the autoregressive baseline (no draft)."""
+    from moesd.engine.factory import EngineSpec
+
+    draft = dict(draft=cfg.draft, draft_method=cfg.draft_method or "model", alpha=cfg.alpha) if gamma > 0 \
+        else dict(draft_method="none")
+    return EngineSpec(target=cfg.target, gamma=gamma, temperature=p.temperature, seed=cfg.seed, device=cfg.device,
+                      dtype=cfg.dtype, experts_per_token=p.experts_per_token,
+                      experts_implementation=cfg.experts_implementation, routing=p.routing, tokenizer=cfg.tokenizer,
+                      upcycle_experts=cfg.upcycle_experts, expert_budget=budget, budget_mode=cfg.budget_mode,
+                      budget_scope=cfg.budget_scope, merge_prefill=not cfg.budgeted, **draft)
 
 
 def conditions(cfg: BenchConfig, target, prompt_stats: dict) -> dict:
@@ -152,122 +162,70 @@ def conditions(cfg: BenchConfig, target, prompt_stats: dict) -> dict:
     }
 
 
-@dataclass
-class _Models:
-    """The target for the current K (reloaded when K changes) and the draft model, loaded once."""
-
-    cfg: BenchConfig
-    k: object = field(default=object())
-    target: object = None
-    draft: object = None
-
-    def target_for(self, k):
-        from moesd.engine.loading import load_model
-
-        if self.target is None or k != self.k:
-            self.target = None  # free the previous one before building the next
-            c = self.cfg
-            if c.upcycle_experts:
-                from moesd.engine.upcycle import upcycle
-
-                dense = load_model(c.target, dtype=c.dtype, device=c.device, seed=c.seed, tokenizer_dir=c.tokenizer)
-                self.target = upcycle(dense, c.upcycle_experts, k or 2, seed=c.seed,
-                                      experts_implementation=c.experts_implementation)
-            else:
-                self.target = load_model(c.target, dtype=c.dtype, device=c.device, seed=c.seed, experts_per_token=k,
-                                         experts_implementation=c.experts_implementation, tokenizer_dir=c.tokenizer)
-            self.k = k
-        return self.target
-
-    def proposer(self, target):
-        from moesd.engine.factory import load_draft, make_proposer
-
-        c = self.cfg
-        if c.draft and self.draft is None:
-            self.draft = load_draft(c.draft, target, dtype=c.dtype, device=c.device, seed=c.seed + 1,
-                                    tokenizer_dir=c.tokenizer)
-        return make_proposer(c.draft_method or "model", target, self.draft, c.alpha, c.seed)
-
-
 def _q(values, q):
     return float(np.percentile(values, q)) if len(values) else None
 
 
-def _stage(runs, key):
-    vals = [r["stages"][key] for r in runs if key in r["stages"]]
+def _stage(results, key):
+    vals = [r.stages[key] for r in results if key in r.stages]
     return (float(np.median(vals)), [_q(vals, 25), _q(vals, 75)]) if vals else (None, None)
 
 
-def _distinct_at(runs, phase: str, tokens: int) -> float | None:
-    vals = [d for r in runs for t, d in r["experts"]["phases"].get(phase, {}).get("distinct_vs_tokens", [])
-            if t == tokens]
-    return float(np.mean(vals)) if vals else None
+def _distinct_at(results, phase: str, tokens: int) -> float | None:
+    per_run = [np.mean(v) for v in (r.experts.distinct_at(phase, tokens) for r in results) if v]
+    return float(np.mean(per_run)) if per_run else None
 
 
-def _per_token_s(run) -> float:
-    st = run["stages"]
-    return st["generation_s"] / max(st["tokens"], 1)
+def summarize_point(ar: list, sd: list, gamma: int) -> dict:
+    """A point's measured fields from its autoregressive and SD `GenerationResult`s."""
+    from moesd.perf.acceptance_counts import AcceptanceCounts
 
-
-def summarize_point(ar_runs: list[dict], sd_runs: list[dict], gamma: int) -> dict:
-    ar_t = np.array([_per_token_s(r) for r in ar_runs])
-    sd_t = np.array([_per_token_s(r) for r in sd_runs])
+    ar_t = np.array([r.seconds_per_token for r in ar])
+    sd_t = np.array([r.seconds_per_token for r in sd])
     ratios = (ar_t[:, None] / sd_t[None, :]).ravel()  # every AR repeat against every SD repeat
-    drafts = sum(r["acceptance"]["num_drafts"] for r in sd_runs)
-    draft_tokens = sum(r["acceptance"]["num_draft_tokens"] for r in sd_runs)
-    accepted = sum(r["acceptance"]["num_accepted_tokens"] for r in sd_runs)
-    rejections = sum(r["acceptance"]["num_rejections"] for r in sd_runs)
-    mal = 1.0 + accepted / max(drafts, 1)
+    counts = AcceptanceCounts.total(r.acceptance for r in sd)
     out = {
         "speedup": float(np.median(ar_t) / np.median(sd_t)),
         "speedup_iqr": [_q(ratios, 25), _q(ratios, 75)],
         "ar_tokens_per_s": float(1.0 / np.median(ar_t)),
         "sd_tokens_per_s": float(1.0 / np.median(sd_t)),
-        "alpha": accepted / max(accepted + rejections, 1),
-        "acceptance_rate": accepted / max(draft_tokens, 1),
-        "mean_acceptance_length": mal,
-        "sigma": mal / (gamma + 1),
-        "per_position_acceptance": np.mean([r["acceptance"]["per_position_acceptance"] for r in sd_runs], axis=0).tolist(),
+        **{k: v for k, v in counts.to_dict(gamma).items()},
     }
-    out["target_decode_s"], out["target_decode_s_iqr"] = _stage(ar_runs, "target_decode_s")
-    out["target_verify_s"], out["target_verify_s_iqr"] = _stage(sd_runs, "target_verify_s")
-    out["draft_s"], out["draft_s_iqr"] = _stage(sd_runs, "draft_token_s")
-    out["reject_s"], out["reject_s_iqr"] = _stage(sd_runs, "reject_s")
-    out["outside_forward_fraction"] = float(np.median([r["stages"]["outside_forward_fraction"] for r in sd_runs]))
-    if "experts" in sd_runs[0]:
+    out["target_decode_s"], out["target_decode_s_iqr"] = _stage(ar, "target_decode_s")
+    out["target_verify_s"], out["target_verify_s_iqr"] = _stage(sd, "target_verify_s")
+    out["draft_s"], out["draft_s_iqr"] = _stage(sd, "draft_token_s")
+    out["reject_s"], out["reject_s_iqr"] = _stage(sd, "reject_s")
+    out["outside_forward_fraction"] = float(np.median([r.stages["outside_forward_fraction"] for r in sd]))
+    if sd[0].experts is not None:
         # Rows finish at different steps, so later forwards run with fewer rows: take the experts at
         # this point's own token counts, B for decode and B (gamma + 1) for verify.
-        b = sd_runs[0]["batch_size"]
-        out["active_experts_decode"] = _distinct_at(ar_runs, "decode", b)
-        out["active_experts_verify"] = _distinct_at(sd_runs, "verify", b * (gamma + 1))
+        b = len(sd[0].token_ids)
+        out["active_experts_decode"] = _distinct_at(ar, "decode", b)
+        out["active_experts_verify"] = _distinct_at(sd, "verify", b * (gamma + 1))
         curve: dict[int, list[float]] = {}
-        for r in ar_runs + sd_runs:
-            for t, d in r["routing_curve"]["points"]:
+        for r in ar + sd:
+            for t, d in r.experts.routing_curve()["points"]:
                 curve.setdefault(int(t), []).append(d)
         out["routing_curve"] = [[t, float(np.mean(v))] for t, v in sorted(curve.items())]
     return out
 
 
-def _runs(engine, prompts, cfg: BenchConfig, eos, count: int, seed0: int) -> list[dict]:
-    out = []
-    for r in range(count):
-        engine.seed = seed0 + r  # also seeds uniform routing, whose recorder generate() creates
-        out.append(engine.generate(prompts, cfg.max_new_tokens, eos).metrics)
-    return out
+def _runs(engine, prompts, cfg: BenchConfig, eos, count: int, seed0: int) -> list:
+    return [engine.generate(prompts, cfg.max_new_tokens, eos, seed=seed0 + r) for r in range(count)]
 
 
-def _quality(cfg: BenchConfig, models: _Models, target, p: Point, sampling, prompts, eos, budget, references) -> dict:
+def _quality(cfg: BenchConfig, models, p: Point, prompts, eos, budget, references) -> dict:
     """Untimed quality runs: the unbudgeted reference once per (B, gamma, K, T, routing), then this
     point's budget (with KL to the unbudgeted target on its verify tokens)."""
     from moesd.bench.budget_quality import compare, quality_run
 
-    def run(b):
-        q = quality_run(target, models.proposer(target), p.gamma, sampling, cfg.seed, p.routing, b, prompts,
-                        cfg.max_new_tokens, eos)
+    def run(c):
+        q = quality_run(engine_spec(cfg, p, p.gamma, c), models, prompts, cfg.max_new_tokens, eos)
         if cfg.execute_code:
             from moesd.bench.humaneval_exec import pass_at_1
 
-            texts = [target.tokenizer.decode(ids, skip_special_tokens=True) for ids in q["token_ids"]]
+            tok = models.target(engine_spec(cfg, p, 0)).tokenizer
+            texts = [tok.decode(ids, skip_special_tokens=True) for ids in q["token_ids"]]
             q["pass_at_1"] = pass_at_1(texts)["pass_at_1"]
         return q
 
@@ -279,8 +237,7 @@ def _quality(cfg: BenchConfig, models: _Models, target, p: Point, sampling, prom
 
 def run_sweep(cfg: BenchConfig, output: str, resume: bool = False, skip_bad_lines: bool = False,
               progress=sys.stderr) -> ResultsFile:
-    from moesd.engine.sampling import SamplingParams
-    from moesd.engine.spec_engine import SpecEngine
+    from moesd.engine.factory import ModelCache, build_engine
 
     validate(cfg)
     results = ResultsFile(output, resume, skip_bad_lines)
@@ -291,62 +248,45 @@ def run_sweep(cfg: BenchConfig, output: str, resume: bool = False, skip_bad_line
     done_before = len(points(cfg)) - len(todo)
     if done_before:
         print(f"resuming: {done_before} of {len(points(cfg))} points already in {output}", file=progress)
-    models = _Models(cfg)
-    baselines: dict[tuple, list[dict]] = {}
+    models = ModelCache()
+    baselines: dict[tuple, list] = {}
     references: dict[tuple, dict] = {}  # unbudgeted quality runs, per point without its budget
     started = time.perf_counter()
     for i, p in enumerate(todo, start=1):
-        target = models.target_for(p.experts_per_token)
+        target = models.target(engine_spec(cfg, p, 0))
         eos = getattr(target.tokenizer, "eos_token_id", None)
         prompts = tokenize_prompts(target.tokenizer, batch_prompts(workload, p.batch_size), cfg.chat, cfg.max_prompt_tokens)
         if any(t >= target.vocab_size or t < 0 for ids in prompts for t in ids):
             raise MoesdError(f"workload tokens fall outside the target's vocabulary of {target.vocab_size}")
-        sampling = SamplingParams(temperature=p.temperature)
         base_key = (p.batch_size, p.experts_per_token, p.temperature, p.routing)
         if base_key not in baselines:
-            ar = SpecEngine(target, None, 0, sampling, cfg.seed, p.routing)
+            ar = build_engine(engine_spec(cfg, p, 0), models)
             _runs(ar, prompts, cfg, eos, cfg.warmup, cfg.seed + 10_000)
             baselines[base_key] = _runs(ar, prompts, cfg, eos, cfg.repeats, cfg.seed)
-        budget = None
-        if p.expert_budget is not None:
-            from moesd.engine.expert_budget import ExpertBudget
-
-            budget = ExpertBudget(min(p.expert_budget, target.num_experts), cfg.budget_mode, cfg.budget_scope)
-        sd = SpecEngine(target, models.proposer(target), p.gamma, sampling, cfg.seed, p.routing, budget=budget,
-                        merge_prefill=not cfg.budgeted)
+        budget = None if p.expert_budget is None else min(p.expert_budget, target.num_experts)
+        sd = build_engine(engine_spec(cfg, p, p.gamma, budget), models)
         _runs(sd, prompts, cfg, eos, cfg.warmup, cfg.seed + 10_000)
-        sd_runs = []
-        for r in range(cfg.repeats):  # a fresh proposer per repeat: no draft state carries over
-            sd.proposer = models.proposer(target)
-            sd_runs += _runs(sd, prompts, cfg, eos, 1, cfg.seed + r)
-        record = {
-            "schema": SCHEMA,
-            "key": point_key(cfg, p),
-            "target": cfg.target,
-            "draft": cfg.draft,
-            "draft_method": cfg.draft_method or "model",
-            "hardware": cfg.hardware,
-            "tp": 1,
-            **asdict(p),
-            "experts_per_token": target.top_k,
-            "num_experts": target.num_experts,
-            "routing": p.routing if target.is_moe else None,
-            "synthetic_alpha": cfg.alpha,
+        sd_runs = _runs(sd, prompts, cfg, eos, cfg.repeats, cfg.seed)  # each run starts a fresh proposer
+        record = BenchRecord(
+            key=point_key(cfg, p), target=cfg.target, draft=cfg.draft, draft_method=cfg.draft_method or "model",
+            hardware=cfg.hardware, tp=1, batch_size=p.batch_size, gamma=p.gamma, experts_per_token=target.top_k,
+            temperature=p.temperature, routing=p.routing if target.is_moe else None, expert_budget=p.expert_budget,
+            num_experts=target.num_experts, synthetic_alpha=cfg.alpha,
             **summarize_point(baselines[base_key], sd_runs, p.gamma),
-            "conditions": conditions(cfg, target, length_stats(prompts)),
-        }
+            conditions=conditions(cfg, target, length_stats(prompts)),
+        )
         if cfg.budgeted:
-            record["budget_mode"], record["budget_scope"] = cfg.budget_mode, cfg.budget_scope
-            record["quality"] = _quality(cfg, models, target, p, sampling, prompts, eos, budget, references)
+            record.budget_mode, record.budget_scope = cfg.budget_mode, cfg.budget_scope
+            record.quality = _quality(cfg, models, p, prompts, eos, budget, references)
         results.add(record)
         elapsed = time.perf_counter() - started
         eta = elapsed / i * (len(todo) - i)
         budget_note = ""
         if cfg.budgeted:
-            q = record["quality"]
-            budget_note = (f" C={p.expert_budget or 'none'}: experts {record.get('active_experts_verify') or 0:.1f}, "
+            q = record.quality
+            budget_note = (f" C={p.expert_budget or 'none'}: experts {record.active_experts_verify or 0:.1f}, "
                            f"KL {q.get('mean_kl_per_token') or 0:.4f}, match {q.get('token_match_rate', float('nan')):.3f}")
-        print(f"[{done_before + i}/{len(points(cfg))}] B={p.batch_size} gamma={p.gamma} K={record['experts_per_token']} "
-              f"T={p.temperature} {record['routing'] or 'dense'}{budget_note}: speedup {record['speedup']:.2f} "
-              f"(alpha {record['alpha']:.2f}) | {elapsed:.0f} s elapsed, ETA {eta:.0f} s", file=progress, flush=True)
+        print(f"[{done_before + i}/{len(points(cfg))}] B={p.batch_size} gamma={p.gamma} K={record.experts_per_token} "
+              f"T={p.temperature} {record.routing or 'dense'}{budget_note}: speedup {record.speedup:.2f} "
+              f"(alpha {record.alpha:.2f}) | {elapsed:.0f} s elapsed, ETA {eta:.0f} s", file=progress, flush=True)
     return results

@@ -2,14 +2,8 @@ from __future__ import annotations
 
 import argparse
 
+from moesd.commands.flags import budget_mode_args, engine_model_args, float_list, int_list, workload_args
 from moesd.errors import MoesdError
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise MoesdError(f"not a list of numbers: {text!r}") from None
 
 
 def _budgets(text: str | None) -> tuple:
@@ -28,6 +22,31 @@ def _budgets(text: str | None) -> tuple:
     return tuple(out)
 
 
+HELP = "sweep B x gamma x K x temperature x routing; one JSON line per point"
+
+
+def add_arguments(p) -> None:
+    engine_model_args(p, draft_methods=("model", "ngram", "synthetic"), routing_list=True)
+    p.add_argument("--alpha", type=float, help="acceptance probability for --draft-method synthetic")
+    p.add_argument("--batch-sizes", type=int_list, required=True, help="e.g. 1,4,16 or 1-8")
+    p.add_argument("--gammas", type=int_list, required=True, help="draft lengths, e.g. 2,4")
+    p.add_argument("--experts-per-token", type=int_list, help="sparsity sweep: top-K values")
+    p.add_argument("--temperatures", type=float_list, default=(0.0,), help="comma list, e.g. 0,1")
+    workload_args(p, max_new_tokens=32)
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats per point (medians and IQRs)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs before the repeats")
+    p.add_argument("--experts-implementation", default="grouped_mm", help="grouped_mm or eager")
+    p.add_argument("--upcycle", type=int, metavar="E", help="measure the dense target's MoE twin with E experts")
+    p.add_argument("--hardware", help="hardware preset recorded for `moesd fit` (default: cpu on CPU)")
+    p.add_argument("--expert-budgets", help="MoE-Spec budgets C to sweep, e.g. 4,8,16 (unbudgeted SD is the reference)")
+    budget_mode_args(p)
+    p.add_argument("--execute-code", action="store_true",
+                   help="score HumanEval pass@1 per budget (runs generated code in a subprocess with a timeout)")
+    p.add_argument("-o", "--output", required=True, help="results JSONL")
+    p.add_argument("--resume", action="store_true", help="continue an existing results file")
+    p.add_argument("--skip-bad-lines", action="store_true", help="skip corrupt lines of a resumed file")
+
+
 def run(a: argparse.Namespace) -> str:
     from moesd.bench.sweep import BenchConfig, run_sweep
 
@@ -35,7 +54,7 @@ def run(a: argparse.Namespace) -> str:
         target=a.target, workload=a.workload, batch_sizes=tuple(a.batch_sizes), gammas=tuple(a.gammas),
         draft=a.draft, draft_method=a.draft_method, alpha=a.alpha,
         experts_per_token=tuple(a.experts_per_token) if a.experts_per_token else (None,),
-        temperatures=_floats(a.temperatures), routings=tuple(r.strip() for r in a.routing.split(",")),
+        temperatures=tuple(a.temperatures), routings=tuple(r.strip() for r in a.routing.split(",")),
         repeats=a.repeats, warmup=a.warmup, max_new_tokens=a.max_new_tokens, max_prompt_tokens=a.max_prompt_tokens,
         dtype=a.dtype, device=a.device, seed=a.seed, experts_implementation=a.experts_implementation, chat=a.chat,
         upcycle_experts=a.upcycle, hardware=a.hardware or ("cpu" if a.device == "cpu" else None),

@@ -2,7 +2,27 @@
 
 from __future__ import annotations
 
+from moesd.commands.flags import subparsers, budget_mode_args, engine_model_args, int_list, workload_args
 from moesd.errors import MoesdError
+
+
+HELP = "MoE-Spec expert budgets: pick the smallest budget that meets a quality floor"
+
+
+def add_arguments(p) -> None:
+    bsub = subparsers(p, "budget_command")
+    c = bsub.add_parser("calibrate", help="smallest budget per batch size meeting --max-kl / --min-exact-match")
+    engine_model_args(c, draft_methods=("model", "ngram"))
+    workload_args(c, max_new_tokens=32)
+    c.add_argument("--batch-sizes", type=int_list, default=[1, 4, 16], help="batch sizes to calibrate")
+    c.add_argument("--gamma", type=int, default=4, help="draft length")
+    c.add_argument("--budgets", type=int_list, help="candidates (default: K, 2K, 4K, ... below E)")
+    c.add_argument("--max-kl", type=float, help="floor: mean KL(full || budgeted) per verify token, nats")
+    c.add_argument("--min-exact-match", type=float, help="floor: token match with unbudgeted SD at T=0")
+    budget_mode_args(c)
+    c.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    c.add_argument("--num-prompts", type=int, default=16, help="prompts judged per batch size (in batches of B)")
+    c.add_argument("-o", "--output", help="JSON with the budget per batch size and the static expert order")
 
 
 def run(a) -> str:

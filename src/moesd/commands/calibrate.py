@@ -2,13 +2,28 @@ from __future__ import annotations
 
 from moesd import render
 from moesd.atomic_io import write_text_atomic
-from moesd.bench.calibrate import calibrate_cpu
 from moesd.errors import MoesdError
 
 
-def run(output: str | None, repeats: int, threads: int | None, use_numpy: bool) -> str:
+HELP = "measure this machine's bandwidth and GEMM peak into a hardware JSON"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("-o", "--output", help="hardware JSON to write (use it as --hardware FILE)")
+    p.add_argument("--repeats", type=int, default=9, help="timed repeats per measurement (median taken)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--numpy", action="store_true", help="measure with numpy fp32 even if torch is installed")
+
+
+def run(a) -> str:
+    return _run(a.output, a.repeats, a.threads, a.numpy)
+
+
+def _run(output: str | None, repeats: int, threads: int | None, use_numpy: bool) -> str:
     if repeats < 1:
         raise MoesdError(f"--repeats must be >= 1, got {repeats}")
+    from moesd.bench.calibrate import calibrate_cpu
+
     hw = calibrate_cpu(repeats, threads, use_torch=False if use_numpy else None)
     data = hw.to_dict()
     text = render.to_json(data)

@@ -3,13 +3,32 @@ from __future__ import annotations
 import numpy as np
 
 from moesd import render
+from moesd.commands.flags import int_list
 from moesd.errors import MoesdError
 from moesd.perf.experts import (RoutingCurve, check_experts, expected_active_experts, saturation_tokens,
                                 tokens_per_active_expert)
 
 
-def run(num_experts: int | None, top_k: int | None, tokens: list[int], tau: float, target: str | None,
-        routing_curve: str | None, as_json: bool, plot: str | None) -> str:
+HELP = "expected distinct experts N(t), tokens per expert, T_thres"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--num-experts", type=int, help="E (or take it from --target)")
+    p.add_argument("--top-k", type=int, help="K (or take it from --target)")
+    p.add_argument("--target", help="take E and K from a preset or config.json")
+    p.add_argument("--tokens", type=int_list, default=[1, 2, 4, 8, 16, 32, 64, 128], help="token counts t")
+    p.add_argument("--tau", type=float, default=0.95, help="saturation fraction for T_thres (Eq. 10)")
+    p.add_argument("--routing-curve", help="measured distinct-experts curve JSON to compare with Eq. 8")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--plot", help="write a figure of N(t)")
+
+
+def run(a) -> str:
+    return _run(a.num_experts, a.top_k, a.tokens, a.tau, a.target, a.routing_curve, a.json, a.plot)
+
+
+def _run(num_experts: int | None, top_k: int | None, tokens: list[int], tau: float, target: str | None,
+         routing_curve: str | None, as_json: bool, plot: str | None) -> str:
     if target is not None:
         from moesd.perf.inputs import resolve_model
 

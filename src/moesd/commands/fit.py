@@ -4,19 +4,44 @@ import numpy as np
 
 from moesd import render
 from moesd.atomic_io import write_text_atomic
-from moesd.bench.results_file import read_records
+from moesd.bench.record import read_bench_records
 from moesd.errors import MoesdError
 from moesd.perf.experts import RoutingCurve
-from moesd.perf.fit import fit, held_out_error, predicted_speedup, stride_split
+from moesd.perf.fit import fit, fit_context, held_out_error, predicted_speedup, stride_split
 from moesd.perf.hardware import resolve_hardware
 from moesd.perf.inputs import resolve_model
 from moesd.perf.measurements import load_measurements, measurements_from_records
-from moesd.perf.step_time import StepContext
 
 
-def run(measurements: str, target: str | None, draft: str | None, hardware: str | None, tp: int | None,
-        verify_convention: str, stride: int | None, skip_bad_lines: bool, output: str | None,
-        as_json: bool, load_bound_factor: float = 5.0, routing: str | None = None) -> str:
+HELP = "fit Algorithm 1's parameters to measurements (JSONL or CSV)"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("measurements", help="JSONL or CSV: one measurement per line/row (`moesd bench` output works)")
+    p.add_argument("--target", help="preset or config.json (supplies E, K and byte counts)")
+    p.add_argument("--draft", help="draft preset or config.json")
+    p.add_argument("--hardware", help="hardware preset or JSON (default: the file's 'hardware' column)")
+    p.add_argument("--tp", type=int, help="target tensor-parallel degree (default: the file's 'tp' column, else 1)")
+    p.add_argument("--verify-tokens", choices=["engine", "paper"], default="engine",
+                   help="tokens per sequence in a verify pass: gamma+1 (engine) or gamma (paper)")
+    p.add_argument("--stride", type=int, help="fit every N-th point (sorted by K, gamma, B), test on the rest")
+    p.add_argument("--skip-bad-lines", action="store_true", help="skip malformed JSONL lines instead of stopping")
+    p.add_argument("--routing", choices=["uniform", "model"],
+                   help="bench output: fit only this routing's points (model: N(t) from the measured curves)")
+    p.add_argument("--load-bound-factor", type=float, default=5.0,
+                   help="fit loads within [bytes/bandwidth, factor x that] (paper App. C.2: 5)")
+    p.add_argument("-o", "--output", help="write the fitted parameters (JSON) for `predict --params`")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run(a) -> str:
+    return _run(a.measurements, a.target, a.draft, a.hardware, a.tp, a.verify_tokens, a.stride, a.skip_bad_lines,
+                a.output, a.json, a.load_bound_factor, a.routing)
+
+
+def _run(measurements: str, target: str | None, draft: str | None, hardware: str | None, tp: int | None,
+         verify_convention: str, stride: int | None, skip_bad_lines: bool, output: str | None,
+         as_json: bool, load_bound_factor: float = 5.0, routing: str | None = None) -> str:
     if not load_bound_factor >= 1.0:
         raise MoesdError(f"--load-bound-factor must be >= 1, got {load_bound_factor}")
     target_arch = resolve_model(target) if target else None
@@ -28,14 +53,13 @@ def run(measurements: str, target: str | None, draft: str | None, hardware: str 
     else:
         # Only `moesd bench` lines carry routing: keep that routing's points; under the model's own
         # routing, N(t) comes from the distinct-expert curves the points measured instead of Eq. 8.
-        records = [r for r in read_records(measurements, skip_bad_lines) if r.get("routing") == routing]
+        records = [r for r in read_bench_records(measurements, skip_bad_lines) if r.routing == routing]
         if not records:
             raise MoesdError(f"{measurements}: no points with routing {routing!r}")
-        m = measurements_from_records([(f"{measurements}[{i}]", r) for i, r in enumerate(records)], source=measurements,
-                                      **defaults)
+        m = measurements_from_records([(r.source, r.to_dict()) for r in records], source=measurements, **defaults)
         if routing == "model":
             curve = RoutingCurve.merge(int(m.num_experts[0]), int(m.experts_per_token[0]),
-                                       [r.get("routing_curve") for r in records], measurements)
+                                       [r.routing_curve for r in records], measurements)
     notes = []
     if target_arch is None and "target" in m.context:
         try:
@@ -49,8 +73,7 @@ def run(measurements: str, target: str | None, draft: str | None, hardware: str 
     tp = tp or int(m.context.get("tp", 1))
     hw = resolve_hardware(str(hardware))
     draft_arch = resolve_model(draft) if draft else None
-    ctx = StepContext(hw.ridge_point_flops_per_byte, target_arch.bytes_per_param if target_arch else 2.0,
-                      verify_convention=verify_convention, routing=curve)
+    ctx = fit_context(hw, target_arch, verify_convention, curve)
     held_out = {}
     if stride:
         chosen, rest = stride_split(m, stride)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from moesd import render
+from moesd.commands.flags import budget_mode_args, engine_model_args
 from moesd.bench.workloads import batch_prompts, load_workload, tokenize_prompts
 from moesd.errors import MoesdError
 
@@ -16,12 +17,51 @@ def read_prompts(prompt: str | None, prompts_file: str | None, batch_size: int) 
     return batch_prompts(load_workload(prompts_file), batch_size)
 
 
-def run(spec_kw: dict, prompt: str | None, prompts_file: str | None, batch_size: int, max_new_tokens: int,
-        chat: bool, as_json: bool) -> str:
-    from moesd.engine.factory import EngineSpec, build_engine
+HELP = "batched speculative decoding on a Hugging Face model (needs the engine extra)"
+
+
+def add_arguments(p) -> None:
+    engine_model_args(p)
+    p.add_argument("--alpha", type=float, help="acceptance probability for --draft-method synthetic")
+    p.add_argument("--gamma", type=int, default=4, help="draft length; 0 = autoregressive baseline")
+    p.add_argument("--batch-size", type=int, default=1, help="sequences decoded together")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="one prompt, repeated --batch-size times")
+    src.add_argument("--prompts", help="JSONL: {\"prompt\": ...} or {\"token_ids\": [...]} per line")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate per sequence")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold")
+    p.add_argument("--experts-per-token", type=int, help="override top-K (num_experts_per_tok)")
+    p.add_argument("--experts-implementation", default="grouped_mm", help="grouped_mm or eager")
+    p.add_argument("--random-weights", action="store_true", help="ignore weights in a model directory")
+    p.add_argument("--expert-budget", type=int,
+                   help="MoE-Spec: cap experts per layer per verify forward (not lossless)")
+    budget_mode_args(p)
+    p.add_argument("--budget-static", help="`moesd budget calibrate` JSON: rank experts by its static order")
+    p.add_argument("--measure-kl", action="store_true",
+                   help="with --expert-budget: KL(full || budgeted) per verify token (re-runs each verify block)")
+    p.add_argument("--json", action="store_true", help="outputs and every metric as JSON")
+
+
+def run(a) -> str:
+    from moesd.engine.factory import EngineSpec
+
+    spec = EngineSpec(target=a.target, draft=a.draft, draft_method=a.draft_method, alpha=a.alpha, gamma=a.gamma,
+                      temperature=a.temperature, top_p=a.top_p, seed=a.seed, device=a.device, dtype=a.dtype,
+                      experts_per_token=a.experts_per_token, experts_implementation=a.experts_implementation,
+                      routing=a.routing, random_weights=True if a.random_weights else None, tokenizer=a.tokenizer,
+                      expert_budget=a.expert_budget, budget_mode=a.budget_mode, budget_scope=a.budget_scope,
+                      budget_static=a.budget_static, measure_kl=a.measure_kl)
+    return _run(spec, a.prompt, a.prompts, a.batch_size, a.max_new_tokens, a.chat, a.json)
+
+
+def _run(spec, prompt: str | None, prompts_file: str | None, batch_size: int, max_new_tokens: int,
+         chat: bool, as_json: bool) -> str:
+    from moesd.engine.factory import build_engine
 
     texts = read_prompts(prompt, prompts_file, batch_size)
-    engine, target = build_engine(EngineSpec(**spec_kw))
+    engine = build_engine(spec)
+    target = engine.target
     token_prompts = tokenize_prompts(target.tokenizer, texts, chat)
     for ids in token_prompts:
         if any(not 0 <= t < target.vocab_size for t in ids):

@@ -1,13 +1,29 @@
 from __future__ import annotations
 
 from moesd import render
+from moesd.commands.flags import PAPER_BATCH_SIZES, int_list, scenario_args, scenario_kw
 from moesd.perf.inputs import build_scenario, context_dict
 from moesd.perf.prediction import Acceptance, predict, rows
 from moesd.perf.summary import summarize
 
 
-def run(scenario_kw: dict, batch_sizes: list[int], gammas: list[int], alpha: float | None, sigma: float | None,
-        as_json: bool, plot: str | None) -> str:
+HELP = "predicted SD speedup over batch sizes and draft lengths"
+
+
+def add_arguments(p) -> None:
+    scenario_args(p)
+    p.add_argument("--batch-sizes", type=int_list, default=int_list(PAPER_BATCH_SIZES),
+                   help="batch sizes (default: the paper's 19)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--plot", help="write a figure of speedup and target efficiency vs batch size")
+
+
+def run(a) -> str:
+    return _run(scenario_kw(a), a.batch_sizes, a.gamma, a.alpha, a.sigma, a.json, a.plot)
+
+
+def _run(scenario_kw: dict, batch_sizes: list[int], gammas: list[int], alpha: float | None, sigma: float | None,
+         as_json: bool, plot: str | None) -> str:
     acceptance = Acceptance(alpha=alpha, sigma=sigma)
     scenario, notes = build_scenario(**scenario_kw)
     grid = predict(scenario, batch_sizes, gammas, acceptance)

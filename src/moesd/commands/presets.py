@@ -5,7 +5,15 @@ from moesd.perf.hardware import HARDWARE_PRESETS
 from moesd.perf.model_presets import MODEL_PRESETS
 
 
-def run(as_json: bool) -> str:
+HELP = "list model and hardware presets"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run(a) -> str:
+    as_json = a.json
     models = []
     for preset in MODEL_PRESETS.values():
         s = preset.arch().summary()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from moesd import render
+from moesd.commands.flags import scenario_args, scenario_kw
 from moesd.atomic_io import write_text_atomic
 from moesd.errors import MoesdError
 from moesd.perf.inputs import build_scenario
@@ -8,8 +9,22 @@ from moesd.perf.prediction import Acceptance
 from moesd.perf.schedule import best_gamma_schedule, vllm_config
 
 
-def run(scenario_kw: dict, max_batch_size: int, gammas: list[int], alpha: float | None, sigma: float | None,
-        fmt: str, output: str | None) -> str:
+HELP = "best gamma per batch size as vLLM's dynamic SD table"
+
+
+def add_arguments(p) -> None:
+    scenario_args(p)
+    p.add_argument("--max-batch-size", type=int, default=256, help="schedule batch sizes 1..N")
+    p.add_argument("--format", choices=["vllm", "table"], default="vllm", help="output format")
+    p.add_argument("-o", "--output", help="write the schedule to this file instead of stdout")
+
+
+def run(a) -> str:
+    return _run(scenario_kw(a), a.max_batch_size, a.gamma, a.alpha, a.sigma, a.format, a.output)
+
+
+def _run(scenario_kw: dict, max_batch_size: int, gammas: list[int], alpha: float | None, sigma: float | None,
+         fmt: str, output: str | None) -> str:
     if sigma is not None:
         raise MoesdError("schedule needs --alpha: with a fixed --sigma a longer draft never costs acceptance, "
                          "so the choice of gamma would be meaningless")

@@ -21,6 +21,35 @@ def parse_overrides(items: list[str] | None) -> dict:
     return out
 
 
+HELP = "train the shipped small models: stdlib MoE target, its draft, a SmolLM2 distilled draft"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("kind", choices=["target", "draft", "distill"], help="what to train")
+    p.add_argument("--out", required=True, help="model directory (checkpoints go to OUT/.checkpoint)")
+    p.add_argument("--steps", type=int, required=True, help="optimizer steps; the LR schedule spans them")
+    p.add_argument("--budget-minutes", type=float, help="stop early after this much training time (summed over resumes)")
+    p.add_argument("--batch-size", type=int, default=16, help="sequences per step")
+    p.add_argument("--seq-len", type=int, default=256, help="tokens per sequence")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    p.add_argument("--warmup-steps", type=int, default=50, help="linear LR warm-up steps")
+    p.add_argument("--seed", type=int, default=0, help="seeds initialisation and batches")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--checkpoint-every", type=float, default=120.0, help="seconds between checkpoints")
+    p.add_argument("--eval-every", type=int, default=100, help="steps between validation passes")
+    p.add_argument("--eval-batches", type=int, default=8, help="batches per validation pass")
+    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    p.add_argument("--corpus", help="directory of .py files (default: this interpreter's standard library)")
+    p.add_argument("--max-files", type=int, help="use only the first N corpus files (smoke runs)")
+    p.add_argument("--vocab-size", type=int, default=4096, help="target: BPE vocabulary to train")
+    p.add_argument("--tokenizer", help="draft: the target's directory (shares its tokenizer)")
+    p.add_argument("--teacher", default="smollm2-135m-instruct", help="distill: the model to imitate")
+    p.add_argument("--draft-vocab", type=int, default=8192, help="distill: most frequent teacher tokens kept")
+    p.add_argument("--teacher-every", type=int, default=1,
+                   help="distill: teacher KL every N-th step, corpus cross-entropy on the others")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="architecture override, e.g. num_experts=8")
+
+
 def run(a) -> str:
     from moesd.train.loop import TrainSettings
 

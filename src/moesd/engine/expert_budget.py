@@ -102,27 +102,6 @@ def apply_budget(budget: ExpertBudget, probs: torch.Tensor, top_k_index: torch.T
     return index, top_k_weights * inside.to(top_k_weights.dtype)
 
 
-def router_normalizes(router: torch.nn.Module) -> bool:
-    """Whether the model renormalises its top-K weights (Mixtral's router always does)."""
-    return bool(getattr(router, "norm_topk_prob", True))
-
-
-def find_routers(model, experts_modules: list[torch.nn.Module]) -> list[torch.nn.Module | None]:
-    """The router module beside each experts module (the `gate` of its sparse-MoE block), if it is
-    one of transformers' top-K routers, which return (router_logits, weights, indices)."""
-    parent_of = {}
-    for module in model.modules():
-        experts = getattr(module, "experts", None)
-        gate = getattr(module, "gate", None)
-        if isinstance(experts, torch.nn.Module) and isinstance(gate, torch.nn.Module):
-            parent_of[id(experts)] = gate
-    routers = []
-    for m in experts_modules:
-        gate = parent_of.get(id(m))
-        routers.append(gate if gate is not None and type(gate).__name__.endswith("TopKRouter") else None)
-    return routers
-
-
 def read_static_order(path: str) -> tuple[tuple[int, ...], ...]:
     """The per-layer expert order (most selected first) stored by `moesd budget calibrate`."""
     try:

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+
+from moesd.engine import phases
+from moesd.perf.acceptance_counts import AcceptanceCounts
 
 
 class StageClock:
@@ -46,58 +49,32 @@ class StageClock:
 
 @dataclass
 class StepRecord:
-    kind: str  # "decode" (one target token), "spec" (draft + verify), or "prefill+verify" (first round)
+    kind: str  # engine/phases.py: "decode" (one target token), "verify" (draft + verify), "prefill+verify" (first round)
     batch_size: int  # active sequences in this step
     gamma: int  # draft length this step (the configured one except on the last rounds)
     step_s: float  # whole step, bookkeeping included
-    target_s: float  # the target forward: T_T(B, 1) for decode, T_T(B, gamma+1) for spec
+    target_s: float  # the target forward: T_T(B, 1) for decode, T_T(B, gamma+1) for verify
     draft_s: float = 0.0  # the whole draft round (gamma tokens)
     draft_forward_s: float = 0.0  # of which model forwards
     reject_s: float = 0.0
     tokens: int = 0  # tokens appended to outputs this step
 
 
-@dataclass
 class AcceptanceStats:
-    gamma: int
-    num_requests: int
-    num_drafts: int = 0
-    num_draft_tokens: int = 0
-    num_accepted_tokens: int = 0
-    num_rejections: int = 0  # rounds that stopped at a rejected draft token
-    accepted_per_position: list[int] = field(default_factory=list)
-    histogram: list[list[int]] = field(default_factory=list)  # [request][accepted count 0..gamma]
+    """The run's acceptance counts (perf/acceptance_counts.py) plus a per-request histogram."""
 
-    def __post_init__(self) -> None:
-        self.accepted_per_position = [0] * self.gamma
-        self.histogram = [[0] * (self.gamma + 1) for _ in range(self.num_requests)]
+    def __init__(self, gamma: int, num_requests: int):
+        self.gamma = gamma
+        self.counts = AcceptanceCounts(accepted_per_position=[0] * gamma)
+        self.histogram = [[0] * (gamma + 1) for _ in range(num_requests)]  # [request][accepted 0..gamma]
 
     def record(self, request_ids: list[int], num_accepted: list[int], gamma: int) -> None:
+        self.counts.record(num_accepted, gamma)
         for rid, a in zip(request_ids, num_accepted):
-            self.num_drafts += 1
-            self.num_draft_tokens += gamma
-            self.num_accepted_tokens += a
-            self.num_rejections += int(a < gamma)
-            for i in range(a):
-                self.accepted_per_position[i] += 1
             self.histogram[rid][a] += 1
 
     def summary(self) -> dict:
-        drafts = max(self.num_drafts, 1)
-        mean_len = 1.0 + self.num_accepted_tokens / drafts
-        return {
-            "num_drafts": self.num_drafts,
-            "num_draft_tokens": self.num_draft_tokens,
-            "num_accepted_tokens": self.num_accepted_tokens,
-            "accepted_per_position": self.accepted_per_position,
-            "per_position_acceptance": [a / drafts for a in self.accepted_per_position],
-            "num_rejections": self.num_rejections,
-            "acceptance_rate": self.num_accepted_tokens / max(self.num_draft_tokens, 1),
-            "alpha": self.num_accepted_tokens / max(self.num_accepted_tokens + self.num_rejections, 1),
-            "mean_acceptance_length": mean_len,
-            "sigma": mean_len / (self.gamma + 1),
-            "acceptance_histogram": self.histogram,
-        }
+        return {**self.counts.to_dict(self.gamma), "acceptance_histogram": self.histogram}
 
 
 @dataclass
@@ -154,6 +131,10 @@ class ExpertStats:
             }
         return out
 
+    def distinct_at(self, phase: str, tokens: int) -> list[float]:
+        """Mean distinct experts per layer of every forward of this phase with exactly `tokens` tokens."""
+        return [float(np.mean(f.distinct_experts)) for f in self.forwards if f.phase == phase and f.num_tokens == tokens]
+
     def routing_curve(self) -> dict:
         """Distinct experts vs tokens over all target forwards, in `moesd predict --routing-curve` format."""
         pts: dict[int, list[float]] = {}
@@ -172,15 +153,15 @@ def stage_summary(steps: list[StepRecord], gamma: int, prefill_s: float, generat
     if not steps:
         return {"prefill_s": prefill_s, "tokens": generated_tokens}
     full = max(s.batch_size for s in steps)
-    at_full = [s for s in steps if s.batch_size == full and s.kind != "prefill+verify"
-               and (s.kind == "decode" or s.gamma == gamma)]
+    at_full = [s for s in steps if s.batch_size == full and s.kind != phases.PREFILL_VERIFY
+               and (s.kind == phases.DECODE or s.gamma == gamma)]
 
     def med(xs):
         xs = [x for x in xs if x > 0]
         return statistics.median(xs) if xs else 0.0
 
-    spec = [s for s in at_full if s.kind == "spec"]
-    decode = [s for s in at_full if s.kind == "decode" and gamma == 0]
+    spec = [s for s in at_full if s.kind == phases.VERIFY]
+    decode = [s for s in at_full if s.kind == phases.DECODE and gamma == 0]
     forwards = sum(s.target_s + s.draft_forward_s for s in steps)
     total = sum(s.step_s for s in steps)
     out = {

@@ -17,14 +17,15 @@ The last column is rejected in both rows and is cropped immediately.
 from __future__ import annotations
 
 import torch
-from transformers import DynamicCache
+
+from moesd.engine import hf_compat
 
 
 class RaggedKV:
     def __init__(self, model, device: torch.device, compact_threshold: float = 0.5):
         self.model = model
         self.device = device
-        self.cache = DynamicCache(config=model.config)
+        self.cache = hf_compat.new_cache(model)
         self.mask = torch.zeros(0, 0, dtype=torch.bool, device=device)  # [B, L] slot belongs to the row
         self.next_pos = torch.zeros(0, dtype=torch.long, device=device)  # [B] position id of the next token
         self.compact_threshold = compact_threshold
@@ -52,16 +53,10 @@ class RaggedKV:
         # Without holes or padding the mask says nothing: omitting it lets attention take its
         # plain causal path (always the case at B = 1, where rejected slots are cropped at once).
         full = bool(self.mask.all())
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=None if full else self.mask.long(),
-            position_ids=positions,
-            past_key_values=self.cache,
-            use_cache=True,
-            logits_to_keep=logits_to_keep,
-        )
+        logits = hf_compat.forward_with_cache(self.model, self.cache, input_ids, None if full else self.mask.long(),
+                                              positions, logits_to_keep)
         self.next_pos = self.next_pos + valid.sum(dim=1)
-        return out.logits
+        return logits
 
     def keep_last_block(self, keep: torch.Tensor) -> None:
         """After a block of T slots was appended, keep only the slots where keep [B, T] is True.
@@ -84,12 +79,12 @@ class RaggedKV:
         last_alive = int(torch.nonzero(alive).max()) + 1 if alive.any() else 0
         dead = self.length - last_alive
         if dead > 0:
-            self.cache.crop(-dead)
+            hf_compat.crop_cache(self.cache, dead)
             self.mask = self.mask[:, :last_alive]
 
     def select_rows(self, rows: torch.Tensor) -> None:
         """Keep only these batch rows (finished sequences leave the batch)."""
-        self.cache.batch_select_indices(rows)
+        hf_compat.select_cache_rows(self.cache, rows)
         self.mask = self.mask[rows]
         self.next_pos = self.next_pos[rows]
         self._crop_dead_tail()
@@ -112,11 +107,5 @@ class RaggedKV:
         src_rank = cols[None, :] - (new_len - counts)[:, None]  # rank among the row's valid slots
         is_valid = src_rank >= 0
         src = torch.gather(order, 1, src_rank.clamp(min=0))
-        for layer in self.cache.layers:
-            if not getattr(layer, "is_initialized", True) or layer.keys is None or layer.keys.numel() == 0:
-                continue
-            idx = src[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])
-            keep = is_valid[:, None, :, None].to(layer.keys.dtype)
-            layer.keys = torch.gather(layer.keys, 2, idx) * keep
-            layer.values = torch.gather(layer.values, 2, idx.expand(-1, -1, -1, layer.values.shape[3])) * keep
+        hf_compat.gather_cache_slots(self.cache, src, is_valid)
         self.mask = is_valid

@@ -8,47 +8,69 @@ the accepted slots of each row. Sequences that hit EOS or their token limit leav
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
+from moesd.engine import phases
 from moesd.engine.expert_budget import ExpertBudget
 from moesd.engine.expert_hooks import ExpertRecorder
 from moesd.engine.loading import LoadedModel
 from moesd.engine.metrics import AcceptanceStats, ExpertStats, StageClock, StepRecord, stage_summary, steps_as_dicts
+from moesd.engine.options import MAX_GAMMA, check_gamma, check_routing, check_sampling
 from moesd.engine.proposers import left_pad
 from moesd.engine.ragged_kv import RaggedKV
 from moesd.engine.sampling import (SamplingParams, forced_acceptance, greedy_verify, probs_from_logits,
                                    rejection_sample, select_tokens)
 from moesd.errors import MoesdError
+from moesd.perf.acceptance_counts import AcceptanceCounts
 
-MAX_GAMMA = 16
+__all__ = ["GenerationResult", "MAX_GAMMA", "SpecEngine"]
 
 
 @dataclass
 class GenerationResult:
+    """One `generate` call. Typed fields are what callers compute with (counts, not rates); `metrics` is
+    the JSON form `moesd generate --json` prints, built from the same run."""
+
     token_ids: list[list[int]]  # generated tokens per prompt, prompt excluded
     finish_reasons: list[str]  # "eos" | "length"
-    metrics: dict = field(default_factory=dict)
+    metrics: dict
+    gamma: int = 0
+    acceptance: AcceptanceCounts | None = None  # None for the autoregressive baseline (gamma 0)
+    experts: ExpertStats | None = None  # None for dense targets
+    kl_per_token: torch.Tensor | None = None  # with measure_kl: KL(full || budgeted) of every verify token
+
+    @property
+    def stages(self) -> dict:
+        return self.metrics["stages"]
+
+    @property
+    def seconds_per_token(self) -> float:
+        """Wall time per generated token, prefill included (SD merges the target prefill into its first round)."""
+        return self.stages["generation_s"] / max(self.stages["tokens"], 1)
 
 
 class SpecEngine:
+    """Reentrant: every `generate` call owns its state (cache, proposer, hooks, statistics) in a `_Run`.
+
+    `proposer` is either a factory `seed -> proposer` (a fresh, stateless start per call; what
+    engine/factory.py passes) or one proposer object that every call restarts."""
+
     def __init__(self, target: LoadedModel, proposer=None, gamma: int = 4,
                  sampling: SamplingParams = SamplingParams(), seed: int = 0, routing: str = "model",
                  max_context: int | None = None, budget: ExpertBudget | None = None, measure_kl: bool = False,
                  merge_prefill: bool = True):
-        if not 0 <= gamma <= MAX_GAMMA:
-            raise MoesdError(f"gamma must lie in 0..{MAX_GAMMA}, got {gamma}")
+        check_gamma(gamma)
         if gamma > 0 and proposer is None:
             raise MoesdError("gamma > 0 needs a draft: a draft model, ngram or synthetic")
-        if sampling.temperature < 0 or not 0 < sampling.top_p <= 1:
-            raise MoesdError("temperature must be >= 0 and top_p in (0, 1]")
-        self.target, self.proposer, self.gamma, self.sampling = target, proposer, gamma, sampling
+        check_sampling(sampling.temperature, sampling.top_p)
+        self.target, self.gamma, self.sampling = target, gamma, sampling
+        self._proposer = proposer
         self.seed = seed
         self.clock = StageClock(target.device)
         self.max_context = max_context or getattr(target.model.config, "max_position_embeddings", None)
-        if routing not in ("model", "uniform"):
-            raise MoesdError(f"routing must be 'model' or 'uniform', got {routing!r}")
+        check_routing(routing)
         if routing == "uniform" and not target.is_moe:
             raise MoesdError("uniform routing needs an MoE target")
         self.routing = routing
@@ -64,19 +86,24 @@ class SpecEngine:
         # (untimed) to measure KL(full || budgeted); use it in quality passes, not timing runs.
         self.budget, self.measure_kl = budget, measure_kl
         self.merge_prefill = merge_prefill and budget is None
-        # Hooks live only inside generate(): engines share model objects, and a hook left behind by a
-        # uniform-routing engine would silently rewrite the routing of every later engine.
-        self.recorder: ExpertRecorder | None = None
 
-    def _forward(self, kv: RaggedKV, phase: str, ids: torch.Tensor, valid: torch.Tensor, keep: int = 0):
-        if self.recorder is not None:
-            self.recorder.begin(phase, valid)
-        logits, seconds = self.clock.run(kv.extend, ids, valid, logits_to_keep=keep)
-        routing = self.recorder.end() if self.recorder is not None else None
+    def _new_proposer(self, seed: int):
+        if self.gamma == 0 or self._proposer is None:
+            return None
+        return self._proposer(seed) if callable(self._proposer) and not hasattr(self._proposer, "propose") \
+            else self._proposer
+
+    def _forward(self, run: "_Run", phase: str, ids: torch.Tensor, valid: torch.Tensor, keep: int = 0):
+        if run.recorder is not None:
+            run.recorder.begin(phase, valid)
+        logits, seconds = self.clock.run(run.kv.extend, ids, valid, logits_to_keep=keep)
+        routing = run.recorder.end() if run.recorder is not None else None
         return logits, seconds, routing
 
     @torch.no_grad()
-    def generate(self, prompts: list[list[int]], max_new_tokens: int, eos_token_id: int | None = None) -> GenerationResult:
+    def generate(self, prompts: list[list[int]], max_new_tokens: int, eos_token_id: int | None = None,
+                 seed: int | None = None) -> GenerationResult:
+        """`seed` (default: the engine's) seeds sampling, uniform routing and synthetic acceptance of this call."""
         if not prompts or any(len(p) == 0 for p in prompts):
             raise MoesdError("every prompt needs at least one token")
         if max_new_tokens < 1:
@@ -85,34 +112,38 @@ class SpecEngine:
         if self.max_context and longest + max_new_tokens + self.gamma + 1 > self.max_context:
             raise MoesdError(f"prompt of {longest} tokens + {max_new_tokens} new tokens exceeds the model's "
                              f"context of {self.max_context}")
+        seed = self.seed if seed is None else seed
+        run = _Run(self.target, self._new_proposer(seed), self.gamma, seed, prompts, max_new_tokens, eos_token_id)
+        # Hooks live only inside one call: engines share model objects, and a hook left behind by a
+        # uniform-routing engine would silently rewrite the routing of every later engine.
         if self.target.is_moe:
-            self.recorder = ExpertRecorder(self.target.model, self.target.num_experts, self.target.top_k,
-                                           self.routing, self.seed, self.budget)
+            run.recorder = ExpertRecorder(self.target.model, self.target.num_experts, self.target.top_k,
+                                          self.routing, seed, self.budget)
         try:
-            run = _Run(self, prompts, max_new_tokens, eos_token_id)
             if self.gamma == 0 or not self.merge_prefill:
                 self._prefill(run)
                 if self.gamma > 0 and run.active:
-                    _, draft_prefill_s = self.clock.run(self.proposer.start, [run.histories[i] for i in run.active])
+                    _, draft_prefill_s = self.clock.run(run.proposer.start, [run.histories[i] for i in run.active])
                     run.prefill_s += draft_prefill_s
                     run.proposer_started = True
             else:
                 # As transformers' assisted generation does, the target's prefill is merged into the first
                 # verification: the draft proposes from the prompt, and the target scores prompt + drafts
                 # in one forward. That step is recorded as "prefill+verify", apart from the stage medians.
-                _, run.prefill_s = self.clock.run(self.proposer.start, prompts)  # the draft's prefill
+                _, run.prefill_s = self.clock.run(run.proposer.start, prompts)  # the draft's prefill
                 run.proposer_started = True
             while run.active:
                 self._step(run)
-            return GenerationResult(run.outputs, run.reasons, self._metrics(run, longest))
+            kl = torch.cat(run.budget_kl) if run.budget_kl else None
+            return GenerationResult(run.outputs, run.reasons, self._metrics(run, longest), self.gamma,
+                                    run.acceptance.counts if self.gamma > 0 else None, run.experts, kl)
         finally:
-            if self.recorder is not None:
-                self.recorder.remove()
-                self.recorder = None
+            if run.recorder is not None:
+                run.recorder.remove()
 
     def _prefill(self, run: "_Run") -> None:
         ids, valid = left_pad(run.histories, run.device)
-        logits, run.prefill_s, routing = self._forward(run.kv, "prefill", ids, valid, keep=1)
+        logits, run.prefill_s, routing = self._forward(run, phases.PREFILL, ids, valid, keep=1)
         run.absorb(routing)
         last = select_tokens(logits[:, -1], self.sampling, run.generator)
         run.emit([[t] for t in last.tolist()], last)
@@ -121,18 +152,19 @@ class SpecEngine:
         t_step = self.clock.now()
         b = len(run.active)
         first_round = run.last is None
-        draft_forward_before = self.proposer.forward_s if self.proposer is not None else 0.0
+        proposer = run.proposer
+        draft_forward_before = proposer.forward_s if proposer is not None else 0.0
         # Never draft past the longest remaining budget: those tokens could not be kept.
         room = max(run.max_new_tokens - len(run.outputs[r]) for r in run.active)
         gamma = min(self.gamma, room - 1)
         if self.gamma == 0 or (gamma <= 0 and not first_round):
-            kind, gamma, target_s, draft_s, reject_s, routing = "decode", 0, *self._decode(run)
+            kind, gamma, target_s, draft_s, reject_s, routing = phases.DECODE, 0, *self._decode(run)
         else:
             gamma = max(gamma, 1)
-            kind = "prefill+verify" if first_round else "spec"
+            kind = phases.PREFILL_VERIFY if first_round else phases.VERIFY
             target_s, draft_s, reject_s, routing = self._speculate(run, gamma, first_round)
         produced = run.flush()
-        draft_forward_s = (self.proposer.forward_s - draft_forward_before) if self.proposer is not None else 0.0
+        draft_forward_s = (proposer.forward_s - draft_forward_before) if proposer is not None else 0.0
         run.max_slots = max(run.max_slots, run.kv.length)
         run.steps.append(StepRecord(kind, b, gamma, self.clock.now() - t_step, target_s, draft_s, draft_forward_s,
                                     reject_s, produced))
@@ -141,44 +173,45 @@ class SpecEngine:
     def _decode(self, run: "_Run"):
         """One target token per row (the autoregressive step; also SD's last round with one token left)."""
         ones = torch.ones(len(run.active), 1, dtype=torch.bool, device=run.device)
-        logits, target_s, routing = self._forward(run.kv, "decode", run.last[:, None], ones, keep=1)
+        logits, target_s, routing = self._forward(run, phases.DECODE, run.last[:, None], ones, keep=1)
         tok = select_tokens(logits[:, -1], self.sampling, run.generator)
         new_tokens = [[t] for t in tok.tolist()]
-        if self.proposer is not None and self.gamma > 0:
-            self.proposer.accept([0] * len(new_tokens), new_tokens, 0)
+        if run.proposer is not None:
+            run.proposer.accept([0] * len(new_tokens), new_tokens, 0)
         run.pending = (new_tokens, tok)
         return target_s, 0.0, 0.0, routing
 
     def _speculate(self, run: "_Run", gamma: int, first_round: bool):
         (drafts, draft_probs), draft_s = self.clock.run(
-            self.proposer.propose, gamma, [run.histories[i] for i in run.active], self.sampling, run.generator)
+            run.proposer.propose, gamma, [run.histories[i] for i in run.active], self.sampling, run.generator)
         drafts = drafts.to(run.device)
         if first_round:
             ids, valid = left_pad([run.histories[i] + d for i, d in zip(run.active, drafts.tolist())], run.device)
         else:
             ids = torch.cat([run.last[:, None], drafts], dim=1)
             valid = torch.ones_like(ids, dtype=torch.bool)
-        phase = "prefill+verify" if first_round else "verify"
+        phase = phases.PREFILL_VERIFY if first_round else phases.VERIFY
         full_logits = self._unbudgeted_logits(run, ids, valid, gamma) if self.measure_kl else None
-        logits, target_s, routing = self._forward(run.kv, phase, ids, valid, keep=gamma + 1)
+        logits, target_s, routing = self._forward(run, phase, ids, valid, keep=gamma + 1)
         if full_logits is not None:
             run.budget_kl.append(_kl_per_token(full_logits, logits))
-        (num_accepted, out), reject_s = self.clock.run(self._accept, logits, drafts, draft_probs, run.generator)
+        (num_accepted, out), reject_s = self.clock.run(self._accept, run, logits, drafts, draft_probs)
         run.kv.keep_last_block(torch.arange(gamma + 1, device=run.device)[None, :] <= num_accepted[:, None])
         run.kv.compact()
         acc = num_accepted.tolist()
         new_tokens = [r[: a + 1] for r, a in zip(out.tolist(), acc)]
         run.acceptance.record(run.active, acc, gamma)
-        self.proposer.accept(acc, new_tokens, gamma)
+        run.proposer.accept(acc, new_tokens, gamma)
         run.pending = (new_tokens, torch.gather(out, 1, num_accepted[:, None])[:, 0])
         return target_s, draft_s, reject_s, routing
 
     def _unbudgeted_logits(self, run: "_Run", ids: torch.Tensor, valid: torch.Tensor, gamma: int) -> torch.Tensor:
         """The same verify block through the unbudgeted target on the same cache, then removed
         again (its slots are dropped and cropped): the reference for KL(full || budgeted)."""
-        self.recorder.begin("shadow", valid)  # not "verify", so no budget; its routing is discarded
+        run.recorder.begin(phases.SHADOW, valid)  # not "verify", so no budget
         logits = run.kv.extend(ids, valid, logits_to_keep=gamma + 1)
-        self.recorder.end()
+        run.recorder.end()
+        run.recorder.forwards.pop()  # its routing is not a forward the run paid for
         run.kv.keep_last_block(torch.zeros_like(valid))
         return logits
 
@@ -186,7 +219,7 @@ class SpecEngine:
         metrics = {
             "gamma": self.gamma,
             "batch_size": len(run.outputs),
-            "draft_method": self.proposer.kind if (self.proposer is not None and self.gamma > 0) else "none",
+            "draft_method": run.proposer.kind if run.proposer is not None else "none",
             "temperature": self.sampling.temperature,
             "top_p": self.sampling.top_p,
             "prefill_s": run.prefill_s,
@@ -203,7 +236,7 @@ class SpecEngine:
         }
         if self.gamma > 0:
             metrics["acceptance"] = run.acceptance.summary()
-            if self.proposer.kind == "synthetic":
+            if run.proposer.kind == "synthetic":
                 metrics["note"] = "synthetic acceptance: outputs are not target text"
         if self.budget is not None:
             kl = torch.cat(run.budget_kl) if run.budget_kl else torch.zeros(0)
@@ -216,9 +249,10 @@ class SpecEngine:
             metrics["routing_curve"] = run.experts.routing_curve()
         return metrics
 
-    def _accept(self, logits, drafts, draft_probs, generator):
-        if self.proposer.kind == "synthetic":
-            forced = self.proposer.forced_accepts(drafts.shape[0], drafts.shape[1]).to(drafts.device)
+    def _accept(self, run: "_Run", logits, drafts, draft_probs):
+        generator = run.generator
+        if run.proposer.kind == "synthetic":
+            forced = run.proposer.forced_accepts(drafts.shape[0], drafts.shape[1]).to(drafts.device)
             return forced_acceptance(logits, drafts, forced, self.sampling, generator)
         if self.sampling.greedy:
             return greedy_verify(logits, drafts)
@@ -237,13 +271,16 @@ def _kl_per_token(full_logits: torch.Tensor, budgeted_logits: torch.Tensor) -> t
 
 
 class _Run:
-    """The state of one `generate` call: outputs, the active rows, the target cache, statistics."""
+    """The state of one `generate` call: outputs, the active rows, the target cache, the proposer, the
+    expert hooks, statistics. Nothing here points back at the engine."""
 
-    def __init__(self, engine: SpecEngine, prompts: list[list[int]], max_new_tokens: int, eos_token_id: int | None):
+    def __init__(self, target: LoadedModel, proposer, gamma: int, seed: int, prompts: list[list[int]],
+                 max_new_tokens: int, eos_token_id: int | None):
         n = len(prompts)
-        self.engine = engine
-        self.device = engine.target.device
-        self.generator = torch.Generator(device=self.device).manual_seed(engine.seed)
+        self.proposer = proposer  # None for the autoregressive baseline
+        self.recorder: ExpertRecorder | None = None
+        self.device = target.device
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.max_new_tokens, self.eos_token_id = max_new_tokens, eos_token_id
         self.outputs: list[list[int]] = [[] for _ in range(n)]
         self.reasons = ["length"] * n
@@ -251,9 +288,9 @@ class _Run:
         self.active = list(range(n))  # request ids still generating, in batch-row order
         self.last: torch.Tensor | None = None  # [active] the newest token, not yet in the target cache
         self.pending: tuple[list[list[int]], torch.Tensor] | None = None  # this step's tokens per row
-        self.kv = RaggedKV(engine.target.model, self.device)
-        self.acceptance = AcceptanceStats(engine.gamma, n)
-        self.experts = ExpertStats(engine.target.num_experts, engine.target.top_k) if engine.target.is_moe else None
+        self.kv = RaggedKV(target.model, self.device)
+        self.acceptance = AcceptanceStats(gamma, n)
+        self.experts = ExpertStats(target.num_experts, target.top_k) if target.is_moe else None
         self.steps: list[StepRecord] = []
         self.prefill_s = 0.0
         self.max_slots = 0
@@ -286,9 +323,8 @@ class _Run:
             if slots:
                 idx = torch.tensor(slots, device=self.device)
                 self.kv.select_rows(idx)
-                engine = self.engine
-                if engine.proposer is not None and engine.gamma > 0 and self.proposer_started:
-                    engine.proposer.select_rows(slots)
+                if self.proposer is not None and self.proposer_started:
+                    self.proposer.select_rows(slots)
                 self.last = final[idx]
         return kept
 

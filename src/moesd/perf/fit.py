@@ -232,3 +232,40 @@ def stride_split(m: Measurements, stride: int, begin: int = 0) -> tuple[np.ndarr
     chosen = order[begin::stride]
     rest = np.setdiff1d(order, chosen)
     return chosen, rest
+
+
+DEFAULT_BYTES_PER_PARAM = 2.0  # bf16, when the target has no parseable config
+
+
+def fit_context(hw: Hardware, target: ArchSpec | None, verify_convention: str = "engine", routing=None) -> StepContext:
+    """The step-time context a fit uses: the hardware's ridge point, the target's bytes per parameter."""
+    return StepContext(hw.ridge_point_flops_per_byte, target.bytes_per_param if target else DEFAULT_BYTES_PER_PARAM,
+                       verify_convention=verify_convention, routing=routing)
+
+
+def free_parameter_count(target: ArchSpec | None) -> int:
+    """Algorithm 1's free parameters: 10 for an MoE target, 8 for a dense one (no expert-load terms)."""
+    return 10 if (target is None or target.is_moe) else 8
+
+
+def spread_split(m: Measurements, n_fit: int) -> tuple[np.ndarray, np.ndarray]:
+    """n_fit points evenly spread over the list sorted by K, gamma, B (the paper's fixed stride, sized to
+    n_fit), and the rest."""
+    order = np.lexsort((m.batch_size, m.gamma, m.experts_per_token))
+    chosen = order[np.unique(np.linspace(0, len(m) - 1, n_fit).round().astype(int))]
+    return chosen, np.setdiff1d(order, chosen)
+
+
+def fit_on_spread(m: Measurements, hw: Hardware, ctx: StepContext, tp: int = 1, target: ArchSpec | None = None,
+                  fraction: float = 0.1) -> dict:
+    """Fit on about `fraction` of the points (never fewer than the free parameters), error on the rest."""
+    n_fit = max(math.ceil(fraction * len(m)), free_parameter_count(target))
+    if len(m) <= n_fit:
+        return {"points": len(m), "note": "too few points to hold any out"}
+    chosen, rest = spread_split(m, n_fit)
+    result = fit(m.subset(chosen), hw, ctx, tp, target)
+    pred, _ = predicted_speedup(result.params, ctx, m.subset(rest))
+    err = np.abs(pred / m.speedup[rest] - 1) * 100
+    return {"points": len(m), "fitted": int(chosen.size), "held_out": int(rest.size),
+            "median_abs_pct_error": float(np.median(err)), "max_abs_pct_error": float(np.max(err)),
+            "measured": m.speedup[rest].tolist(), "predicted": pred.tolist(), "params": result.params.to_dict()}

@@ -25,6 +25,15 @@ def resolve_model(name_or_path: str) -> ArchSpec:
     return model_preset(name_or_path).arch()  # raises, listing valid presets
 
 
+def optional_model(name_or_path: str) -> ArchSpec | None:
+    """`resolve_model`, or None where the name has no parseable config (a GGUF, an upcycled twin, a
+    built-in engine source): callers then bound loads by the data alone."""
+    try:
+        return resolve_model(name_or_path)
+    except MoesdError:
+        return None
+
+
 def load_params_file(path: str | Path) -> tuple[StepTimeParams, dict]:
     """Read the output of `moesd fit` (or a bare dict of the 10 parameters); returns (params, context)."""
     p = Path(path)

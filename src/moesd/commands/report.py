@@ -1,0 +1,18 @@
+"""`moesd report`."""
+
+from __future__ import annotations
+
+HELP = "markdown tables and figures from `moesd bench` results"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("results", nargs="+", help="one or more results JSONL files")
+    p.add_argument("-o", "--output", required=True, help="directory for report.md and the figures")
+    p.add_argument("--skip-bad-lines", action="store_true", help="skip malformed JSONL lines instead of stopping")
+
+
+def run(a) -> str:
+    from moesd.bench.report import write_report
+
+    files = write_report(a.results, a.output, a.skip_bad_lines)
+    return "".join(f"wrote {a.output}/{f}\n" for f in files)

@@ -1,0 +1,97 @@
+"""Every touch of transformers internals, in one place (tested per family in tests/test_hf_compat.py).
+
+What we rely on beyond transformers' public API, and why:
+- experts modules: families using `@use_experts_implementation` (Mixtral, Qwen2/3-MoE, OLMoE, DeepSeek-V2/V3,
+  gpt-oss) define `_apply_gate` on an `*Experts` class and call it as
+  ``experts(hidden_states [T, H], top_k_index [T, K], top_k_weights [T, K])``: a forward pre-hook there sees
+  and may replace every token's routing without forking model code;
+- routers: the `gate` beside `experts` in a sparse-MoE block, a `*TopKRouter` returning
+  (router_logits, weights, indices) and carrying `norm_topk_prob`;
+- the cache: `DynamicCache(config=...)`, its `crop`, `batch_select_indices` and per-layer `keys` / `values`,
+  passed as `past_key_values` (transformers 5.24 marks that name deprecated for removal in 5.40, hence the
+  upper bound in pyproject.toml).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+# --- experts modules and routers ------------------------------------------------------------------
+def find_experts_modules(model) -> list[torch.nn.Module]:
+    """Experts modules in layer order (those wrapped by transformers' experts interface)."""
+    return [m for m in model.modules() if hasattr(type(m), "_apply_gate") and "Experts" in type(m).__name__]
+
+
+def find_routers(model, experts_modules: list[torch.nn.Module]) -> list[torch.nn.Module | None]:
+    """The top-K router beside each experts module, or None where the family has none we can read."""
+    parent_of = {}
+    for module in model.modules():
+        experts, gate = getattr(module, "experts", None), getattr(module, "gate", None)
+        if isinstance(experts, torch.nn.Module) and isinstance(gate, torch.nn.Module):
+            parent_of[id(experts)] = gate
+    routers = []
+    for m in experts_modules:
+        gate = parent_of.get(id(m))
+        routers.append(gate if gate is not None and type(gate).__name__.endswith("TopKRouter") else None)
+    return routers
+
+
+def router_logits(router_output) -> torch.Tensor:
+    """The full router logits [T, E] from a top-K router's output tuple."""
+    return router_output[0]
+
+
+def router_normalizes(router: torch.nn.Module) -> bool:
+    """Whether the model renormalises its top-K weights (Mixtral's router always does)."""
+    return bool(getattr(router, "norm_topk_prob", True))
+
+
+_EXPERTS_ARGS = ("hidden_states", "top_k_index", "top_k_weights")
+
+
+def experts_call_routing(args, kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """(top_k_index, top_k_weights) from an experts call's arguments."""
+    values = list(args) + [kwargs[n] for n in _EXPERTS_ARGS[len(args):]]
+    return values[1], values[2]
+
+
+def with_routing(args, kwargs, top_k_index: torch.Tensor, top_k_weights: torch.Tensor):
+    """The same experts call with its routing replaced."""
+    values = [args[0] if args else kwargs["hidden_states"], top_k_index, top_k_weights]
+    n = min(len(args), 3)
+    new_args = tuple(values[:n]) + tuple(args[3:])
+    new_kwargs = dict(kwargs, **{k: v for k, v in zip(_EXPERTS_ARGS[n:], values[n:])})
+    return new_args, new_kwargs
+
+
+# --- the KV cache -----------------------------------------------------------------------------------
+def new_cache(model):
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config)
+
+
+def forward_with_cache(model, cache, input_ids, attention_mask, position_ids, logits_to_keep: int) -> torch.Tensor:
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                past_key_values=cache, use_cache=True, logits_to_keep=logits_to_keep)
+    return out.logits
+
+
+def crop_cache(cache, drop_last: int) -> None:
+    cache.crop(-drop_last)
+
+
+def select_cache_rows(cache, rows: torch.Tensor) -> None:
+    cache.batch_select_indices(rows)
+
+
+def gather_cache_slots(cache, src: torch.Tensor, keep: torch.Tensor) -> None:
+    """Rewrite every layer's keys/values so slot j of row b holds old slot src[b, j] (zeroed where not keep)."""
+    for layer in cache.layers:
+        if not getattr(layer, "is_initialized", True) or layer.keys is None or layer.keys.numel() == 0:
+            continue
+        idx = src[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])
+        k = keep[:, None, :, None].to(layer.keys.dtype)
+        layer.keys = torch.gather(layer.keys, 2, idx) * k
+        layer.values = torch.gather(layer.values, 2, idx.expand(-1, -1, -1, layer.values.shape[3])) * k
