@@ -53,7 +53,17 @@ def test_sweep_writes_one_valid_line_per_point_and_fit_and_report_read_it(tiny_d
     for f in files[1:]:
         assert (tmp_path / "rep" / f).read_bytes()[:4] == b"\x89PNG"
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "| tiny" not in md or "Points" in md
+    # One table row per point, each with the record's own speedup and target efficiency.
+    rows = [line for line in md.splitlines() if line.startswith("| qwen3_moe (uniform routing")]
+    assert len(rows) == 10
+    for line in lines:
+        rec = json.loads(line)
+        assert rec["target_efficiency"] == pytest.approx(rec["target_decode_s"] / rec["target_verify_s"])
+        assert rec["num_accepted_tokens"] <= rec["num_draft_tokens"] <= rec["gamma"] * rec["num_drafts"]
+        assert rec["alpha"] == pytest.approx(rec["num_accepted_tokens"]
+                                             / (rec["num_accepted_tokens"] + rec["num_rejections"]))
+        cells = [f"| {rec['batch_size']} | {rec['gamma']} | {rec['speedup']:.2f} ", f"| {rec['target_efficiency']:.3f} |"]
+        assert any(all(c in row for c in cells) for row in rows), cells
 
 
 class _KillAfterFirstPoint(io.StringIO):

@@ -1,6 +1,7 @@
 """The command line: outputs, files, and one-line errors with exit code 2."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -163,8 +164,10 @@ def test_calibrate_writes_a_usable_hardware_file(capsys, tmp_path):
     rc, out, _ = run(capsys, "calibrate", "--numpy", "--repeats", "1", "-o", str(dest))
     assert rc == 0 and "GB/s" in out
     hw = json.loads(dest.read_text())
-    assert 1e9 < hw["memory_bandwidth_bytes_per_s"] < 1e13 and hw["peak_bf16_flops_per_s"] > 1e9
-    assert "numpy" in hw["source"]
+    # The measured values depend on the machine and its load: check the file's form, not the speed.
+    for key in ("memory_bandwidth_bytes_per_s", "peak_bf16_flops_per_s"):
+        assert isinstance(hw[key], float) and math.isfinite(hw[key]) and hw[key] > 0
+    assert hw["name"] == "cpu-calibrated" and "numpy" in hw["source"]
     rc, out, _ = run(capsys, "predict", "--target", "OLMoE-1B-7B", "--hardware", str(dest), "--alpha", "0.7",
                      "--gamma", "3", "--batch-sizes", "1,16", "--json")
     assert rc == 0 and json.loads(out)["context"]["hardware"] == "cpu-calibrated"

@@ -79,10 +79,14 @@ def test_prompt_longer_than_context(capsys, tiny_dir):
     assert rc == 2 and "exceeds the model's context of 32" in err
 
 
-def test_random_model_too_big_is_refused_before_allocating(capsys):
+def test_random_model_too_big_is_refused_before_allocating(capsys, monkeypatch):
+    import moesd.engine.loading as loading
+
+    # The machine's free memory must not decide the outcome: pretend 8 GiB are free.
+    monkeypatch.setattr(loading, "_available_memory_bytes", lambda: 8.0 * 2**30)
     rc, _, err = run(capsys, "generate", "--target", "Qwen2-57B-A14B-Instruct", "--prompt", "x", "--gamma", "0")
     # 57.4 B parameters in bf16: about 107 GiB, counted on the meta device in well under a minute.
-    assert rc == 2 and "random weights need 106.9 GiB" in err and "GiB is free" in err
+    assert rc == 2 and "random weights need 106.9 GiB" in err and "only 8.0 GiB is free" in err
 
 
 def test_incompatible_tokenizers_are_refused(tiny_model):

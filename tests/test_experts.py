@@ -51,12 +51,20 @@ def test_eq8_matches_monte_carlo_top_k_without_replacement():
 
 
 @settings(max_examples=60, deadline=None)
-@given(t=st.integers(2, 400), rho_lo=st.floats(0.01, 0.98), gap=st.floats(0.005, 0.5))
-def test_tokens_per_expert_grows_with_rho(t, rho_lo, gap):
-    """App. B: for fixed T > 1, T_exp(T; rho) = rho*T / (1 - (1-rho)^T) increases with rho."""
-    rho_hi = min(rho_lo + gap, 1.0)
-    f = lambda r: r * t / (1 - (1 - r) ** t)
-    assert f(rho_hi) > f(rho_lo)
+@given(t=st.integers(2, 400), e=st.integers(4, 256), data=st.data())
+def test_tokens_per_expert_grows_with_rho(t, e, data):
+    """App. B: for fixed T > 1, tokens per active expert rho*T / (1 - (1-rho)^T) increases with rho = K/E,
+    computed through the library's own Eq. 8 and Eq. 9."""
+    k_lo = data.draw(st.integers(1, e - 1))
+    k_hi = data.draw(st.integers(k_lo + 1, e))
+
+    def per_expert(k):
+        return float(tokens_per_active_expert(t, k, expected_active_experts(t, e, k)))
+
+    assert per_expert(k_hi) > per_expert(k_lo)
+    # and it equals App. B's closed form
+    rho = k_lo / e
+    assert per_expert(k_lo) == pytest.approx(rho * t / (1 - (1 - rho) ** t), rel=1e-9)
 
 
 def test_dense_limit():

@@ -23,10 +23,11 @@ from pathlib import Path
 
 import torch
 
+from moesd.engine.options import BUDGET_MODES, BUDGET_SCOPES
 from moesd.errors import MoesdError
 
-MODES = ("substitution", "truncation")
-SCOPES = ("batch", "sequence")
+MODES = BUDGET_MODES
+SCOPES = BUDGET_SCOPES
 RANKINGS = ("router", "static")
 
 
