@@ -27,13 +27,14 @@ def token_match(reference: list[list[int]], candidate: list[list[int]]) -> dict:
 def quality_run(spec, models, prompts, max_new_tokens: int, eos) -> dict:
     """One untimed generation of `spec` (engine/factory.py); with a budget it also measures KL to the
     unbudgeted target. The prefill runs apart (budgets never apply to it)."""
+    from moesd.engine import phases
     from moesd.engine.factory import build_engine
 
     spec = spec.replace(measure_kl=spec.expert_budget is not None, merge_prefill=False)
     res = build_engine(spec, models).generate(prompts, max_new_tokens, eos)
     out = {"token_ids": res.token_ids, "acceptance": res.acceptance}
     if res.experts is not None:
-        loads = [res.experts.layer_load[p] for p in ("verify", "decode") if p in res.experts.layer_load]
+        loads = [res.experts.layer_load[p] for p in (phases.VERIFY, phases.DECODE) if p in res.experts.layer_load]
         if loads:  # tokens routed to each expert per layer: MoE-Spec's static ranking counts
             out["expert_load_per_layer"] = sum(loads)
     if res.kl_per_token is not None:

@@ -178,6 +178,7 @@ def _distinct_at(results, phase: str, tokens: int) -> float | None:
 
 def summarize_point(ar: list, sd: list, gamma: int) -> dict:
     """A point's measured fields from its autoregressive and SD `GenerationResult`s."""
+    from moesd.engine import phases
     from moesd.perf.acceptance_counts import AcceptanceCounts
 
     ar_t = np.array([r.seconds_per_token for r in ar])
@@ -200,8 +201,8 @@ def summarize_point(ar: list, sd: list, gamma: int) -> dict:
         # Rows finish at different steps, so later forwards run with fewer rows: take the experts at
         # this point's own token counts, B for decode and B (gamma + 1) for verify.
         b = len(sd[0].token_ids)
-        out["active_experts_decode"] = _distinct_at(ar, "decode", b)
-        out["active_experts_verify"] = _distinct_at(sd, "verify", b * (gamma + 1))
+        out["active_experts_decode"] = _distinct_at(ar, phases.DECODE, b)
+        out["active_experts_verify"] = _distinct_at(sd, phases.VERIFY, b * (gamma + 1))
         curve: dict[int, list[float]] = {}
         for r in ar + sd:
             for t, d in r.experts.routing_curve()["points"]:
