@@ -53,16 +53,41 @@ def float_list(text: str) -> tuple[float, ...]:
 def scenario_args(p: argparse.ArgumentParser) -> None:
     """The performance model's inputs (predict, schedule)."""
     p.add_argument("--target", required=True, help="preset name or config.json path / model directory")
-    p.add_argument("--draft", help="draft preset or config.json (omit for model-free drafting: zero draft cost)")
+    p.add_argument("--draft", help="draft model: preset or config.json (with --draft-kind model, the default)")
+    p.add_argument("--draft-kind", choices=["model", "eagle", "mtp", "ngram"],
+                   help="model (a separate LM, --draft), eagle (one-layer head on the target's hidden states), "
+                        "mtp (one target layer, MoE included), ngram (prompt lookup, no cost); "
+                        "default: model with --draft, else ngram")
     p.add_argument("--hardware", required=True, help="hardware preset (see `moesd presets`) or JSON file")
+    p.add_argument("--engine", help="execution profile: roofline, cuda-graph (vLLM v1 / SGLang / TensorRT-LLM), "
+                                    "vllm-v0 (as the paper ran it), hf-eager, cpu; default cuda-graph on GPUs, "
+                                    "cpu on a CPU")
     p.add_argument("--tp", type=int, default=1, help="target tensor-parallel degree (draft stays on one device)")
     p.add_argument("--ep", type=int, default=1, help="expert-parallel degree within the TP group")
-    p.add_argument("--gamma", type=int_list, default=list(range(1, 9)), help="draft lengths, e.g. 2,3,4 or 1-8")
+    p.add_argument("--gamma", type=int_list, help="draft lengths, e.g. 2,3,4 or 1-8 (default 1-8, or the "
+                                                  "acceptance curve's)")
+    p.add_argument("--context-length", type=int, default=1024,
+                   help="tokens each sequence holds in its KV cache (prompt + generated): KV bytes per step and "
+                        "the memory check; 0 ignores the KV cache")
+    p.add_argument("--kv-dtype", default="bf16", choices=["bf16", "fp16", "fp8", "fp32"], help="KV-cache dtype")
     acc = p.add_mutually_exclusive_group(required=True)
     acc.add_argument("--alpha", type=float,
-                     help="per-token acceptance probability (the paper's alpha, not vLLM's acceptance rate); "
+                     help="per-token acceptance probability (the paper's alpha; NOT vLLM's acceptance rate); "
                           "sigma follows gamma via Eq. 5")
-    acc.add_argument("--sigma", type=float, help="tokens per round / (gamma+1), held fixed across gamma")
+    acc.add_argument("--acceptance-rate", type=float,
+                     help="vLLM's acceptance rate: accepted / draft tokens, measured at --measured-at-gamma "
+                          "(converted to alpha: 0.55 at gamma 4 is alpha 0.78)")
+    acc.add_argument("--mean-acceptance-length", type=float,
+                     help="tokens per round counting the bonus token (vLLM's and SGLang's 'acceptance length'), "
+                          "measured at --measured-at-gamma (converted to alpha)")
+    acc.add_argument("--sigma", type=float, help="tokens per round / (gamma+1), held fixed across gamma (the "
+                                                 "paper's tables)")
+    acc.add_argument("--acceptance-curve", help="JSON: mean acceptance length per gamma, or vLLM's per-position "
+                                                "acceptance; the best gamma is chosen from it")
+    p.add_argument("--measured-at-gamma", type=int,
+                   help="the draft length --acceptance-rate / --mean-acceptance-length were measured at "
+                        "(default: --gamma when it is a single value)")
+    p.add_argument("--force", action="store_true", help="apply --params fitted for another target or hardware")
     p.add_argument("--experts-per-token", type=int, help="override top-K (the paper's sparsity sweep)")
     p.add_argument("--expert-budget", type=int, help="cap distinct experts per layer in verify (MoE-Spec)")
     p.add_argument("--params", help="fitted parameters from `moesd fit` (default: physical prior)")
@@ -77,7 +102,29 @@ def scenario_kw(a: argparse.Namespace) -> dict:
     return dict(target=a.target, hardware=a.hardware, draft=a.draft, tp=a.tp, ep=a.ep,
                 experts_per_token=a.experts_per_token, expert_budget=a.expert_budget, params_file=a.params,
                 routing_curve=a.routing_curve, verify_convention=a.verify_tokens,
-                bandwidth_efficiency=a.bandwidth_efficiency, flops_efficiency=a.flops_efficiency)
+                bandwidth_efficiency=a.bandwidth_efficiency, flops_efficiency=a.flops_efficiency, engine=a.engine,
+                draft_kind=a.draft_kind, context_length=a.context_length, kv_dtype=a.kv_dtype, force=a.force)
+
+
+def acceptance_and_gammas(a: argparse.Namespace):
+    """The acceptance input (exactly one was given) and the draft lengths to evaluate."""
+    from moesd.perf.acceptance_curve import AcceptanceCurve
+    from moesd.perf.prediction import Acceptance
+
+    curve = AcceptanceCurve.from_file(a.acceptance_curve) if a.acceptance_curve else None
+    gammas = a.gamma or (curve.gammas if curve else list(range(1, 9)))
+    if curve is not None:
+        missing = [g for g in gammas if g not in curve.mean_acceptance_length]
+        if missing:
+            raise MoesdError(f"the acceptance curve has no point at gamma {missing} (it has {curve.gammas})")
+    at = a.measured_at_gamma
+    if at is None and (a.acceptance_rate is not None or a.mean_acceptance_length is not None):
+        if len(set(gammas)) != 1:
+            raise MoesdError("--acceptance-rate / --mean-acceptance-length depend on the draft length they were "
+                             "measured at: give --measured-at-gamma (or a single --gamma)")
+        at = gammas[0]
+    return Acceptance(alpha=a.alpha, sigma=a.sigma, acceptance_rate=a.acceptance_rate,
+                      mean_acceptance_length=a.mean_acceptance_length, at_gamma=at, curve=curve), gammas
 
 
 def engine_model_args(p: argparse.ArgumentParser, draft_methods=DRAFT_METHODS, routing_list: bool = False) -> None:

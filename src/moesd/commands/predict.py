@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from moesd import render
-from moesd.commands.flags import PAPER_BATCH_SIZES, int_list, scenario_args, scenario_kw
+from moesd.commands.flags import PAPER_BATCH_SIZES, acceptance_and_gammas, int_list, scenario_args, scenario_kw
 from moesd.perf.inputs import build_scenario, context_dict
 from moesd.perf.prediction import Acceptance, predict, rows
 from moesd.perf.summary import summarize
@@ -19,24 +19,29 @@ def add_arguments(p) -> None:
 
 
 def run(a) -> str:
-    return _run(scenario_kw(a), a.batch_sizes, a.gamma, a.alpha, a.sigma, a.json, a.plot)
+    acceptance, gammas = acceptance_and_gammas(a)
+    return _run(scenario_kw(a), a.batch_sizes, gammas, acceptance, a.json, a.plot)
 
 
-def _run(scenario_kw: dict, batch_sizes: list[int], gammas: list[int], alpha: float | None, sigma: float | None,
+def _run(scenario_kw: dict, batch_sizes: list[int], gammas: list[int], acceptance: Acceptance,
          as_json: bool, plot: str | None) -> str:
-    acceptance = Acceptance(alpha=alpha, sigma=sigma)
     scenario, notes = build_scenario(**scenario_kw)
     grid = predict(scenario, batch_sizes, gammas, acceptance)
-    if sigma is not None and len(set(gammas)) > 1:
-        notes.append("sigma held fixed across gamma; pass --alpha to choose gamma (sigma then follows Eq. 5)")
+    if not acceptance.varies_with_gamma and len(set(gammas)) > 1:
+        notes.append("sigma held fixed across gamma; pass --alpha (or a rate, length or curve) to choose gamma")
+    if acceptance.alpha is not None and (acceptance.acceptance_rate is not None
+                                         or acceptance.mean_acceptance_length is not None):
+        notes.append(f"acceptance converted to alpha {acceptance.alpha:.4f} (i.i.d. per position)")
     summary = summarize(grid, notes)
     context = context_dict(scenario)
-    context.update(alpha=alpha, sigma=sigma)
+    context.update(acceptance.describe())
+    alpha, sigma = acceptance.alpha, acceptance.sigma
     if plot:
         from moesd.perf.plot import plot_prediction
 
         title = (f"{context['target']} + {context['draft'] or 'no draft'} on {context['hardware']} x{context['tp']}, "
-                 + (f"alpha={alpha}" if alpha is not None else f"sigma={sigma}"))
+                 + (f"alpha={alpha:.3g}" if alpha is not None else f"sigma={sigma}" if sigma is not None
+                    else "acceptance curve"))
         plot_prediction(grid, summary, title, plot)
     table_rows = rows(grid)
     if as_json:

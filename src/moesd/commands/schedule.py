@@ -1,11 +1,10 @@
 from __future__ import annotations
 
 from moesd import render
-from moesd.commands.flags import scenario_args, scenario_kw
+from moesd.commands.flags import acceptance_and_gammas, scenario_args, scenario_kw
 from moesd.atomic_io import write_text_atomic
 from moesd.errors import MoesdError
 from moesd.perf.inputs import build_scenario
-from moesd.perf.prediction import Acceptance
 from moesd.perf.schedule import best_gamma_schedule, vllm_config
 
 
@@ -20,18 +19,18 @@ def add_arguments(p) -> None:
 
 
 def run(a) -> str:
-    return _run(scenario_kw(a), a.max_batch_size, a.gamma, a.alpha, a.sigma, a.format, a.output)
+    acceptance, gammas = acceptance_and_gammas(a)
+    return _run(scenario_kw(a), a.max_batch_size, gammas, acceptance, a.format, a.output)
 
 
-def _run(scenario_kw: dict, max_batch_size: int, gammas: list[int], alpha: float | None, sigma: float | None,
-         fmt: str, output: str | None) -> str:
-    if sigma is not None:
+def _run(scenario_kw: dict, max_batch_size: int, gammas: list[int], acceptance, fmt: str, output: str | None) -> str:
+    if not acceptance.varies_with_gamma:
         raise MoesdError("schedule needs --alpha: with a fixed --sigma a longer draft never costs acceptance, "
                          "so the choice of gamma would be meaningless")
     if max_batch_size < 1:
         raise MoesdError(f"--max-batch-size must be >= 1, got {max_batch_size}")
     scenario, _ = build_scenario(**scenario_kw)
-    table = best_gamma_schedule(scenario, max_batch_size, gammas, Acceptance(alpha=alpha, sigma=sigma))
+    table = best_gamma_schedule(scenario, max_batch_size, gammas, acceptance)
     text = render.vllm_schedule_json(vllm_config(table)) if fmt == "vllm" else render.schedule_text(table)
     if output:
         write_text_atomic(output, text)

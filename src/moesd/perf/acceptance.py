@@ -71,3 +71,39 @@ def alpha_from_sigma(sigma: float, gamma: int) -> float:
         else:
             hi = mid
     return 0.5 * (lo + hi)
+
+
+def acceptance_rate_from_alpha(alpha, gamma):
+    """vLLM's accepted / draft tokens under i.i.d. acceptance: alpha (1 - alpha^gamma) / ((1 - alpha) gamma)."""
+    return (mean_acceptance_length(alpha, gamma) - 1.0) / np.asarray(gamma, dtype=float)
+
+
+def _invert(fn, target: float, what: str) -> float:
+    """alpha in [0, 1) with fn(alpha) = target, fn strictly increasing (bisection)."""
+    lo, hi = 0.0, 1.0
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if fn(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+    alpha = 0.5 * (lo + hi)
+    if alpha >= 1.0 - 1e-12:
+        raise MoesdError(f"{what} {target} needs alpha = 1 (every draft accepted): not a finite prediction")
+    return alpha
+
+
+def alpha_from_acceptance_rate(rate: float, gamma: int) -> float:
+    """Invert vLLM's acceptance rate at draft length gamma (e.g. 0.55 at gamma 4 -> alpha ~0.78)."""
+    if not np.isfinite(rate) or not 0.0 <= rate < 1.0:
+        raise MoesdError(f"acceptance rate must lie in [0, 1), got {rate}")
+    return 0.0 if rate == 0 else _invert(lambda a: float(acceptance_rate_from_alpha(a, gamma)), rate,
+                                         "acceptance rate")
+
+
+def alpha_from_mean_acceptance_length(mal: float, gamma: int) -> float:
+    """Invert the mean acceptance length (bonus token included) at draft length gamma."""
+    if not np.isfinite(mal) or not 1.0 <= mal < gamma + 1:
+        raise MoesdError(f"mean acceptance length at gamma {gamma} must lie in [1, {gamma + 1}), got {mal}")
+    return 0.0 if mal == 1 else _invert(lambda a: float(mean_acceptance_length(a, gamma)), mal,
+                                        "mean acceptance length")

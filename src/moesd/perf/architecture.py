@@ -37,6 +37,9 @@ class ArchSpec:
     router_params: int
     params_per_expert: int  # one routed expert in one layer
     norm_params: int
+    # KV-cache elements one token adds, all layers together; 0 = grouped-query attention's
+    # 2 x layers x kv_heads x head_dim (MLA parsers set their compressed latent + rope dims).
+    kv_cache_elements_per_token: int = 0
 
     @property
     def is_moe(self) -> bool:
@@ -111,6 +114,17 @@ class ArchSpec:
     def active_bytes_per_token(self) -> float:
         """Weight bytes a single token reads: non-expert bytes plus K experts."""
         return self.non_expert_bytes + self.experts_per_token * self.expert_bytes
+
+    def kv_bytes_per_token(self, kv_bytes_per_element: float = 2.0) -> float:
+        """KV-cache bytes one token of context occupies (and a forward reads), all layers together;
+        serving engines keep the cache in bf16 unless told otherwise (fp8: 1 byte)."""
+        elements = self.kv_cache_elements_per_token or 2 * self.num_layers * self.num_kv_heads * self.head_dim
+        return elements * kv_bytes_per_element
+
+    @property
+    def weight_bytes(self) -> float:
+        """All weights in memory (embeddings included)."""
+        return self.non_expert_params * self.bytes_per_param + self.routed_expert_params * self.expert_bytes_per_param
 
     def with_experts_per_token(self, top_k: int) -> "ArchSpec":
         """The paper's sparsity sweep edits num_experts_per_tok in config.json; so do we."""

@@ -279,6 +279,7 @@ def _deepseek(c: _Cfg, name: str) -> ArchSpec:
         shared_expert_params=n_moe * _gated_ffn(h, shared_inter),
         router_params=n_moe * (h * experts + router_bias),
         params_per_expert=_gated_ffn(h, moe_inter),
+        kv_cache_elements_per_token=layers * (kv_rank + rope),  # MLA caches the latent and the rope key
     )
 
 

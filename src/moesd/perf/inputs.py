@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from moesd.errors import MoesdError
@@ -11,7 +12,9 @@ from moesd.perf.experts import RoutingCurve
 from moesd.perf.hardware import resolve_hardware
 from moesd.perf.hf_config import load_config_json
 from moesd.perf.model_presets import MODEL_PRESETS, model_preset
+from moesd.perf.draft_kinds import DRAFT_KINDS, draft_head
 from moesd.perf.prediction import Scenario
+from moesd.perf.profiles import resolve_profile
 from moesd.perf.step_time import StepContext, StepTimeParams
 
 
@@ -54,11 +57,15 @@ def load_params_file(path: str | Path) -> tuple[StepTimeParams, dict]:
         raise MoesdError(f"{p}: {exc}") from None
 
 
+KV_DTYPES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "fp32": 4.0}
+
+
 def build_scenario(target: str, hardware: str, draft: str | None = None, tp: int = 1, ep: int = 1,
                    experts_per_token: int | None = None, expert_budget: int | None = None,
                    params_file: str | None = None, routing_curve: str | None = None,
                    verify_convention: str | None = None, bandwidth_efficiency: float | None = None,
-                   flops_efficiency: float | None = None) -> tuple[Scenario, list[str]]:
+                   flops_efficiency: float | None = None, engine: str | None = None, draft_kind: str | None = None,
+                   context_length: int = 0, kv_dtype: str = "bf16", force: bool = False) -> tuple[Scenario, list[str]]:
     """Returns the scenario and notes worth showing the user next to the prediction."""
     notes: list[str] = []
     target_arch = resolve_model(target)
@@ -66,29 +73,77 @@ def build_scenario(target: str, hardware: str, draft: str | None = None, tp: int
         if not target_arch.is_moe:
             raise MoesdError(f"--experts-per-token needs an MoE target; {target_arch.name} is dense")
         target_arch = target_arch.with_experts_per_token(experts_per_token)
-    draft_arch = resolve_model(draft) if draft else None
-    hw = resolve_hardware(hardware, bandwidth_efficiency, flops_efficiency)
+    kind = draft_kind or ("model" if draft else "ngram")
+    if kind not in DRAFT_KINDS:
+        raise MoesdError(f"unknown draft kind {kind!r} (use {', '.join(DRAFT_KINDS)})")
+    if kind == "model":
+        if not draft:
+            raise MoesdError("--draft-kind model needs --draft (a preset or config.json)")
+        draft_arch = resolve_model(draft)
+    else:
+        if draft:
+            raise MoesdError(f"--draft names a draft model, but --draft-kind is {kind}: give one or the other")
+        draft_arch = draft_head(target_arch, kind)
+    if kv_dtype not in KV_DTYPES:
+        raise MoesdError(f"unknown KV-cache dtype {kv_dtype!r} (use {', '.join(KV_DTYPES)})")
+    if context_length < 0:
+        raise MoesdError(f"--context-length must be >= 0, got {context_length}")
+    base_hw = resolve_hardware(hardware)
+    profile = resolve_profile(engine, base_hw.name)
+    hw = resolve_hardware(hardware, bandwidth_efficiency if bandwidth_efficiency is not None
+                          else profile.bandwidth_efficiency,
+                          flops_efficiency if flops_efficiency is not None else profile.flops_efficiency)
     params, context = (None, {}) if params_file is None else load_params_file(params_file)
-    if draft_arch is None and (params is None or params.draft_bias_s == 0.0):
-        notes.append("no draft model: draft cost is zero (prompt lookup / n-gram drafting)")
+    if params is not None:
+        _check_provenance(params_file, context, target_arch, hw, force, notes)
+    if kind == "ngram":
+        notes.append("draft: prompt lookup / n-gram (no model): zero draft cost")
+    elif kind != "model":
+        notes.append(f"draft: {draft_arch.name} ({draft_arch.total_params / 1e6:.0f} M parameters incl. the LM head)")
     convention = verify_convention or context.get("verify_convention", "engine")
     curve = RoutingCurve.from_file(routing_curve) if routing_curve else None
     if curve is not None:
         notes.append(f"expert counts from measured routing curve {routing_curve}")
-    if expert_budget is not None and target_arch.is_moe and expert_budget < target_arch.experts_per_token:
-        raise MoesdError(
-            f"expert budget {expert_budget} is below the {target_arch.experts_per_token} experts one token needs"
-        )
-    scenario = Scenario.from_prior(target_arch, hw, tp, draft_arch, ep, verify_convention=convention,
+    if expert_budget is not None:
+        if not target_arch.is_moe:
+            raise MoesdError(f"--expert-budget needs an MoE target; {target_arch.name} is dense")
+        if expert_budget < target_arch.experts_per_token:
+            raise MoesdError(f"expert budget {expert_budget} is below the {target_arch.experts_per_token} experts "
+                             f"one token needs")
+        if expert_budget > target_arch.num_experts:
+            raise MoesdError(f"expert budget {expert_budget} exceeds the {target_arch.num_experts} experts per layer")
+    scenario = Scenario.from_prior(target_arch, hw, tp, draft_arch, ep, None if params is not None else profile,
+                                   context_length, KV_DTYPES[kv_dtype], params is None, verify_convention=convention,
                                    routing=curve, expert_budget=expert_budget)
     if params is not None:
         scenario = scenario.with_params(params)
-        notes.append(f"fitted parameters from {params_file}")
+        notes.append(f"fitted parameters from {params_file} (engine profile of the fit: "
+                     f"{context.get('engine') or 'not recorded'})")
     else:
-        notes.append("physical prior (roofline bound, no overheads): fit to measurements for absolute numbers")
+        default = " (the default for this hardware; --engine to change)" if engine is None else ""
+        notes.append(f"engine profile {profile.name}{default}: {profile.description}")
+        if profile.name == "roofline":
+            notes.append("physical prior (roofline bound, no overheads): fit to measurements for absolute numbers")
+    if context_length:
+        notes.append(f"KV cache: {context_length} tokens of context per sequence, {kv_dtype}"
+                     + (" (memory check only: fitted parameters carry their runs' KV reads)" if params else ""))
     if expert_budget is not None:
         notes.append(f"verify capped at {expert_budget} experts per layer (MoE-Spec): not lossless")
-    return scenario, notes
+    return replace(scenario, profile=profile if params is None else None), notes
+
+
+def _check_provenance(path: str, context: dict, target: ArchSpec, hw, force: bool, notes: list[str]) -> None:
+    """Parameters fitted on one model or machine describe that model on that machine only."""
+    mismatches = []
+    if context.get("target") not in (None, target.name):
+        mismatches.append(f"target {context['target']!r} (here {target.name!r})")
+    if context.get("hardware") not in (None, hw.name):
+        mismatches.append(f"hardware {context['hardware']!r} (here {hw.name!r})")
+    if mismatches:
+        text = f"{path} was fitted for " + " and ".join(mismatches)
+        if not force:
+            raise MoesdError(text + ": refusing to apply it (--force to apply it anyway)")
+        notes.append(text + ": applied because of --force")
 
 
 def context_dict(scenario: Scenario) -> dict:
@@ -103,6 +158,8 @@ def context_dict(scenario: Scenario) -> dict:
         "num_experts": scenario.target.num_experts,
         "verify_convention": ctx.verify_convention,
         "expert_budget": ctx.expert_budget,
+        "engine": scenario.profile.name if scenario.profile else None,
+        "context_length": ctx.context_length,
         "knee_tokens": ctx.knee(scenario.params.lam),
         "params": scenario.params.to_dict(),
     }

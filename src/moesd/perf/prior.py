@@ -15,8 +15,9 @@ Before any measurement each parameter gets the value the roofline implies:
 - Rejection sampling reads target and draft probabilities (2 x fp32 x vocab) for the gamma+1 = 5
   positions the paper's largest gamma verifies, per sequence, on one device.
 
-The prior is a roofline bound: it ignores kernel launch and framework overheads, attention over
-the KV cache and communication, so its speedups are optimistic; fit it to measurements.
+Without an execution profile the prior is a roofline bound: it ignores kernel launch and framework
+overheads and communication, so its speedups are optimistic. A profile (perf/profiles.py) adds the
+fixed costs a given engine pays; fitting to measurements refines both.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 from moesd.errors import MoesdError
 from moesd.perf.architecture import ArchSpec
 from moesd.perf.hardware import Hardware
+from moesd.perf.profiles import ExecutionProfile
 from moesd.perf.roofline import knee_tokens
 from moesd.perf.step_time import StepTimeParams
 
@@ -36,7 +38,7 @@ _REJECT_POSITIONS = 5
 _FP32_BYTES = 4
 
 
-def _check_tp(tp: int, ep: int) -> None:
+def check_parallelism(tp: int, ep: int) -> None:
     if tp < 1:
         raise MoesdError(f"tensor-parallel degree must be >= 1, got {tp}")
     if ep < 1 or tp % ep:
@@ -49,8 +51,9 @@ def prior_lambda(hw: Hardware) -> float:
 
 
 def physical_prior(target: ArchSpec, hw: Hardware, tp: int = 1, draft: ArchSpec | None = None,
-                   ep: int = 1) -> StepTimeParams:
-    _check_tp(tp, ep)
+                   ep: int = 1, profile: ExecutionProfile | None = None) -> StepTimeParams:
+    """`profile` adds an engine's fixed costs (perf/profiles.py) to the bias terms; None: roofline only."""
+    check_parallelism(tp, ep)
     target_bw = hw.effective_bandwidth_bytes_per_s * tp
     target_flops = hw.effective_flops_per_s * tp
     lam = prior_lambda(hw)
@@ -67,14 +70,20 @@ def physical_prior(target: ArchSpec, hw: Hardware, tp: int = 1, draft: ArchSpec 
         draft_k = knee_coefficient(2.0 * draft.active_params_excl_input_embedding / hw.effective_flops_per_s)
     else:
         draft_bias = draft_k = 0.0  # prompt lookup / n-gram drafting: no model to run
+    target_fixed = draft_fixed = sd_fixed = 0.0
+    if profile is not None:
+        target_fixed = profile.target_fixed_s(target.num_layers, target.num_moe_layers if target.is_moe else 0, tp)
+        if draft is not None:
+            draft_fixed = profile.draft_fixed_s(draft.num_layers, draft.num_moe_layers if draft.is_moe else 0)
+        sd_fixed = profile.sd_step_s
     return StepTimeParams(
-        bias_s=target.non_expert_bytes / target_bw,
+        bias_s=target.non_expert_bytes / target_bw + target_fixed,
         k1_s=knee_coefficient(dense_slope),
         k2_s=target.expert_bytes / target_bw if target.is_moe else 0.0,
         k3_s=knee_coefficient(expert_slope) if target.is_moe else 0.0,
-        draft_bias_s=draft_bias,
+        draft_bias_s=draft_bias + draft_fixed,
         draft_k_s=draft_k,
-        reject_bias_s=0.0,
+        reject_bias_s=sd_fixed,
         reject_k_s=2 * _FP32_BYTES * target.vocab_size * _REJECT_POSITIONS / hw.effective_bandwidth_bytes_per_s,
         lam=lam,
         s=math.exp(log_s),

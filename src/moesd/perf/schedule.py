@@ -10,13 +10,14 @@ from __future__ import annotations
 import numpy as np
 
 from moesd.perf.prediction import Acceptance, Scenario, predict
-from moesd.perf.summary import best_gamma
+from moesd.perf.summary import best_gamma, fitting_columns
 
 
 def best_gamma_schedule(scenario: Scenario, max_batch_size: int, gammas, acceptance: Acceptance) -> list[list[int]]:
     batch_sizes = np.arange(1, max_batch_size + 1)
     grid = predict(scenario, batch_sizes, gammas, acceptance)
-    best = best_gamma(grid["batch_size"][0], grid["gamma"][:, 0], grid["speedup"])
+    ok = fitting_columns(grid)  # batch sizes past the memory limit get no entry: the engine cannot run them
+    best = best_gamma(grid["batch_size"][0][ok], grid["gamma"][:, 0], grid["speedup"][:, ok])
     rows: list[list[int]] = []
     for entry in best:
         b, k = entry["batch_size"], entry["gamma"]

@@ -88,6 +88,11 @@ class StepContext:
     routing: RoutingCurve | None = None
     expert_budget: int | None = None
     ep: int = 1
+    # KV cache (beyond Algorithm 1, which ignores it): tokens of context each sequence holds, and the
+    # seconds to read one cached token's K and V in the target (on its TP group) and in the draft.
+    context_length: int = 0
+    target_kv_s_per_token: float = 0.0
+    draft_kv_s_per_token: float = 0.0
 
     def __post_init__(self) -> None:
         if self.verify_convention not in ("engine", "paper"):
@@ -161,10 +166,16 @@ def step_times(p: StepTimeParams, ctx: StepContext, batch_size, gamma, num_exper
     )
     decode_s, active_decode = target_time_s(p, ctx, b, e, k)
     verify_s, active_verify = target_time_s(p, ctx, ctx.verify_tokens(b, g), e, k, budget=ctx.expert_budget)
+    # Ceiling: a verify pass over B (gamma+1) tokens is never cheaper than a decode of B tokens through the
+    # same verifier (the same budget, if any). Without this a budget far below N(B) would price verification
+    # under the unbudgeted decode, and the speedup would exceed the mean acceptance length it is bounded by.
+    floor_s = decode_s if ctx.expert_budget is None else target_time_s(p, ctx, b, e, k, budget=ctx.expert_budget)[0]
+    verify_s = np.maximum(verify_s, floor_s)
+    kv_target = b * ctx.context_length * ctx.target_kv_s_per_token  # every forward reads the whole cache
     return {
-        "target_decode_s": decode_s,
-        "target_verify_s": verify_s,
-        "draft_s": draft_time_s(p, ctx, b),
+        "target_decode_s": decode_s + kv_target,
+        "target_verify_s": verify_s + kv_target,
+        "draft_s": draft_time_s(p, ctx, b) + b * ctx.context_length * ctx.draft_kv_s_per_token,
         "reject_s": reject_time_s(p, b),
         "active_experts_decode": active_decode,
         "active_experts_verify": active_verify,

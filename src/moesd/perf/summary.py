@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from moesd.errors import MoesdError
+
 # The paper's Fig. 4 marks the batch sizes whose speedup is at least peak / sqrt(2).
 BAND_FRACTION = 1.0 / math.sqrt(2.0)
 
@@ -53,10 +55,26 @@ def best_gamma(batch_sizes, gammas, speedup_grid) -> list[dict]:
     return out
 
 
+def fitting_columns(grid: dict) -> np.ndarray:
+    """Batch sizes whose weights + KV cache fit the device; the others are never peaks, ranges or schedules."""
+    fits = grid.get("fits_memory")
+    ok = np.ones(grid["speedup"].shape[1], dtype=bool) if fits is None else np.asarray(fits)[0].astype(bool)
+    if not ok.any():
+        raise MoesdError("no batch size fits in device memory (weights + KV cache at this context length): "
+                         "use more devices (--tp), a shorter --context-length or a smaller model")
+    return ok
+
+
 def summarize(grid: dict, notes: list[str] | None = None) -> dict:
-    b = grid["batch_size"][0]
+    ok = fitting_columns(grid)
+    notes = list(notes or [])
+    all_b = grid["batch_size"][0]
+    if not ok.all():
+        notes.append("batch sizes " + ", ".join(f"{a}-{c}" if a != c else str(a) for a, c in intervals(all_b, ~ok))
+                     + " do not fit in device memory (weights + KV cache): excluded")
+    b = all_b[ok]
     g = grid["gamma"][:, 0]
-    sp = grid["speedup"]
+    sp = grid["speedup"][:, ok]
     i, j = np.unravel_index(int(np.argmax(sp)), sp.shape)
     best = best_gamma(b, g, sp)
     return {
@@ -66,5 +84,5 @@ def summarize(grid: dict, notes: list[str] | None = None) -> dict:
         "beneficial_batch_sizes": intervals(b, np.max(sp, axis=0) >= 1.0),
         "per_gamma": {str(int(gamma)): per_gamma_summary(b, sp[k]) for k, gamma in enumerate(g)},
         "best_gamma": best,
-        "notes": list(notes or []),
+        "notes": notes,
     }
