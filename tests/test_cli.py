@@ -148,7 +148,7 @@ def test_bad_files_leave_no_output(capsys, tmp_path):
     assert rc == 2 and "m.csv:2: column 'sigma' is 'nan'" in err and not (tmp_path / "p.json").exists()
     meas.write_text("batch_size,gamma,experts_per_token,num_experts,sigma,speedup\n1,2,8,64,0.9,1.1\n")
     rc, _, err = run(capsys, "fit", str(meas), "--hardware", "H800", "-o", str(tmp_path / "p.json"))
-    assert rc == 2 and "1 measurements cannot determine" in err and not (tmp_path / "p.json").exists()
+    assert rc == 2 and "1 measurements are too few for Algorithm 1" in err and not (tmp_path / "p.json").exists()
     rc, _, err = run(capsys, "fit", str(meas))
     assert rc == 2 and "fit needs --hardware" in err
     rc, _, err = run(capsys, "predict", *QWEN_ARGS, "--alpha", "0.5", "--params", str(meas))

@@ -114,7 +114,12 @@ def fit_text(result: dict) -> str:
     lines += [f"note: {n}" for n in result.get("notes", [])]
     headers = ["parameter", "value", "free"]
     free = set(fit["free_parameters"])
-    body = [[k, float(v), "yes" if k in free else "pinned"] for k, v in result["params"].items()]
+    if free and not free & set(result["params"]):  # a few-point fit frees fixed costs, not Algorithm 1's names
+        headers[2] = "fitted"
+        lines.append("fitted on the prior: " + ", ".join(fit["free_parameters"]))
+        free = set()
+    body = [[k, float(v), "yes" if k in free else ("prior + fit" if headers[2] == "fitted" else "pinned")]
+            for k, v in result["params"].items()]
     return "\n".join(lines) + "\n" + table(headers, body)
 
 

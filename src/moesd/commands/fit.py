@@ -7,7 +7,10 @@ from moesd.atomic_io import write_text_atomic
 from moesd.bench.record import read_bench_records
 from moesd.errors import MoesdError
 from moesd.perf.experts import RoutingCurve
-from moesd.perf.fit import fit, fit_context, held_out_error, predicted_speedup, stride_split
+from moesd.atomic_io import check_writable
+from moesd.perf.fit import (FEW_POINT_PARAMETERS, TooFewPoints, fit, fit_context, fit_few, held_out_error,
+                            predicted_speedup, stride_split)
+from moesd.perf.profiles import resolve_profile
 from moesd.perf.hardware import resolve_hardware
 from moesd.perf.inputs import resolve_model
 from moesd.perf.measurements import load_measurements, measurements_from_records
@@ -22,6 +25,8 @@ def add_arguments(p) -> None:
     p.add_argument("--draft", help="draft preset or config.json")
     p.add_argument("--hardware", help="hardware preset or JSON (default: the file's 'hardware' column)")
     p.add_argument("--tp", type=int, help="target tensor-parallel degree (default: the file's 'tp' column, else 1)")
+    p.add_argument("--engine", help="execution profile of the prior that a few-point fit (< 10 points) starts "
+                                    "from (see `moesd predict --help`); default by hardware")
     p.add_argument("--verify-tokens", choices=["engine", "paper"], default="engine",
                    help="tokens per sequence in a verify pass: gamma+1 (engine) or gamma (paper)")
     p.add_argument("--stride", type=int, help="fit every N-th point (sorted by K, gamma, B), test on the rest")
@@ -36,12 +41,14 @@ def add_arguments(p) -> None:
 
 def run(a) -> str:
     return _run(a.measurements, a.target, a.draft, a.hardware, a.tp, a.verify_tokens, a.stride, a.skip_bad_lines,
-                a.output, a.json, a.load_bound_factor, a.routing)
+                a.output, a.json, a.load_bound_factor, a.routing, a.engine)
 
 
 def _run(measurements: str, target: str | None, draft: str | None, hardware: str | None, tp: int | None,
          verify_convention: str, stride: int | None, skip_bad_lines: bool, output: str | None,
-         as_json: bool, load_bound_factor: float = 5.0, routing: str | None = None) -> str:
+         as_json: bool, load_bound_factor: float = 5.0, routing: str | None = None, engine: str | None = None) -> str:
+    if output:
+        check_writable(output)
     if not load_bound_factor >= 1.0:
         raise MoesdError(f"--load-bound-factor must be >= 1, got {load_bound_factor}")
     target_arch = resolve_model(target) if target else None
@@ -74,11 +81,22 @@ def _run(measurements: str, target: str | None, draft: str | None, hardware: str
     hw = resolve_hardware(str(hardware))
     draft_arch = resolve_model(draft) if draft else None
     ctx = fit_context(hw, target_arch, verify_convention, curve)
+    profile = resolve_profile(engine, hw.name)
     held_out = {}
+
+    def fit_any(data):
+        try:
+            return fit(data, hw, ctx, tp, target_arch, draft_arch, load_bound_factor=load_bound_factor)
+        except TooFewPoints as exc:
+            few = fit_few(data, hw, ctx, tp, target_arch, draft_arch, profile)
+            notes.append(f"{exc}: fitted only {', '.join(few.free)} (of {', '.join(FEW_POINT_PARAMETERS)}, as many "
+                         f"as the data pins) on the physical prior with engine profile {profile.name}")
+            return few
+
     if stride:
         chosen, rest = stride_split(m, stride)
         train = m.subset(chosen)
-        result = fit(train, hw, ctx, tp, target_arch, draft_arch, load_bound_factor=load_bound_factor)
+        result = fit_any(train)
         if rest.size:
             sp, _ = predicted_speedup(result.params, ctx, m.subset(rest))
             err = np.abs(100.0 * (sp / m.speedup[rest] - 1.0))
@@ -87,15 +105,20 @@ def _run(measurements: str, target: str | None, draft: str | None, hardware: str
                                        "max_abs_pct_error": float(np.max(err))}
     else:
         train = m
-        result = fit(train, hw, ctx, tp, target_arch, draft_arch, load_bound_factor=load_bound_factor)
+        result = fit_any(train)
     held_out["leave_batch_size_out"] = held_out_error(train, hw, ctx, tp, target_arch, draft_arch,
                                                          load_bound_factor=load_bound_factor)
     out = {
         "params": result.params.to_dict(),
         "paper_convention": result.params.paper_convention(ctx.knee(result.params.lam)),
-        "context": {"target": target_arch.name if target_arch else None, "draft": draft_arch.name if draft_arch else None,
-                    "hardware": hw.name, "tp": tp, "verify_convention": verify_convention,
-                    "knee_tokens": ctx.knee(result.params.lam), "measurements": measurements,
+        # Provenance: `predict --params` refuses these parameters for another target or hardware.
+        "context": {"target": target_arch.name if target_arch else m.context.get("target"),
+                    "draft": draft_arch.name if draft_arch else None, "hardware": hw.name, "tp": tp, "ep": 1,
+                    "engine": profile.name if result.message.startswith("few-point") else "fitted (all parameters)",
+                    "verify_convention": verify_convention, "knee_tokens": ctx.knee(result.params.lam),
+                    "measurements": measurements, "data": {"points": len(train),
+                                                           "batch_sizes": sorted({int(b) for b in train.batch_size}),
+                                                           "gammas": sorted({int(g) for g in train.gamma})},
                     "load_bound_factor": load_bound_factor, "routing": routing},
         "fit": result.summary(),
         "notes": notes,

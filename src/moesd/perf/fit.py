@@ -26,6 +26,10 @@ from moesd.perf.step_time import StepContext, StepTimeParams, step_times
 _TINY = 1e-12
 
 
+class TooFewPoints(MoesdError):
+    """Fewer measurements than Algorithm 1's free parameters: use `fit_few`."""
+
+
 @dataclass
 class FitResult:
     params: StepTimeParams
@@ -163,7 +167,7 @@ def fit(m: Measurements, hw: Hardware, ctx: StepContext, tp: int = 1, target: Ar
     start = start or _starting_point(m, hw, tp, target, draft)
     problem = _Problem(m, ctx, start, lower, upper)
     if len(m) < len(problem.names):
-        raise MoesdError(
+        raise TooFewPoints(
             f"{len(m)} measurements cannot determine {len(problem.names)} free parameters; need at least {len(problem.names)}"
         )
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -269,3 +273,62 @@ def fit_on_spread(m: Measurements, hw: Hardware, ctx: StepContext, tp: int = 1, 
     return {"points": len(m), "fitted": int(chosen.size), "held_out": int(rest.size),
             "median_abs_pct_error": float(np.median(err)), "max_abs_pct_error": float(np.max(err)),
             "measured": m.speedup[rest].tolist(), "predicted": pred.tolist(), "params": result.params.to_dict()}
+
+
+# What a handful of points can pin, in the order they are freed: per-forward fixed cost of the target,
+# the per-round SD cost, one scale on every byte load (achieved bandwidth), the draft's fixed cost.
+FEW_POINT_PARAMETERS = ("target_fixed_s", "sd_step_s", "load_scale", "draft_fixed_s")
+
+
+def fit_few(m: Measurements, hw: Hardware, ctx: StepContext, tp: int, target: ArchSpec, draft: ArchSpec | None = None,
+            profile=None) -> FitResult:
+    """A fit for 2-5 points (too few for Algorithm 1's 10 parameters): keep the physical prior (with the
+    engine profile) and fit only fixed costs and one load scale, as many as the data has equations for
+    (each point gives its speedup plus every stage time it carries)."""
+    from scipy.optimize import least_squares
+
+    if target is None:
+        raise MoesdError(f"{len(m)} measurements are too few for Algorithm 1's parameters; with --target the physical "
+                         "prior fills in what they cannot pin")
+    t0 = time.perf_counter()
+    prior = physical_prior(target, hw, tp, draft, profile=profile)
+    equations = len(m) * (1 + sum(1 for c in STAGE_COLUMNS if c in m.stages))
+    names = [n for n in FEW_POINT_PARAMETERS if n != "draft_fixed_s" or (draft is not None and _has_draft(m, draft))]
+    names = names[: max(1, min(len(names), equations - 1 if equations > 1 else 1))]
+    bytes_bias = target.non_expert_bytes / (hw.effective_bandwidth_bytes_per_s * tp)
+    draft_bytes = draft.active_bytes_per_token / hw.effective_bandwidth_bytes_per_s if draft is not None else 0.0
+
+    def params_of(x) -> StepTimeParams:
+        v = dict(zip(names, x))
+        scale = v.get("load_scale", 1.0)
+        return StepTimeParams(
+            bias_s=prior.bias_s + (scale - 1.0) * bytes_bias + v.get("target_fixed_s", 0.0),
+            k1_s=prior.k1_s, k2_s=prior.k2_s * scale, k3_s=prior.k3_s,
+            draft_bias_s=prior.draft_bias_s + (scale - 1.0) * draft_bytes + v.get("draft_fixed_s", 0.0),
+            draft_k_s=prior.draft_k_s, reject_bias_s=prior.reject_bias_s + v.get("sd_step_s", 0.0),
+            reject_k_s=prior.reject_k_s, lam=prior.lam, s=prior.s)
+
+    stage_cols = [c for c in STAGE_COLUMNS if c in m.stages]
+
+    def residuals(x):
+        p = params_of(x)
+        sp, times = predicted_speedup(p, ctx, m)
+        parts = [np.log(np.maximum(sp, _TINY) / m.speedup)]
+        for col in stage_cols:
+            ok = ~np.isnan(m.stages[col]) & (m.stages[col] > 0)
+            parts.append(np.log(np.maximum(times[col][ok], _TINY) / m.stages[col][ok]))
+        return np.concatenate(parts)
+
+    scale_ms = max(prior.bias_s, 1e-4)
+    x0 = [1.0 if n == "load_scale" else 0.1 * scale_ms for n in names]
+    lo = [0.2 if n == "load_scale" else 0.0 for n in names]
+    hi = [20.0 if n == "load_scale" else np.inf for n in names]
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        res = least_squares(residuals, x0, bounds=(lo, hi), x_scale=[1.0 if n == "load_scale" else scale_ms
+                                                                      for n in names], method="trf")
+    params = params_of(res.x)
+    sp, _ = predicted_speedup(params, ctx, m)
+    return FitResult(params=params, free=tuple(names), residual_pct=100.0 * (sp / m.speedup - 1.0),
+                     rmse_speedup=float(np.sqrt(np.mean((sp - m.speedup) ** 2))), n_points=len(m),
+                     elapsed_s=time.perf_counter() - t0, converged=bool(res.success),
+                     message=f"few-point fit on the physical prior: {res.message} ({res.nfev} evaluations)")

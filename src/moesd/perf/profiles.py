@@ -85,11 +85,11 @@ PROFILES: dict[str, ExecutionProfile] = {p.name: p for p in (
         bandwidth_efficiency=0.9999, flops_efficiency=1.0),
     ExecutionProfile(
         "hf-eager", "Hugging Face transformers, eager PyTorch on a GPU (what `moesd generate --device cuda` runs)",
-        # Derived by benchmarks/derive_profiles.py from ../shared/data/h200-hf-eager/dense_twin.jsonl only
+        # Derived by benchmarks/derive_profiles.py from results/h200_hf_eager/dense_twin.jsonl only
         # (16-layer dense target at 10-13 ms per decode, 2-layer draft at 2.6-3.4 ms per token, H200); the
         # MoE block's extra host time (1.8 ms per layer) is the torch profile of ../shared/GPU.md
         # ("transformers' MoE block alone costs ~2 ms of host time per layer", less a dense MLP's ~0.2 ms).
-        "dense_twin.jsonl (H200, 2026-11-27) by benchmarks/derive_profiles.py; MoE block from GPU.md's profile",
+        "results/h200_hf_eager/dense_twin.jsonl (H200, 2026-11-27) by benchmarks/derive_profiles.py; MoE block: GPU.md profile",
         forward_s=1.6009 * _MS, layer_s=0.6041 * _MS, draft_forward_s=1.6009 * _MS, draft_layer_s=0.6041 * _MS,
         moe_layer_s=1.8 * _MS, sd_step_s=2.2539 * _MS, bandwidth_efficiency=1.0, flops_efficiency=1.0),
     ExecutionProfile(
