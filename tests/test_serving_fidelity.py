@@ -165,6 +165,17 @@ def test_rows_that_do_not_fit_are_marked_and_excluded(capsys):
     assert any("do not fit in device memory" in n for n in res["summary"]["notes"])
 
 
+def test_kv_rivalling_experts_is_said(capsys):
+    args = ["--target", "Qwen3-30B-A3B", "--hardware", "H200", "--alpha", "0.7", "--gamma", "2", "--batch-sizes", "64"]
+    rc, out, _ = run(capsys, "predict", *args, "--context-length", "32768")
+    # 64 x 32768 tokens x 98 kB = 206 GB would not fit: 8192 tokens, 51 GB against 56 GB of experts does.
+    assert rc == 2
+    rc, out, _ = run(capsys, "predict", *args, "--context-length", "8192")
+    assert rc == 0 and "the KV cache rivals expert loading" in out
+    rc, out, _ = run(capsys, "predict", *args, "--context-length", "256")
+    assert rc == 0 and "rivals" not in out
+
+
 def test_kv_reads_add_to_every_stage_in_proportion_to_batch_and_context():
     t = model_preset("Qwen2-57B-A14B-Instruct").arch()
     d = model_preset("Qwen2-0.5B-Instruct").arch()

@@ -3,7 +3,7 @@ from __future__ import annotations
 from moesd import render
 from moesd.commands.flags import PAPER_BATCH_SIZES, acceptance_and_gammas, int_list, scenario_args, scenario_kw
 from moesd.perf.inputs import build_scenario, context_dict
-from moesd.perf.prediction import Acceptance, predict, rows
+from moesd.perf.prediction import Acceptance, kv_note, predict, rows
 from moesd.perf.summary import summarize
 
 
@@ -32,6 +32,9 @@ def _run(scenario_kw: dict, batch_sizes: list[int], gammas: list[int], acceptanc
     if acceptance.alpha is not None and (acceptance.acceptance_rate is not None
                                          or acceptance.mean_acceptance_length is not None):
         notes.append(f"acceptance converted to alpha {acceptance.alpha:.4f} (i.i.d. per position)")
+    note = kv_note(scenario, grid)
+    if note:
+        notes.append(note)
     summary = summarize(grid, notes)
     context = context_dict(scenario)
     context.update(acceptance.describe())

@@ -169,6 +169,23 @@ def predict(scenario: Scenario, batch_sizes, gammas, acceptance: Acceptance) -> 
     return out
 
 
+def kv_note(scenario: Scenario, grid: dict[str, np.ndarray]) -> str | None:
+    """A note when, at the largest batch size that fits, a decode step reads at least half as many KV-cache
+    bytes as expert bytes: then the cache, not the experts, decides what verification costs."""
+    ctx = scenario.context.context_length
+    fits = np.asarray(grid["fits_memory"])[0]
+    if ctx == 0 or not fits.any() or not scenario.target.is_moe:
+        return None
+    j = int(np.flatnonzero(fits)[-1])
+    b = int(grid["batch_size"][0][j])
+    kv = b * ctx * scenario.target.kv_bytes_per_token(scenario.kv_bytes_per_element)
+    experts = float(grid["active_experts_decode"][0][j]) * scenario.target.expert_bytes
+    if kv < 0.5 * experts:
+        return None
+    return (f"at B={b} a decode step reads {kv / 1e9:.1f} GB of KV cache against {experts / 1e9:.1f} GB of experts: "
+            f"the KV cache rivals expert loading (MoESD's model assumes it does not)")
+
+
 def rows(grid: dict[str, np.ndarray]) -> list[dict]:
     """One dict per (batch size, gamma), batch-size-major, with plain Python numbers."""
     n_g, n_b = grid["speedup"].shape
