@@ -54,7 +54,7 @@ def test_sweep_writes_one_valid_line_per_point_and_fit_and_report_read_it(tiny_d
         assert (tmp_path / "rep" / f).read_bytes()[:4] == b"\x89PNG"
     md = (tmp_path / "rep" / "report.md").read_text()
     # One table row per point, each with the record's own speedup and target efficiency.
-    rows = [line for line in md.splitlines() if line.startswith("| qwen3_moe (uniform routing")]
+    rows = [line for line in md.splitlines() if line.startswith("| qwen3_moe + synthetic (uniform routing")]
     assert len(rows) == 10
     for line in lines:
         rec = json.loads(line)

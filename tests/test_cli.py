@@ -125,7 +125,7 @@ BAD = [
     (["experts", "--num-experts", "8", "--top-k", "0"], "experts per token must lie in [1, 8]"),
     (["experts", "--num-experts", "8"], "give --num-experts and --top-k"),
     (["schedule", *QWEN_ARGS, "--sigma", "0.9"], "schedule needs --alpha"),
-    (["schedule", *QWEN_ARGS, "--alpha", "0.9", "--max-batch-size", "0"], "--max-batch-size must be >= 1"),
+    (["schedule", *QWEN_ARGS, "--alpha", "0.9", "--max-batch-size", "0"], "--max-batch-size must lie in 1..65536"),
 ]
 
 
@@ -152,7 +152,7 @@ def test_bad_files_leave_no_output(capsys, tmp_path):
     rc, _, err = run(capsys, "fit", str(meas))
     assert rc == 2 and "fit needs --hardware" in err
     rc, _, err = run(capsys, "predict", *QWEN_ARGS, "--alpha", "0.5", "--params", str(meas))
-    assert rc == 2 and "cannot read parameter file" in err
+    assert rc == 2 and "not a valid parameter file" in err
     rc, _, err = run(capsys, "schedule", *QWEN_ARGS, "--alpha", "0.5", "-o", str(tmp_path / "no" / "s.json"))
     assert rc == 2 and "does not exist" in err
 

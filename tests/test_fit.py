@@ -151,7 +151,7 @@ def test_bad_measurement_lines(tmp_path, line, message):
 
 
 def test_skip_bad_lines_only_skips_malformed_json(tmp_path):
-    (tmp_path / "m.jsonl").write_text(json.dumps(ROW) + "\n{truncated\n" + json.dumps(ROW) + "\n")
+    (tmp_path / "m.jsonl").write_text(json.dumps(ROW) + "\n{truncated\n" + json.dumps(dict(ROW, batch_size=2)) + "\n")
     assert len(load_measurements(tmp_path / "m.jsonl", skip_bad_lines=True)) == 2
 
 

@@ -107,7 +107,7 @@ def test_bad_input_is_one_line_exit_2(capsys, argv, message):
     ('{"points": [[1, "x"]]}', "finite number"),
     ('{"per_position_acceptance": [1.5]}', "must lie in [0, 1]"),
     ('[1, 2]', "expected a JSON object"),
-    ('{"mean_acceptance_length": {"1": NaN}}', "finite number"),
+    ('{"mean_acceptance_length": {"1": NaN}}', "NaN is not allowed"),
 ])
 def test_bad_acceptance_curves(tmp_path, capsys, content, message):
     f = tmp_path / "c.json"

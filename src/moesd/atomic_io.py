@@ -32,8 +32,9 @@ def check_writable(path: str | Path) -> None:
 
 
 def write_atomic(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call write(tmp_path) on a temporary file beside `path`, then rename it into place."""
-    target = Path(path)
+    """Call write(tmp_path) on a temporary file beside `path`, then rename it into place. A symlink is
+    followed: the file it points at is replaced, the link stays."""
+    target = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
         raise MoesdError(f"cannot write {target}: directory {directory} does not exist")

@@ -7,6 +7,7 @@ import argparse
 import importlib
 import importlib.metadata
 import sys
+import warnings
 
 from moesd.commands import COMMANDS
 from moesd.commands.flags import Parser, subparsers
@@ -39,6 +40,10 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # transformers' deprecation notices (e.g. `past_key_values`, which engine/hf_compat.py owns) would bury
+    # the progress lines; they are for library authors, not for users of our commands.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"transformers\.")
     try:
         parser = build_parser()
         argv = sys.argv[1:] if argv is None else argv
@@ -46,7 +51,15 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(parser.format_help())
             return 0
         args = parser.parse_args(argv)
-        sys.stdout.write(args.run(args))
+        text = args.run(args)
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            return 0  # `moesd ... | head`: the reader left, nothing is wrong
+        except OSError as exc:
+            print(f"moesd: error: cannot write the output: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     except MoesdError as exc:
         print(f"moesd: error: {exc}", file=sys.stderr)
         return 2

@@ -154,7 +154,8 @@ def generation_text(outputs: list[dict], metrics: dict) -> str:
                      f"time outside model forwards {100 * st['outside_forward_fraction']:.1f} %")
         stage = [f"{k} {1e3 * st[k]:.2f} ms" for k in ("target_decode_s", "target_verify_s", "draft_round_s", "reject_s")
                  if k in st]
-        lines.append(f"median at batch {st['full_batch_size']}: " + ", ".join(stage))
+        if stage:
+            lines.append(f"median at batch {st['full_batch_size']}: " + ", ".join(stage))
     if "acceptance" in metrics:
         a = metrics["acceptance"]
         lines.append(f"alpha {a['alpha']:.3f} (acceptance rate {a['acceptance_rate']:.3f}), "

@@ -34,7 +34,7 @@ def default_budgets(num_experts: int, top_k: int) -> list[int]:
 
 def calibrate(spec, workload: str, batch_sizes: list[int], budgets: list[int] | None, max_kl: float | None,
               min_match: float | None, max_new_tokens: int, chat: bool, max_prompt_tokens: int | None = None,
-              num_prompts: int = 16, progress=sys.stderr) -> dict:
+              num_prompts: int = 16, progress=sys.stderr, quiet: bool = False) -> dict:
     """`spec`: the unbudgeted engine (engine/factory.py EngineSpec); each candidate is the same spec with a budget."""
     from moesd.engine.factory import ModelCache
 
@@ -67,7 +67,11 @@ def calibrate(spec, workload: str, batch_sizes: list[int], budgets: list[int] | 
               "floor": {"max_kl_per_token": max_kl, "min_token_match_rate": min_match},
               "max_new_tokens": max_new_tokens, "batch_sizes": {}}
     layer_load = None
+    from moesd.progress import progress as bar
+
+    meter = bar(total=len(batch_sizes), desc="budget calibrate", unit="batch size", quiet=quiet)
     for b in batch_sizes:
+        meter.update(0)
         # At least num_prompts prompts per batch size, so that B = 1 is not judged on one prompt.
         batches = [tokenize_prompts(target.tokenizer, batch_prompts(work, b, offset=i * b), chat, max_prompt_tokens)
                    for i in range(-(-max(num_prompts, b) // b))]
@@ -100,6 +104,8 @@ def calibrate(spec, workload: str, batch_sizes: list[int], budgets: list[int] | 
         result["batch_sizes"][str(b)] = {
             "budget": chosen, "prompts": sum(len(p) for p in batches), "reference_alpha": ref["acceptance"].alpha,
             "tried": tried, "note": None if chosen is not None else "no budget below E meets the floor: run unbudgeted"}
+        meter.update(1)
+    meter.close()
     result["static_order"] = [np.argsort(-row, kind="stable").tolist() for row in layer_load] \
         if layer_load is not None else None
     return result

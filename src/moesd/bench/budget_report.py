@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from moesd.bench.figures import figure
+from moesd.bench.figures import figure, legend
 from moesd.bench.record import BenchRecord
 
 
@@ -59,7 +59,7 @@ def _draw_pareto(records, fig, axes) -> None:
     axes[1].set_xscale("log")
     for ax in axes:
         ax.axhline(1.0, color="grey", lw=0.8)
-    axes[0].legend(fontsize=6)
+    legend(axes[1])
     fig.suptitle("Expert budgets: speed vs quality (labels: budget C; '-' = unbudgeted SD)", fontsize=10)
 
 
@@ -78,13 +78,14 @@ def _draw_experts_vs_budget(records, ax) -> None:
         ref = _ref(rs)
         if ref is not None and ref.active_experts_verify is not None:
             ax.axhline(ref.active_experts_verify, color=line.get_color(), ls=":", lw=1)
-    top = max((r.expert_budget for r in records if r.expert_budget), default=1)
-    ax.plot([1, top], [1, top], color="grey", lw=0.8, label="cap (C)")
+    caps = sorted({r.expert_budget for r in records if r.expert_budget})
+    # The cap itself: y = C at every budget swept (a two-point segment on the log x axis misplaced it).
+    ax.plot(caps, caps, color="grey", lw=0.8, ls="--", marker="_", ms=12, label="cap: C experts")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("budget C (experts per layer per verify forward)")
     ax.set_ylabel("distinct experts per layer, verify")
     ax.set_title("Experts loaded vs budget (dotted: unbudgeted)", fontsize=10)
-    ax.legend(fontsize=6)
+    legend(ax)
 
 
 def _f(x, fmt="{:.3f}"):

@@ -12,13 +12,16 @@ Figures (each only when the results contain what it needs):
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from moesd.atomic_io import write_text_atomic
-from moesd.bench.figures import batch_axis, figure
+from moesd.bench.figures import batch_axis, figure, legend
 from moesd.bench.record import BenchRecord, read_bench_records
 from moesd.errors import MoesdError
 from moesd.perf.experts import RoutingCurve, expected_active_experts
@@ -37,9 +40,21 @@ def load_results(paths: list[str], skip_bad_lines: bool = False) -> list[BenchRe
 
 
 def label(rec: BenchRecord) -> str:
+    """One series per (file, target, draft, settings): series of different files, models or drafts never merge."""
     name = Path(rec.target).stem
-    return f"{name} ({rec.routing} routing, K={rec.experts_per_token}/{rec.num_experts})" if rec.is_moe \
-        else f"{name} (dense)"
+    draft = Path(rec.draft).stem if rec.draft else rec.draft_method
+    kind = f"{rec.routing} routing, K={rec.experts_per_token}/{rec.num_experts}" if rec.is_moe else "dense"
+    file = Path(rec.source.rsplit(":", 1)[0]).stem if rec.source else ""
+    return f"{name} + {draft} ({kind}, T={rec.temperature:g})" + (f" [{file}]" if file else "")
+
+
+def _k_sweep(records: list[BenchRecord]) -> list[BenchRecord]:
+    """Points of MoE series that sweep K (more than one K for the same file, target and draft)."""
+    ks = defaultdict(set)
+    for r in records:
+        if r.is_moe:
+            ks[(r.source.rsplit(":", 1)[0], r.target, r.draft)].add(r.experts_per_token)
+    return [r for r in records if r.is_moe and len(ks[(r.source.rsplit(":", 1)[0], r.target, r.draft)]) > 1]
 
 
 def curves(records: list[BenchRecord], by) -> dict:
@@ -80,7 +95,7 @@ def fig_efficiency(records, path: Path) -> str:
 
 def sparsity_summary(records) -> list[dict]:
     rows = []
-    moe = [r for r in records if r.is_moe]
+    moe = _k_sweep(records)
     for (k, g, routing), rs in curves(moe, lambda r: (r.experts_per_token, r.gamma, r.routing)).items():
         b = [r.batch_size for r in rs]
         sp = np.array([r.speedup for r in rs])
@@ -92,7 +107,7 @@ def sparsity_summary(records) -> list[dict]:
 
 def fig_sparsity(records, path: Path) -> str:
     def draw(fig, ax):
-        moe = [r for r in records if r.is_moe]
+        moe = _k_sweep(records)
         for (k, g, routing), rs in curves(moe, lambda r: (r.experts_per_token, r.gamma, r.routing)).items():
             b = np.array([r.batch_size for r in rs])
             sp = np.array([r.speedup for r in rs])
@@ -122,7 +137,7 @@ def fig_experts(records, path: Path) -> str:
         ax.set_xlabel("tokens in the forward (decode: B; verify: B x (gamma+1))")
         ax.set_ylabel("distinct experts per layer")
         ax.set_title("Measured distinct experts vs Eq. 8", fontsize=10)
-        ax.legend(fontsize=7)
+        legend(ax)
     return figure(path, draw)
 
 
@@ -154,7 +169,7 @@ def fig_predicted(groups, path: Path) -> str:
         ax.set_xlabel("measured speedup (held-out points)")
         ax.set_ylabel("predicted speedup")
         ax.set_title("Model fitted on a stride subset vs the points it did not see", fontsize=10)
-        ax.legend(fontsize=7)
+        legend(ax)
     return figure(path, draw)
 
 
@@ -207,16 +222,38 @@ def markdown(records, figures: list[str], sparsity: list[dict], groups: list[dic
 
 
 def write_report(paths: list[str], out_dir: str, skip_bad_lines: bool = False) -> list[str]:
-    from moesd.bench import budget_report
-
+    """Everything is drawn in a staging directory inside `out_dir` and moved into place only when all of it
+    succeeded, report.md last: a failure leaves the previous report whole, never old text beside new figures."""
     all_records = load_results(paths, skip_bad_lines)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise MoesdError(f"cannot write the report into {out}: it is a file, not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
+    except OSError as exc:
+        raise MoesdError(f"cannot write the report into {out}: {exc.strerror or exc}") from None
+    try:
+        files = _render(all_records, stage)
+        for name in [*files[1:], files[0]]:
+            os.replace(stage / name, out / name)
+    except OSError as exc:
+        raise MoesdError(f"cannot write the report into {out}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return files
+
+
+def _render(all_records: list[BenchRecord], out: Path) -> list[str]:
+    from moesd.bench import budget_report
+
     budgeted = budget_report.budget_records(all_records)
     # Budgeted points are a different verifier: the speed/fit figures use the unbudgeted ones only.
     records = [r for r in all_records if r.expert_budget is None]
-    figures = [fig_speedup(records, out / "speedup_vs_batch.png"),
-               fig_efficiency(records, out / "efficiency_vs_batch.png")]
+    figures = []
+    if records:
+        figures += [fig_speedup(records, out / "speedup_vs_batch.png"),
+                    fig_efficiency(records, out / "efficiency_vs_batch.png")]
     sparsity = sparsity_summary(records)
     if sparsity:
         figures.append(fig_sparsity(records, out / "sparsity.png"))
@@ -225,7 +262,7 @@ def write_report(paths: list[str], out_dir: str, skip_bad_lines: bool = False) -
     groups = fit_groups(records)
     if any("measured" in g for g in groups):
         figures.append(fig_predicted(groups, out / "predicted_vs_measured.png"))
-    md = markdown(records, figures, sparsity, groups)
+    md = markdown(records or all_records, figures, sparsity, groups)
     if budgeted:
         figures += [budget_report.fig_pareto(budgeted, out / "budget_pareto.png"),
                     budget_report.fig_experts_vs_budget(budgeted, out / "experts_vs_budget.png")]

@@ -236,12 +236,43 @@ def _quality(cfg: BenchConfig, models, p: Point, prompts, eos, budget, reference
     return compare(references[ref_key], run(budget) if budget is not None else references[ref_key], p.temperature)
 
 
+def identity_of_key(key: str) -> dict:
+    """The settings part of a point key (its coordinates removed)."""
+    coords = {f for f in Point.__dataclass_fields__}
+    try:
+        return {k: v for k, v in json.loads(key).items() if k not in coords}
+    except (ValueError, AttributeError, TypeError):
+        return {}
+
+
+def _check_same_series(cfg: BenchConfig, results: ResultsFile, append: bool) -> None:
+    """A resume continues the series in the file; other settings would silently become a second series that
+    `report` and `fit` read as one, so they need an explicit --append."""
+    mine = json.loads(json.dumps(cfg.identity()))
+    for r in results.records:
+        theirs = identity_of_key(r.key or "")
+        if theirs != mine and not append:
+            diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            shown = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in diff[:3])
+            raise MoesdError(f"{results.path} holds a sweep with other settings ({shown}): --append adds this one as "
+                             f"a second series, or choose another -o")
+
+
 def run_sweep(cfg: BenchConfig, output: str, resume: bool = False, skip_bad_lines: bool = False,
-              progress=sys.stderr) -> ResultsFile:
+              progress=sys.stderr, append: bool = False, quiet: bool = False) -> ResultsFile:
+    validate(cfg)
+    results = ResultsFile(output, resume or append, skip_bad_lines)
+    try:
+        _check_same_series(cfg, results, append)
+        return _sweep(cfg, results, output, progress, quiet)
+    finally:
+        results.close()
+
+
+def _sweep(cfg: BenchConfig, results: ResultsFile, output: str, progress, quiet: bool = False) -> ResultsFile:
+    from moesd.progress import progress as bar
     from moesd.engine.factory import ModelCache, build_engine
 
-    validate(cfg)
-    results = ResultsFile(output, resume, skip_bad_lines)
     if results.skipped_lines:
         print(f"skipped corrupt lines {results.skipped_lines} of {output}", file=progress)
     workload = load_workload(cfg.workload)
@@ -253,6 +284,7 @@ def run_sweep(cfg: BenchConfig, output: str, resume: bool = False, skip_bad_line
     baselines: dict[tuple, list] = {}
     references: dict[tuple, dict] = {}  # unbudgeted quality runs, per point without its budget
     started = time.perf_counter()
+    meter = bar(total=len(todo), desc="bench", unit="point", quiet=quiet)
     for i, p in enumerate(todo, start=1):
         target = models.target(engine_spec(cfg, p, 0))
         eos = getattr(target.tokenizer, "eos_token_id", None)
@@ -290,4 +322,6 @@ def run_sweep(cfg: BenchConfig, output: str, resume: bool = False, skip_bad_line
         print(f"[{done_before + i}/{len(points(cfg))}] B={p.batch_size} gamma={p.gamma} K={record.experts_per_token} "
               f"T={p.temperature} {record.routing or 'dense'}{budget_note}: speedup {record.speedup:.2f} "
               f"(alpha {record.alpha:.2f}) | {elapsed:.0f} s elapsed, ETA {eta:.0f} s", file=progress, flush=True)
+        meter.update(1)
+    meter.close()
     return results

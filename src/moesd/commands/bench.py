@@ -4,6 +4,7 @@ import argparse
 
 from moesd.commands.flags import budget_mode_args, engine_model_args, float_list, int_list, workload_args
 from moesd.errors import MoesdError
+from moesd.progress import quiet_flag
 
 
 def _budgets(text: str | None) -> tuple:
@@ -43,8 +44,11 @@ def add_arguments(p) -> None:
     p.add_argument("--execute-code", action="store_true",
                    help="score HumanEval pass@1 per budget (runs generated code in a subprocess with a timeout)")
     p.add_argument("-o", "--output", required=True, help="results JSONL")
-    p.add_argument("--resume", action="store_true", help="continue an existing results file")
+    p.add_argument("--resume", action="store_true", help="continue an existing results file (same settings)")
+    p.add_argument("--append", action="store_true",
+                   help="add a sweep with other settings to an existing results file, as a second series")
     p.add_argument("--skip-bad-lines", action="store_true", help="skip corrupt lines of a resumed file")
+    quiet_flag(p)
 
 
 def run(a: argparse.Namespace) -> str:
@@ -61,5 +65,5 @@ def run(a: argparse.Namespace) -> str:
         tokenizer=a.tokenizer, expert_budgets=_budgets(a.expert_budgets), budget_mode=a.budget_mode,
         budget_scope=a.budget_scope, execute_code=a.execute_code,
     )
-    results = run_sweep(cfg, a.output, a.resume, a.skip_bad_lines)
+    results = run_sweep(cfg, a.output, a.resume, a.skip_bad_lines, append=a.append, quiet=a.quiet)
     return f"{len(results.records)} points in {a.output}\n"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from moesd.atomic_io import check_writable
 from moesd.commands.flags import subparsers, budget_mode_args, engine_model_args, int_list, workload_args
 from moesd.errors import MoesdError
+from moesd.progress import quiet_flag
 
 
 HELP = "MoE-Spec expert budgets: pick the smallest budget that meets a quality floor"
@@ -23,19 +25,22 @@ def add_arguments(p) -> None:
     c.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     c.add_argument("--num-prompts", type=int, default=16, help="prompts judged per batch size (in batches of B)")
     c.add_argument("-o", "--output", help="JSON with the budget per batch size and the static expert order")
+    quiet_flag(c)
 
 
 def run(a) -> str:
     from moesd.bench.budget_calibrate import calibrate, calibration_text, write_calibration
     from moesd.engine.factory import EngineSpec
 
+    if a.output:
+        check_writable(a.output)
     if a.max_new_tokens < 2:
         raise MoesdError("--max-new-tokens must be >= 2")
     spec = EngineSpec(target=a.target, draft=a.draft, draft_method=a.draft_method, gamma=a.gamma,
                       temperature=a.temperature, seed=a.seed, device=a.device, dtype=a.dtype, routing=a.routing,
                       tokenizer=a.tokenizer, budget_mode=a.budget_mode, budget_scope=a.budget_scope)
     res = calibrate(spec, a.workload, a.batch_sizes, a.budgets, a.max_kl, a.min_exact_match, a.max_new_tokens, a.chat,
-                    a.max_prompt_tokens, a.num_prompts)
+                    a.max_prompt_tokens, a.num_prompts, quiet=a.quiet)
     if a.output:
         write_calibration(res, a.output)
     return calibration_text(res) + (f"wrote {a.output}\n" if a.output else "")

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from moesd import render
-from moesd.atomic_io import write_text_atomic
+from moesd.atomic_io import check_writable, write_text_atomic
 from moesd.errors import MoesdError
 
 
@@ -16,6 +16,8 @@ def add_arguments(p) -> None:
 
 
 def run(a) -> str:
+    if a.output:
+        check_writable(a.output)
     return _run(a.output, a.repeats, a.threads, a.numpy)
 
 

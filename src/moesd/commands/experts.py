@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 
 from moesd import render
+from moesd.perf.plot import check_plot_path
 from moesd.commands.flags import int_list
 from moesd.errors import MoesdError
 from moesd.perf.experts import (RoutingCurve, check_experts, expected_active_experts, saturation_tokens,
@@ -24,6 +25,8 @@ def add_arguments(p) -> None:
 
 
 def run(a) -> str:
+    if a.plot:
+        check_plot_path(a.plot)
     return _run(a.num_experts, a.top_k, a.tokens, a.tau, a.target, a.routing_curve, a.json, a.plot)
 
 

@@ -49,6 +49,8 @@ def _run(measurements: str, target: str | None, draft: str | None, hardware: str
          as_json: bool, load_bound_factor: float = 5.0, routing: str | None = None, engine: str | None = None) -> str:
     if output:
         check_writable(output)
+    if stride is not None and stride < 2:
+        raise MoesdError(f"--stride must be >= 2, got {stride}")
     if not load_bound_factor >= 1.0:
         raise MoesdError(f"--load-bound-factor must be >= 1, got {load_bound_factor}")
     target_arch = resolve_model(target) if target else None

@@ -22,6 +22,9 @@ def subparsers(parser: argparse.ArgumentParser, dest: str):
 PAPER_BATCH_SIZES = "1,2,4,8,12,16,20,24,28,32,36,40,44,48,52,56,60,80,100"
 
 
+MAX_LIST = 65536  # longer lists (e.g. 1-1000000000) would exhaust memory before anything is computed
+
+
 def int_list(text: str) -> list[int]:
     """'1,2,4' or ranges '1-8' or mixed '1-4,8,16'."""
     out: list[int] = []
@@ -29,12 +32,16 @@ def int_list(text: str) -> list[int]:
         for part in text.split(","):
             part = part.strip()
             if "-" in part[1:]:
-                lo, hi = part.split("-", 1)
-                out.extend(range(int(lo), int(hi) + 1))
+                lo, hi = (int(x) for x in part.split("-", 1))
+                if hi - lo + 1 + len(out) > MAX_LIST:
+                    raise argparse.ArgumentTypeError(f"{text!r} has more than {MAX_LIST} values")
+                out.extend(range(lo, hi + 1))
             elif part:
                 out.append(int(part))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
+    if len(out) > MAX_LIST:
+        raise argparse.ArgumentTypeError(f"{text!r} has more than {MAX_LIST} values")
     if not out:
         raise argparse.ArgumentTypeError(f"empty list: {text!r}")
     return out

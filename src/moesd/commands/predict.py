@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from moesd import render
+from moesd.perf.plot import check_plot_path
 from moesd.commands.flags import PAPER_BATCH_SIZES, acceptance_and_gammas, int_list, scenario_args, scenario_kw
 from moesd.perf.inputs import build_scenario, context_dict
 from moesd.perf.prediction import Acceptance, kv_note, predict, rows
@@ -19,6 +20,8 @@ def add_arguments(p) -> None:
 
 
 def run(a) -> str:
+    if a.plot:
+        check_plot_path(a.plot)
     acceptance, gammas = acceptance_and_gammas(a)
     return _run(scenario_kw(a), a.batch_sizes, gammas, acceptance, a.json, a.plot)
 
@@ -42,9 +45,11 @@ def _run(scenario_kw: dict, batch_sizes: list[int], gammas: list[int], acceptanc
     if plot:
         from moesd.perf.plot import plot_prediction
 
+        basis = (f"unfitted prior, engine profile {context['engine']}" if context.get("engine")
+                 else "fitted parameters")
         title = (f"{context['target']} + {context['draft'] or 'no draft'} on {context['hardware']} x{context['tp']}, "
                  + (f"alpha={alpha:.3g}" if alpha is not None else f"sigma={sigma}" if sigma is not None
-                    else "acceptance curve"))
+                    else "acceptance curve") + f"\n{basis}")
         plot_prediction(grid, summary, title, plot)
     table_rows = rows(grid)
     if as_json:

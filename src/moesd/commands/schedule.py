@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 from moesd import render
-from moesd.commands.flags import acceptance_and_gammas, scenario_args, scenario_kw
-from moesd.atomic_io import write_text_atomic
+from moesd.commands.flags import MAX_LIST, acceptance_and_gammas, scenario_args, scenario_kw
+from moesd.atomic_io import check_writable, write_text_atomic
 from moesd.errors import MoesdError
 from moesd.perf.inputs import build_scenario
 from moesd.perf.schedule import best_gamma_schedule, vllm_config
@@ -19,6 +19,8 @@ def add_arguments(p) -> None:
 
 
 def run(a) -> str:
+    if a.output:
+        check_writable(a.output)
     acceptance, gammas = acceptance_and_gammas(a)
     return _run(scenario_kw(a), a.max_batch_size, gammas, acceptance, a.format, a.output)
 
@@ -27,8 +29,8 @@ def _run(scenario_kw: dict, max_batch_size: int, gammas: list[int], acceptance, 
     if not acceptance.varies_with_gamma:
         raise MoesdError("schedule needs --alpha: with a fixed --sigma a longer draft never costs acceptance, "
                          "so the choice of gamma would be meaningless")
-    if max_batch_size < 1:
-        raise MoesdError(f"--max-batch-size must be >= 1, got {max_batch_size}")
+    if not 1 <= max_batch_size <= MAX_LIST:
+        raise MoesdError(f"--max-batch-size must lie in 1..{MAX_LIST}, got {max_batch_size}")
     scenario, _ = build_scenario(**scenario_kw)
     table = best_gamma_schedule(scenario, max_batch_size, gammas, acceptance)
     text = render.vllm_schedule_json(vllm_config(table)) if fmt == "vllm" else render.schedule_text(table)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
+from pathlib import Path
 
+from moesd.atomic_io import check_writable
 from moesd.errors import MoesdError
+from moesd.progress import quiet_flag
 
 
 def parse_overrides(items: list[str] | None) -> dict:
@@ -48,19 +52,27 @@ def add_arguments(p) -> None:
     p.add_argument("--teacher-every", type=int, default=1,
                    help="distill: teacher KL every N-th step, corpus cross-entropy on the others")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="architecture override, e.g. num_experts=8")
+    quiet_flag(p)
 
 
 def run(a) -> str:
     from moesd.train.loop import TrainSettings
 
-    if a.steps < 1 or a.batch_size < 1 or a.seq_len < 2 or a.lr <= 0:
-        raise MoesdError("--steps, --batch-size must be >= 1, --seq-len >= 2 and --lr > 0")
-    if a.budget_minutes is not None and a.budget_minutes <= 0:
-        raise MoesdError("--budget-minutes must be > 0")
+    if a.steps < 1 or a.batch_size < 1 or a.seq_len < 2 or not (math.isfinite(a.lr) and a.lr > 0):
+        raise MoesdError("--steps, --batch-size must be >= 1, --seq-len >= 2 and --lr a finite number > 0")
+    if a.budget_minutes is not None and not (math.isfinite(a.budget_minutes) and a.budget_minutes > 0):
+        raise MoesdError("--budget-minutes must be a finite number > 0")
+    if not (math.isfinite(a.checkpoint_every) and a.checkpoint_every >= 0) or a.eval_every < 1 or a.eval_batches < 1:
+        raise MoesdError("--checkpoint-every must be >= 0 (0: every step), --eval-every and --eval-batches >= 1")
+    out = Path(a.out)
+    if out.exists() and not out.is_dir():
+        raise MoesdError(f"--out {out} is a file, not a directory")
+    if not out.exists():
+        check_writable(out)
     settings = TrainSettings(out=a.out, steps=a.steps, batch_size=a.batch_size, seq_len=a.seq_len, lr=a.lr,
                              warmup_steps=min(a.warmup_steps, a.steps), seed=a.seed, budget_minutes=a.budget_minutes,
                              checkpoint_every_s=a.checkpoint_every, eval_every=a.eval_every,
-                             eval_batches=a.eval_batches, threads=a.threads, resume=a.resume)
+                             eval_batches=a.eval_batches, threads=a.threads, resume=a.resume, quiet=a.quiet)
     overrides = parse_overrides(a.set)
     if a.kind == "distill":
         from moesd.train.runs import train_distill

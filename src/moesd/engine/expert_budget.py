@@ -17,14 +17,13 @@ logits captured by a forward hook on the model's own router module; no model cod
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from moesd.engine.options import BUDGET_MODES, BUDGET_SCOPES
 from moesd.errors import MoesdError
+from moesd.jsonl import read_json
 
 MODES = BUDGET_MODES
 SCOPES = BUDGET_SCOPES
@@ -105,12 +104,10 @@ def apply_budget(budget: ExpertBudget, probs: torch.Tensor, top_k_index: torch.T
 
 def read_static_order(path: str) -> tuple[tuple[int, ...], ...]:
     """The per-layer expert order (most selected first) stored by `moesd budget calibrate`."""
+    raw = read_json(path, "`moesd budget calibrate` file")
     try:
-        raw = json.loads(Path(path).read_text())
         order = tuple(tuple(int(e) for e in layer) for layer in raw["static_order"])
-    except FileNotFoundError:
-        raise MoesdError(f"static budget file not found: {path}") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         raise MoesdError(f"{path}: not a `moesd budget calibrate` file with a static_order ({exc})") from None
     if not order:
         raise MoesdError(f"{path}: static_order is empty")

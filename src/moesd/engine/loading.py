@@ -9,7 +9,7 @@ and exhausted 24 GB at B = 8 on our CPU (OFFLINE.md section 6.5), so it is refus
 from __future__ import annotations
 
 import importlib.util
-import json
+import sys
 import os
 import shutil
 import tempfile
@@ -21,6 +21,7 @@ import torch
 from moesd.engine.tokenizer import ByteTokenizer
 from moesd.engine.vocab_map import VocabMap
 from moesd.errors import MoesdError
+from moesd.jsonl import read_json
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may come from a model hub at run time
 
@@ -74,9 +75,11 @@ def _moe_shape(config) -> tuple[int, int]:
 
 
 def _set_top_k(config, top_k: int | None) -> None:
+    experts, k = _moe_shape(config)
+    if experts > 1 and not 1 <= k <= experts:
+        raise MoesdError(f"the config routes each token to {k} experts out of {experts}: impossible")
     if top_k is None:
         return
-    experts, _ = _moe_shape(config)
     if experts <= 1:
         raise MoesdError("--experts-per-token needs an MoE model")
     if not 1 <= top_k <= experts:
@@ -108,6 +111,10 @@ def _converted_gguf(gguf: Path) -> Path:
             del model.config.quantization_config
         model.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
+        # mkdtemp makes the directory 0700; a shared cache must be readable as the umask allows.
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o777 & ~mask)
         os.replace(tmp, target)
     finally:
         if tmp.exists():
@@ -161,12 +168,9 @@ def _config_from_source(source: str):
     else:
         p = Path(source)
         p = p / "config.json" if p.is_dir() else p
-        try:
-            raw = json.loads(p.read_text())
-        except FileNotFoundError:
-            raise MoesdError(f"model not found: {source} (not a preset, directory or config.json)") from None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise MoesdError(f"cannot read {p}: {exc}") from None
+        if not p.exists():
+            raise MoesdError(f"model not found: {source} (not a preset, directory or config.json)")
+        raw = read_json(p, "config.json")
     if not isinstance(raw, dict) or "model_type" not in raw:
         raise MoesdError(f"{source}: config has no 'model_type'")
     raw = {k: v for k, v in raw.items() if k not in ("quantization_config", "torch_dtype", "dtype")}
@@ -224,8 +228,14 @@ def load_model(source: str, *, dtype: str = "bf16", device: str = "cpu", seed: i
             vocab_map = None
     except MoesdError:
         raise
-    except (OSError, ValueError) as exc:
-        raise MoesdError(f"cannot load {source}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # noqa: BLE001 - transformers/safetensors raise many types for a bad checkpoint
+        # e.g. safetensors that do not match config.json (size mismatch), a truncated file (SafetensorError),
+        # an unreadable tokenizer: one line, whatever the library's exception type.
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise MoesdError(f"cannot load {source}: {type(exc).__name__}: {first[:300]}") from None
+    if is_random and random_weights is None and path.is_dir():
+        # A directory is usually meant to hold a trained model: say loudly that this one does not.
+        print(f"moesd: note: {source} holds no weights: using random weights (seed {seed})", file=sys.stderr)
     model = model.to(dev).eval()
     experts, top_k = _moe_shape(model.config)
     impl = getattr(model.config, "_experts_implementation", None) if experts > 1 else None

@@ -150,8 +150,10 @@ def stage_summary(steps: list[StepRecord], gamma: int, prefill_s: float, generat
 
     tokens_per_s counts every generated token over prefill plus steps, so autoregressive and
     speculative runs compare like for like (SD merges the target prefill into its first round)."""
-    if not steps:
-        return {"prefill_s": prefill_s, "tokens": generated_tokens}
+    if not steps:  # every sequence ended in the prefill (one new token, or EOS first)
+        return {"full_batch_size": None, "steps": 0, "steps_at_full_batch": 0, "total_s": 0.0, "forward_s": 0.0,
+                "outside_forward_fraction": 0.0, "prefill_s": prefill_s, "generation_s": prefill_s,
+                "tokens": generated_tokens, "tokens_per_s": generated_tokens / prefill_s if prefill_s > 0 else 0.0}
     full = max(s.batch_size for s in steps)
     at_full = [s for s in steps if s.batch_size == full and s.kind != phases.PREFILL_VERIFY
                and (s.kind == phases.DECODE or s.gamma == gamma)]

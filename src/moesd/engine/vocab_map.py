@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from moesd.errors import MoesdError
+from moesd.jsonl import loads
 
 VOCAB_MAP_FILE = "moesd_vocab_map.json"
 
@@ -64,10 +65,10 @@ class VocabMap:
         if not path.is_file():
             return None
         try:
-            raw = json.loads(path.read_text())
+            raw = loads(path.read_text(encoding="utf-8"))
             ids = np.asarray(raw["target_token_ids"], dtype=np.int64)
             vmap = cls(ids, int(raw["target_vocab_size"]), int(raw["unknown_draft_id"]))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
             raise MoesdError(f"cannot read {path}: {exc}") from None
         if ids.ndim != 1 or len(ids) == 0 or ids.min() < 0 or ids.max() >= vmap.target_vocab \
                 or len(np.unique(ids)) != len(ids) or not 0 <= vmap.unknown_draft_id < len(ids):

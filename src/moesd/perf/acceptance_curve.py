@@ -11,12 +11,12 @@ curve carries that. Accepted JSON forms:
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from moesd.errors import MoesdError
+from moesd.jsonl import read_json
 
 
 @dataclass(frozen=True)
@@ -73,11 +73,4 @@ class AcceptanceCurve:
 
     @classmethod
     def from_file(cls, path: str | Path) -> "AcceptanceCurve":
-        p = Path(path)
-        try:
-            data = json.loads(p.read_text())
-        except FileNotFoundError:
-            raise MoesdError(f"acceptance curve not found: {p}") from None
-        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise MoesdError(f"cannot read acceptance curve {p}: {exc}") from None
-        return cls.from_dict(data, str(p))
+        return cls.from_dict(read_json(path, "acceptance curve"), str(path))

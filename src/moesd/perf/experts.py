@@ -7,7 +7,6 @@ Real routing is correlated within a sequence (MoESD notes section 13; OFFLINE.md
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from moesd.errors import MoesdError
+from moesd.jsonl import read_json
 
 
 def check_experts(num_experts: int, top_k: int) -> None:
@@ -135,8 +135,10 @@ class RoutingCurve:
     @classmethod
     def from_file(cls, path: str | Path) -> "RoutingCurve":
         """Read ``{"num_experts": E, "top_k": K, "points": [[t, D], ...]}``."""
+        data = read_json(path, "routing curve")
         try:
-            data = json.loads(Path(path).read_text())
+            if isinstance(data, dict) and "routing_curve" in data and "points" not in data:
+                data = data["routing_curve"]  # the `moesd generate --json` output it came from
             points = data["points"]
             return cls(
                 num_experts=int(data["num_experts"]),

@@ -7,12 +7,12 @@ is a roofline bound; set them, or fit, to get realistic times.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from moesd.errors import MoesdError
+from moesd.jsonl import read_json
 
 
 @dataclass(frozen=True)
@@ -54,12 +54,7 @@ class Hardware:
     @classmethod
     def from_file(cls, path: str | Path) -> "Hardware":
         p = Path(path)
-        try:
-            data = json.loads(p.read_text())
-        except OSError as exc:
-            raise MoesdError(f"cannot read hardware file {p}: {exc.strerror}") from None
-        except json.JSONDecodeError as exc:
-            raise MoesdError(f"{p}: malformed JSON ({exc})") from None
+        data = read_json(p, "hardware file")
         if not isinstance(data, dict):
             raise MoesdError(f"{p}: hardware file must be a JSON object")
         known = set(cls.__dataclass_fields__)

@@ -6,11 +6,12 @@ qwen3_moe, olmoe, deepseek_v2 / deepseek_v3 (MLA, routed + shared experts), gpt_
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 from typing import Any, Callable
 
 from moesd.errors import MoesdError
+from moesd.jsonl import read_json
 from moesd.perf.architecture import ArchSpec
 
 _DTYPE_BYTES = {"bfloat16": 2.0, "float16": 2.0, "half": 2.0, "float32": 4.0, "float": 4.0}
@@ -24,13 +25,17 @@ class _Cfg:
     def __init__(self, raw: dict[str, Any], origin: str) -> None:
         self.raw = raw
         self.origin = origin
-        self.family = raw.get("model_type", "?")
+        family = raw.get("model_type", "?")
+        if not isinstance(family, str):
+            raise MoesdError(f"{origin}: 'model_type' must be a string, got {family!r}")
+        self.family = family
 
     def int(self, key: str, default: int | None = None) -> int:
         value = self.raw.get(key, default)
         if value is None:
             raise MoesdError(f"{self.origin}: missing '{key}' (needed for family '{self.family}')")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or int(value) != value:
             raise MoesdError(f"{self.origin}: '{key}' must be an integer, got {value!r}")
         if value < 0:
             raise MoesdError(f"{self.origin}: '{key}' must be >= 0, got {value}")
@@ -63,7 +68,7 @@ def _gqa_attention(c: _Cfg, qkv_bias: bool, o_bias: bool = False, qk_norm: int =
     h = c.pos("hidden_size")
     heads = c.pos("num_attention_heads")
     kv_heads = c.pos("num_key_value_heads", heads)
-    head_dim = c.raw.get("head_dim") or h // heads
+    head_dim = c.pos("head_dim") if c.raw.get("head_dim") is not None else h // heads
     if head_dim * heads != h and "head_dim" not in c.raw:
         raise MoesdError(f"{c.origin}: hidden_size {h} is not divisible by {heads} heads")
     q, kv = heads * head_dim, kv_heads * head_dim
@@ -336,7 +341,7 @@ def arch_from_dict(raw: dict[str, Any], name: str, origin: str | None = None) ->
     family = raw.get("model_type")
     if family is None:
         raise MoesdError(f"{origin}: missing 'model_type'")
-    if family not in PARSERS:
+    if not isinstance(family, str) or family not in PARSERS:
         raise MoesdError(
             f"{origin}: unsupported model family {family!r} (supported: {', '.join(sorted(PARSERS))})"
         )
@@ -353,12 +358,5 @@ def load_config_json(path: str | Path) -> ArchSpec:
     p = Path(path)
     if p.is_dir():
         p = p / "config.json"
-    try:
-        raw = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise MoesdError(f"config file not found: {p}") from None
-    except OSError as exc:
-        raise MoesdError(f"cannot read {p}: {exc.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MoesdError(f"{p}: malformed JSON ({exc})") from None
+    raw = read_json(p, "config file")
     return arch_from_dict(raw, name=p.parent.name or p.stem, origin=str(p))

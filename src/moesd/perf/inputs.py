@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
 from moesd.errors import MoesdError
+from moesd.jsonl import read_json
 from moesd.perf.architecture import ArchSpec
 from moesd.perf.experts import RoutingCurve
 from moesd.perf.hardware import resolve_hardware
@@ -40,12 +40,7 @@ def optional_model(name_or_path: str) -> ArchSpec | None:
 def load_params_file(path: str | Path) -> tuple[StepTimeParams, dict]:
     """Read the output of `moesd fit` (or a bare dict of the 10 parameters); returns (params, context)."""
     p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise MoesdError(f"parameter file not found: {p}") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise MoesdError(f"cannot read parameter file {p}: {exc}") from None
+    data = read_json(p, "parameter file")
     if not isinstance(data, dict):
         raise MoesdError(f"{p}: parameter file must be a JSON object")
     params = data.get("params", data)

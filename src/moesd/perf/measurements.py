@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from moesd.errors import MoesdError
-from moesd.jsonl import read_jsonl
+from moesd.jsonl import read_jsonl, read_text
 from moesd.perf.acceptance import sigma_from_alpha
 
 STAGE_COLUMNS = ("target_decode_s", "target_verify_s", "draft_s", "reject_s")
@@ -69,17 +69,15 @@ def _number(value, column: str, where: str) -> float:
 def _records(path: Path, skip_bad_lines: bool) -> list[tuple[str, dict]]:
     if path.suffix.lower() != ".csv":
         return [(f"{path}:{i}", rec) for i, rec in read_jsonl(path, skip_bad_lines)]
+    text = read_text(path, "measurement file").removeprefix("\ufeff")  # a spreadsheet's byte-order mark
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise MoesdError(f"measurement file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MoesdError(f"cannot read {path}: {exc}") from None
-    reader = csv.DictReader(text.splitlines())
-    if not reader.fieldnames:
-        raise MoesdError(f"{path}: empty CSV (no header)")
-    return [(f"{path}:{i}", {k.strip(): v.strip() if isinstance(v, str) else v for k, v in row.items() if k is not None})
-            for i, row in enumerate(reader, start=2)]
+        reader = csv.DictReader(text.splitlines())
+        if not reader.fieldnames:
+            raise MoesdError(f"{path}: empty CSV (no header)")
+        return [(f"{path}:{i}", {k.strip(): v.strip() if isinstance(v, str) else v for k, v in row.items()
+                                 if k is not None}) for i, row in enumerate(reader, start=2)]
+    except csv.Error as exc:
+        raise MoesdError(f"{path}: malformed CSV ({exc})") from None
 
 
 def load_measurements(path: str | Path, num_experts: int | None = None, experts_per_token: int | None = None,
@@ -124,6 +122,14 @@ def measurements_from_records(records: list[tuple[str, dict]], num_experts: int 
             value = rec.get(col)
             stages[col].append(math.nan if value in (None, "") else _number(value, col, where))
         _check_row(where, {k: v[-1] for k, v in cols.items()}, {k: v[-1] for k, v in stages.items()})
+    seen: dict[tuple, str] = {}
+    for i, where in enumerate(w for w, _ in records):
+        point = tuple(cols[c][i] for c in ("batch_size", "gamma", "experts_per_token", "num_experts", "sigma",
+                                           "speedup"))
+        if point in seen:
+            raise MoesdError(f"{where}: duplicates {seen[point]} (same B, gamma, K, E, sigma and speedup): a file "
+                             f"read twice? Each measurement must appear once")
+        seen[point] = where
     arrays = {k: np.asarray(v, dtype=float) for k, v in cols.items()}
     present = {k: np.asarray(v) for k, v in stages.items() if not np.all(np.isnan(v))}
     return Measurements(stages=present, context=context, source=source, **arrays)

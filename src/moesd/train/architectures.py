@@ -26,7 +26,16 @@ ARCHITECTURES = {"target": TARGET, "draft": DRAFT, "distill": DISTILL_DRAFT}
 def build_config(kind: str, vocab_size: int, eos_token_id: int, pad_token_id: int | None, overrides: dict | None = None):
     from transformers import AutoConfig
 
+    from moesd.errors import MoesdError
+    from moesd.perf.hf_config import arch_from_dict
+
     raw = dict(ARCHITECTURES[kind], **(overrides or {}))
+    # A model the other commands would refuse (an unknown family, K > E, a wrongly typed size) is refused
+    # before training starts, by the same torch-free parser `predict` uses.
+    arch_from_dict(dict(raw, vocab_size=vocab_size), name=f"--set overrides of the {kind}", origin="--set")
     model_type = raw.pop("model_type")
-    return AutoConfig.for_model(model_type, vocab_size=vocab_size, bos_token_id=eos_token_id,
-                                eos_token_id=eos_token_id, pad_token_id=pad_token_id, **raw)
+    try:
+        return AutoConfig.for_model(model_type, vocab_size=vocab_size, bos_token_id=eos_token_id,
+                                    eos_token_id=eos_token_id, pad_token_id=pad_token_id, **raw)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise MoesdError(f"--set: transformers refuses this {model_type} config ({exc})") from None

@@ -46,6 +46,7 @@ class TrainSettings:
     log_every: int = 10
     threads: int | None = None
     resume: bool = False
+    quiet: bool = False  # no progress bar
 
     def fingerprint(self) -> dict:
         """What must match for a resume to continue the same run (not the budget or intervals)."""
@@ -137,6 +138,10 @@ def train(model: torch.nn.Module, stream: TokenStream, objective: Objective, s: 
         print(f"resumed at step {step} ({elapsed_s / 60:.1f} min done)", file=sys.stderr)
     elif ckpt.is_file():
         raise MoesdError(f"{out} already holds a training checkpoint; pass --resume to continue it")
+    for name, part in (("training", stream.train), ("validation", stream.valid)):
+        if len(part) < s.seq_len + 2:
+            raise MoesdError(f"the {name} corpus has {len(part)} tokens, fewer than --seq-len {s.seq_len} + 2: "
+                             f"use a larger corpus or a shorter --seq-len")
     valid = stream.valid_batches(s.eval_batches, s.batch_size, s.seq_len)
 
     def save_checkpoint() -> None:
@@ -161,6 +166,10 @@ def train(model: torch.nn.Module, stream: TokenStream, objective: Objective, s: 
     last_ckpt = t_mark = time.perf_counter()
     recent: list[float] = []
     stopped = "steps"
+    from moesd.progress import progress
+
+    meter = progress(total=s.steps, desc="train", unit="step", quiet=s.quiet)
+    meter.update(step)
     try:
         if step == 0:
             print(f"step 0 validation {_fmt(evaluate())}", file=sys.stderr)
@@ -180,6 +189,7 @@ def train(model: torch.nn.Module, stream: TokenStream, objective: Objective, s: 
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             step += 1
+            meter.update(1)
             now = time.perf_counter()
             elapsed_s += now - t_mark
             t_mark = now
@@ -200,6 +210,7 @@ def train(model: torch.nn.Module, stream: TokenStream, objective: Objective, s: 
         print(f"interrupted at step {step}; checkpoint saved, continue with --resume", file=sys.stderr)
         raise
     finally:
+        meter.close()
         signal.signal(signal.SIGTERM, previous)
     final = evaluate() if not log or log[-1]["step"] != step else log[-1]
     save_checkpoint()
