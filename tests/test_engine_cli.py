@@ -23,16 +23,41 @@ def test_generate_json(capsys, tiny_dir, tmp_path):
     cfg = tiny_dir("qwen3_moe")
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"prompt": "hello hello hello"}\n{"token_ids": [5, 6, 7, 5, 6]}\n')
-    rc, out, err = run(capsys, "generate", "--target", str(cfg), "--draft-method", "ngram", "--gamma", "3",
-                       "--batch-size", "3", "--prompts", str(prompts), "--max-new-tokens", "8", "--dtype", "fp32",
-                       "--json")
+    rc, out, err = run(capsys, "generate", "--target", str(cfg), "--draft-method", "synthetic", "--alpha", "0.8",
+                       "--gamma", "3", "--batch-size", "3", "--prompts", str(prompts), "--max-new-tokens", "8",
+                       "--dtype", "fp32", "--json")
     assert rc == 0, err
     data = json.loads(out)
-    assert len(data["outputs"]) == 3 and all(len(o["token_ids"]) == 8 for o in data["outputs"])
+    # every prompt of the file runs (2 of them: the batch is never padded with repeats)
+    assert len(data["outputs"]) == 2 and all(len(o["token_ids"]) == 8 for o in data["outputs"])
     m = data["metrics"]
     assert m["target"]["experts_implementation"] == "grouped_mm" and m["target"]["random_weights"]
     assert {"alpha", "sigma", "mean_acceptance_length", "acceptance_histogram"} <= set(m["acceptance"])
     assert {"target_verify_s", "draft_round_s", "reject_s"} <= set(m["stages"])
+
+
+def test_generate_runs_every_prompt_with_continuous_batching(capsys, tiny_dir, tmp_path):
+    """7 prompts at batch size 2: all 7 outputs, each equal to its output when all run in one batch."""
+    cfg = tiny_dir("qwen3_moe")
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"token_ids": [5 + i, 6, 7 + 2 * i, 5, 6][: 2 + i % 4]}) + "\n"
+                               for i in range(7)))
+    outs = {}
+    for b in ("2", "7"):
+        rc, out, err = run(capsys, "generate", "--target", str(cfg), "--draft-method", "ngram", "--gamma", "3",
+                           "--batch-size", b, "--prompts", str(prompts), "--max-new-tokens", "9", "--dtype", "fp32",
+                           "--json", "--quiet")
+        assert rc == 0, err
+        data = json.loads(out)
+        assert data["metrics"]["batch_size"] == int(b) and data["metrics"]["num_prompts"] == 7
+        outs[b] = [o["token_ids"] for o in data["outputs"]]
+    assert len(outs["2"]) == 7 and outs["2"] == outs["7"]
+
+
+def test_generate_one_token_and_eos_first_print_a_summary(capsys, tiny_dir):
+    rc, out, err = run(capsys, "generate", "--target", str(tiny_dir("llama")), "--prompt", "hi", "--gamma", "0",
+                       "--max-new-tokens", "1")
+    assert rc == 0 and "1 tokens in" in out, err
 
 
 def test_generate_text_synthetic_and_uniform(capsys, tiny_dir):
@@ -61,7 +86,7 @@ BAD = [
     (["--draft-method", "ngram", "--dtype", "int4"], "unknown dtype 'int4'"),
     (["--draft-method", "ngram", "--experts-implementation", "batched_mm"], "batched_mm copies weights"),
     (["--draft-method", "ngram", "--experts-per-token", "9"], "experts per token must lie in [1, 8]"),
-    (["--draft-method", "ngram", "--batch-size", "0"], "batch size must be >= 1"),
+    (["--draft-method", "ngram", "--batch-size", "0"], "batch size must lie in 1..4096"),
 ]
 
 

@@ -53,6 +53,22 @@ def test_ngram_drafting_is_exact(tiny_model):
     assert sd.token_ids == ar.token_ids
 
 
+def test_prompt_lookup_without_a_match_decodes_instead_of_verifying(tiny_model):
+    """Random prompts and random-model text rarely repeat an n-gram: those steps must be plain decode steps
+    (one token per row), not verify blocks of the last token repeated; outputs stay exact."""
+    target = tiny_model("llama")
+    prompts = prompts_for(3)
+    ar = SpecEngine(target, None, 0).generate(prompts, NEW)
+    res = SpecEngine(target, NgramProposer(target.vocab_size), 4).generate(prompts, NEW)
+    assert res.token_ids == ar.token_ids
+    kinds = [s["kind"] for s in res.metrics["steps"]]
+    assert kinds.count("decode") > kinds.count("verify") and kinds[0] == "prefill+verify"
+    # a repeating prompt does get verify blocks
+    rep = [[7, 8, 9, 10] * 4]
+    res = SpecEngine(target, NgramProposer(target.vocab_size), 4).generate(rep, 8)
+    assert "verify" in [s["kind"] for s in res.metrics["steps"]] or res.metrics["stages"]["steps"] == 1
+
+
 def test_ragged_finishing_at_eos(tiny_model, agreeing_draft):
     target = tiny_model("mixtral")
     prompts = prompts_for(8)

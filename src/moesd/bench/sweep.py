@@ -96,8 +96,10 @@ def point_key(cfg: BenchConfig, p: Point) -> str:
 def validate(cfg: BenchConfig) -> None:
     from moesd.engine.options import MAX_GAMMA, check_alpha, check_budget, check_routing, check_sampling
 
-    if not cfg.batch_sizes or min(cfg.batch_sizes) < 1:
-        raise MoesdError("batch sizes must be >= 1")
+    if not cfg.batch_sizes or min(cfg.batch_sizes) < 1 or max(cfg.batch_sizes) > 4096:
+        raise MoesdError("batch sizes must lie in 1..4096")
+    if cfg.max_prompt_tokens is not None and cfg.max_prompt_tokens < 1:
+        raise MoesdError(f"--max-prompt-tokens must be >= 1, got {cfg.max_prompt_tokens}")
     if not cfg.gammas or min(cfg.gammas) < 1 or max(cfg.gammas) > MAX_GAMMA:
         raise MoesdError(f"gammas must lie in 1..{MAX_GAMMA} (gamma 0, the baseline, is measured at every point)")
     if cfg.repeats < 1 or cfg.warmup < 0:

@@ -80,6 +80,8 @@ def batch_prompts(workload: Workload, batch_size: int, offset: int = 0) -> list:
 def tokenize_prompts(tokenizer, prompts: list, chat: bool, max_tokens: int | None = None) -> list[list[int]]:
     """Token ids per prompt; `chat` wraps each as a user turn with the tokenizer's chat template.
     `max_tokens` keeps the last tokens of longer prompts (the end of a prompt is what the answer continues)."""
+    if max_tokens is not None and max_tokens < 1:
+        raise MoesdError(f"--max-prompt-tokens must be >= 1, got {max_tokens}")
     out = []
     for p in prompts:
         if isinstance(p, list):

@@ -24,6 +24,7 @@ def _budgets(text: str | None) -> tuple:
 
 
 HELP = "sweep B x gamma x K x temperature x routing; one JSON line per point"
+EXAMPLES = 'examples:\n  moesd bench --target benchmarks/configs/cpu_moe_e64k8.json --draft benchmarks/configs/cpu_draft.json \\\n      --draft-method synthetic --alpha 0.44 --routing uniform --batch-sizes 1,4,16 --gammas 2,4 -o r.jsonl\n  moesd bench ... -o r.jsonl --resume'
 
 
 def add_arguments(p) -> None:

@@ -9,6 +9,7 @@ from moesd.progress import quiet_flag
 
 
 HELP = "MoE-Spec expert budgets: pick the smallest budget that meets a quality floor"
+EXAMPLES = 'examples:\n  moesd budget calibrate --target models/stdlib-moe-e32k4 --draft models/stdlib-draft --max-kl 0.05 -o budgets.json'
 
 
 def add_arguments(p) -> None:

@@ -6,6 +6,7 @@ from moesd.errors import MoesdError
 
 
 HELP = "measure this machine's bandwidth and GEMM peak into a hardware JSON"
+EXAMPLES = 'examples:\n  moesd calibrate -o cpu.json && moesd predict --target OLMoE-1B-7B --hardware cpu.json --alpha 0.7'
 
 
 def add_arguments(p) -> None:

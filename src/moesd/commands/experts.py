@@ -11,6 +11,7 @@ from moesd.perf.experts import (RoutingCurve, check_experts, expected_active_exp
 
 
 HELP = "expected distinct experts N(t), tokens per expert, T_thres"
+EXAMPLES = 'examples:\n  moesd experts --num-experts 64 --top-k 8 --tokens 1,2,4,8,16\n  moesd experts --target OLMoE-1B-7B --routing-curve curve.json --plot experts.png'
 
 
 def add_arguments(p) -> None:

@@ -17,6 +17,7 @@ from moesd.perf.measurements import load_measurements, measurements_from_records
 
 
 HELP = "fit Algorithm 1's parameters to measurements (JSONL or CSV)"
+EXAMPLES = 'examples:\n  moesd fit results/cpu_moe.jsonl --routing uniform -o params.json\n  moesd fit my_points.csv --target Qwen3-30B-A3B --hardware H100-SXM --tp 2 -o params.json'
 
 
 def add_arguments(p) -> None:

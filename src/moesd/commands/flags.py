@@ -162,5 +162,5 @@ def budget_mode_args(p: argparse.ArgumentParser) -> None:
 
 def workload_args(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
     p.add_argument("--workload", default="humaneval", help="humaneval, mtbench or a JSONL file")
-    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help="tokens to generate per prompt")
     p.add_argument("--max-prompt-tokens", type=int, help="keep only the last N prompt tokens")

@@ -2,29 +2,36 @@ from __future__ import annotations
 
 from moesd import render
 from moesd.commands.flags import budget_mode_args, engine_model_args
-from moesd.bench.workloads import batch_prompts, load_workload, tokenize_prompts
+from moesd.progress import quiet_flag
+from moesd.bench.workloads import load_workload, tokenize_prompts
 from moesd.errors import MoesdError
 
 
+MAX_BATCH_SIZE = 4096  # rows beyond this exhaust memory long before they could be measured
+
+
 def read_prompts(prompt: str | None, prompts_file: str | None, batch_size: int) -> list:
-    """--prompt repeated B times, or the file's first B prompts (cycled if the file is shorter)."""
+    """--prompt repeated B times, or every prompt of the file (run B at a time)."""
     if (prompt is None) == (prompts_file is None):
         raise MoesdError("give exactly one of --prompt and --prompts")
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise MoesdError(f"batch size must lie in 1..{MAX_BATCH_SIZE}, got {batch_size}")
     if prompt is not None:
-        if batch_size < 1:
-            raise MoesdError(f"batch size must be >= 1, got {batch_size}")
         return [prompt] * batch_size
-    return batch_prompts(load_workload(prompts_file), batch_size)
+    return list(load_workload(prompts_file).prompts)
 
 
 HELP = "batched speculative decoding on a Hugging Face model (needs the engine extra)"
+EXAMPLES = "examples:\n  moesd generate --target smollm2-135m-instruct --draft-method ngram --gamma 4 --chat --prompt 'Hi'\n  moesd generate --target models/stdlib-moe-e32k4 --draft models/stdlib-draft --prompts p.jsonl --batch-size 8 --json"
 
 
 def add_arguments(p) -> None:
     engine_model_args(p)
     p.add_argument("--alpha", type=float, help="acceptance probability for --draft-method synthetic")
     p.add_argument("--gamma", type=int, default=4, help="draft length; 0 = autoregressive baseline")
-    p.add_argument("--batch-size", type=int, default=1, help="sequences decoded together")
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="sequences decoded together; with --prompts every prompt runs, B at a time, a finished "
+                        "row taking the next prompt (continuous batching)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="one prompt, repeated --batch-size times")
     src.add_argument("--prompts", help="JSONL: {\"prompt\": ...} or {\"token_ids\": [...]} per line")
@@ -41,6 +48,7 @@ def add_arguments(p) -> None:
     p.add_argument("--measure-kl", action="store_true",
                    help="with --expert-budget: KL(full || budgeted) per verify token (re-runs each verify block)")
     p.add_argument("--json", action="store_true", help="outputs and every metric as JSON")
+    quiet_flag(p)
 
 
 def run(a) -> str:
@@ -52,12 +60,14 @@ def run(a) -> str:
                       routing=a.routing, random_weights=True if a.random_weights else None, tokenizer=a.tokenizer,
                       expert_budget=a.expert_budget, budget_mode=a.budget_mode, budget_scope=a.budget_scope,
                       budget_static=a.budget_static, measure_kl=a.measure_kl)
-    return _run(spec, a.prompt, a.prompts, a.batch_size, a.max_new_tokens, a.chat, a.json)
+    return _run(spec, a.prompt, a.prompts, a.batch_size, a.max_new_tokens, a.chat, a.json, a.quiet)
 
 
 def _run(spec, prompt: str | None, prompts_file: str | None, batch_size: int, max_new_tokens: int,
-         chat: bool, as_json: bool) -> str:
+         chat: bool, as_json: bool, quiet: bool = False) -> str:
     from moesd.engine.factory import build_engine
+
+    from moesd.progress import progress
 
     texts = read_prompts(prompt, prompts_file, batch_size)
     engine = build_engine(spec)
@@ -66,7 +76,12 @@ def _run(spec, prompt: str | None, prompts_file: str | None, batch_size: int, ma
     for ids in token_prompts:
         if any(not 0 <= t < target.vocab_size for t in ids):
             raise MoesdError(f"prompt token ids must lie in [0, {target.vocab_size})")
-    result = engine.generate(token_prompts, max_new_tokens, getattr(target.tokenizer, "eos_token_id", None))
+    meter = progress(total=len(token_prompts), desc="generate", unit="seq", quiet=quiet)
+    try:
+        result = engine.generate(token_prompts, max_new_tokens, getattr(target.tokenizer, "eos_token_id", None),
+                                 batch_size=batch_size, on_finish=meter.update)
+    finally:
+        meter.close()
     outputs = [{"prompt": t if isinstance(t, str) else None, "text": target.tokenizer.decode(ids),
                 "token_ids": ids, "finish_reason": r}
                for t, ids, r in zip(texts, result.token_ids, result.finish_reasons)]

@@ -9,12 +9,13 @@ from moesd.perf.summary import summarize
 
 
 HELP = "predicted SD speedup over batch sizes and draft lengths"
+EXAMPLES = 'examples:\n  moesd predict --target Qwen2-57B-A14B-Instruct --draft Qwen2-0.5B-Instruct --hardware H800 --tp 2 \\\n      --sigma 0.9 --gamma 2,3,4 --engine vllm-v0\n  moesd predict --target Qwen3-30B-A3B --hardware H100-SXM --tp 2 --draft-kind eagle \\\n      --acceptance-rate 0.55 --gamma 4 --batch-sizes 1-64 --plot speedup.svg'
 
 
 def add_arguments(p) -> None:
     scenario_args(p)
     p.add_argument("--batch-sizes", type=int_list, default=int_list(PAPER_BATCH_SIZES),
-                   help="batch sizes (default: the paper's 19)")
+                   help="batch sizes, e.g. 1-64 or 1,8,32 (default: the paper's 19, %(default)s)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--plot", help="write a figure of speedup and target efficiency vs batch size")
 

@@ -6,6 +6,7 @@ from moesd.perf.model_presets import MODEL_PRESETS
 
 
 HELP = "list model and hardware presets"
+EXAMPLES = 'examples:\n  moesd presets\n  moesd presets --json'
 
 
 def add_arguments(p) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 HELP = "markdown tables and figures from `moesd bench` results"
+EXAMPLES = 'examples:\n  moesd report results/cpu_moe.jsonl results/cpu_dense.jsonl -o report/'
 
 
 def add_arguments(p) -> None:

@@ -9,6 +9,7 @@ from moesd.perf.schedule import best_gamma_schedule, vllm_config
 
 
 HELP = "best gamma per batch size as vLLM's dynamic SD table"
+EXAMPLES = 'examples:\n  moesd schedule --target Qwen3-30B-A3B --hardware H100-SXM --draft-kind eagle --alpha 0.7 --max-batch-size 256\n  moesd schedule ... --format table -o schedule.txt'
 
 
 def add_arguments(p) -> None:

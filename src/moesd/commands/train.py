@@ -26,6 +26,7 @@ def parse_overrides(items: list[str] | None) -> dict:
 
 
 HELP = "train the shipped small models: stdlib MoE target, its draft, a SmolLM2 distilled draft"
+EXAMPLES = 'examples:\n  moesd train target --out models/my-moe --steps 2000 --budget-minutes 30\n  moesd train target --out models/my-moe --steps 2000 --resume'
 
 
 def add_arguments(p) -> None:

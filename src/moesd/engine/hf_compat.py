@@ -95,3 +95,26 @@ def gather_cache_slots(cache, src: torch.Tensor, keep: torch.Tensor) -> None:
         k = keep[:, None, :, None].to(layer.keys.dtype)
         layer.keys = torch.gather(layer.keys, 2, idx) * k
         layer.values = torch.gather(layer.values, 2, idx.expand(-1, -1, -1, layer.values.shape[3])) * k
+
+
+def _layers(cache):
+    return [layer for layer in cache.layers
+            if getattr(layer, "is_initialized", True) and layer.keys is not None and layer.keys.numel() > 0]
+
+
+def pad_cache_left(cache, slots: int) -> None:
+    """Prepend `slots` zero slots to every row (they are masked by the caller)."""
+    if slots <= 0:
+        return
+    for layer in _layers(cache):
+        for name in ("keys", "values"):
+            t = getattr(layer, name)
+            pad = torch.zeros(*t.shape[:2], slots, t.shape[3], dtype=t.dtype, device=t.device)
+            setattr(layer, name, torch.cat([pad, t], dim=2))
+
+
+def concat_cache_rows(cache, other) -> None:
+    """Append `other`'s rows to `cache` (both hold the same number of slots)."""
+    for layer, extra in zip(cache.layers, other.layers):
+        layer.keys = torch.cat([layer.keys, extra.keys], dim=0)
+        layer.values = torch.cat([layer.values, extra.values], dim=0)

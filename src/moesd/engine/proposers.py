@@ -150,6 +150,21 @@ class DraftModelProposer:
         self.kv.select_rows(torch.tensor(rows, device=self.draft.device))
         self.pending = [self.pending[r] for r in rows]
 
+    def add_rows(self, histories: list[list[int]], last_tokens: list[list[int]], replace: bool = False) -> None:
+        """New sequences join the batch (continuous batching): prefill their history except the newest token,
+        which stays pending like every other row's. `replace`: they are the whole batch now."""
+        kv = RaggedKV(self.draft.model, self.draft.device)
+        ids, valid = left_pad(histories, self.draft.device)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            kv.extend(self._readable(ids), valid, logits_to_keep=1)
+        self.forward_s += time.perf_counter() - t0
+        if replace or self.kv is None:
+            self.kv, self.pending = kv, [list(t) for t in last_tokens]
+        else:
+            self.kv.add_rows(kv)
+            self.pending += [list(t) for t in last_tokens]
+
 
 class NgramProposer:
     """Prompt lookup: continue the most recent earlier occurrence of the sequence's last n tokens.
@@ -183,6 +198,13 @@ class NgramProposer:
                 return cont + [cont[-1]] * (gamma - len(cont))
         return None
 
+    def has_proposal(self, histories: list[list[int]], gamma: int) -> bool:
+        """Whether any row's suffix occurs earlier in its history. When none does, a verify block would
+        only score the last token repeated (rarely accepted), so the engine runs a plain decode step
+        instead, as transformers' prompt lookup does. Deciding from past tokens alone keeps SD lossless."""
+        return any(self.lookup(np.asarray(h, dtype=np.int64), gamma, self.min_n, self.max_n) is not None
+                   for h in histories)
+
     def propose(self, gamma: int, histories: list[list[int]], params: SamplingParams, generator):
         rows = []
         for h in histories:
@@ -194,6 +216,9 @@ class NgramProposer:
         pass
 
     def select_rows(self, rows) -> None:
+        pass
+
+    def add_rows(self, histories, last_tokens, replace: bool = False) -> None:
         pass
 
 
@@ -236,3 +261,7 @@ class SyntheticProposer:
     def select_rows(self, rows) -> None:
         if self.inner is not None:
             self.inner.select_rows(rows)
+
+    def add_rows(self, histories, last_tokens, replace: bool = False) -> None:
+        if self.inner is not None:
+            self.inner.add_rows(histories, last_tokens, replace)

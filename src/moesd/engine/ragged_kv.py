@@ -90,6 +90,19 @@ class RaggedKV:
         self._crop_dead_tail()
         self.compact()
 
+    def add_rows(self, other: "RaggedKV") -> None:
+        """Append another cache's rows (new sequences joining the batch: continuous batching). The shorter side
+        is left-padded with masked slots so both hold the same number of slots."""
+        n = max(self.length, other.length)
+        for kv in (self, other):
+            pad = n - kv.length
+            if pad:
+                hf_compat.pad_cache_left(kv.cache, pad)
+                kv.mask = torch.cat([torch.zeros(kv.batch_size, pad, dtype=torch.bool, device=kv.device), kv.mask], 1)
+        hf_compat.concat_cache_rows(self.cache, other.cache)
+        self.mask = torch.cat([self.mask, other.mask], dim=0)
+        self.next_pos = torch.cat([self.next_pos, other.next_pos])
+
     def hole_fraction(self) -> float:
         if self.length == 0:
             return 0.0

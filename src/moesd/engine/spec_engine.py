@@ -93,17 +93,22 @@ class SpecEngine:
         return self._proposer(seed) if callable(self._proposer) and not hasattr(self._proposer, "propose") \
             else self._proposer
 
-    def _forward(self, run: "_Run", phase: str, ids: torch.Tensor, valid: torch.Tensor, keep: int = 0):
+    def _forward(self, run: "_Run", phase: str, ids: torch.Tensor, valid: torch.Tensor, keep: int = 0,
+                 kv: RaggedKV | None = None):
         if run.recorder is not None:
             run.recorder.begin(phase, valid)
-        logits, seconds = self.clock.run(run.kv.extend, ids, valid, logits_to_keep=keep)
+        logits, seconds = self.clock.run((kv or run.kv).extend, ids, valid, logits_to_keep=keep)
         routing = run.recorder.end() if run.recorder is not None else None
         return logits, seconds, routing
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], max_new_tokens: int, eos_token_id: int | None = None,
-                 seed: int | None = None) -> GenerationResult:
-        """`seed` (default: the engine's) seeds sampling, uniform routing and synthetic acceptance of this call."""
+                 seed: int | None = None, batch_size: int | None = None, on_finish=None) -> GenerationResult:
+        """`seed` (default: the engine's) seeds sampling, uniform routing and synthetic acceptance of this call.
+
+        `batch_size` below the number of prompts runs them as serving engines do (continuous batching): at most
+        B sequences at a time, and each step a finished row's place goes to the next prompt, which is
+        prefilled and joins the running batch. `on_finish(n)` is told how many sequences finished each step."""
         if not prompts or any(len(p) == 0 for p in prompts):
             raise MoesdError("every prompt needs at least one token")
         if max_new_tokens < 1:
@@ -112,8 +117,11 @@ class SpecEngine:
         if self.max_context and longest + max_new_tokens + self.gamma + 1 > self.max_context:
             raise MoesdError(f"prompt of {longest} tokens + {max_new_tokens} new tokens exceeds the model's "
                              f"context of {self.max_context}")
+        if batch_size is not None and batch_size < 1:
+            raise MoesdError(f"batch size must be >= 1, got {batch_size}")
         seed = self.seed if seed is None else seed
-        run = _Run(self.target, self._new_proposer(seed), self.gamma, seed, prompts, max_new_tokens, eos_token_id)
+        run = _Run(self.target, self._new_proposer(seed), self.gamma, seed, prompts, max_new_tokens, eos_token_id,
+                   batch_size or len(prompts))
         # Hooks live only inside one call: engines share model objects, and a hook left behind by a
         # uniform-routing engine would silently rewrite the routing of every later engine.
         if self.target.is_moe:
@@ -130,10 +138,18 @@ class SpecEngine:
                 # As transformers' assisted generation does, the target's prefill is merged into the first
                 # verification: the draft proposes from the prompt, and the target scores prompt + drafts
                 # in one forward. That step is recorded as "prefill+verify", apart from the stage medians.
-                _, run.prefill_s = self.clock.run(run.proposer.start, prompts)  # the draft's prefill
+                _, run.prefill_s = self.clock.run(run.proposer.start, [run.histories[i] for i in run.active])
                 run.proposer_started = True
-            while run.active:
-                self._step(run)
+            done = 0
+            while run.active or run.queue:
+                if run.queue and len(run.active) < run.batch_size:
+                    self._admit(run)
+                if run.active:
+                    self._step(run)
+                finished = sum(1 for r in run.reasons_final if r) - done
+                if finished and on_finish is not None:
+                    on_finish(finished)
+                done += finished
             kl = torch.cat(run.budget_kl) if run.budget_kl else None
             return GenerationResult(run.outputs, run.reasons, self._metrics(run, longest), self.gamma,
                                     run.acceptance.counts if self.gamma > 0 else None, run.experts, kl)
@@ -141,8 +157,38 @@ class SpecEngine:
             if run.recorder is not None:
                 run.recorder.remove()
 
+    def _admit(self, run: "_Run") -> None:
+        """Continuous batching: prefill the next prompts into free rows. Their first token comes from their own
+        prefill (never merged with a verify); rows that end right there (EOS, or one new token) never join."""
+        rids = run.queue[: run.batch_size - len(run.active)]
+        del run.queue[: len(rids)]
+        kv = RaggedKV(self.target.model, run.device)
+        ids, valid = left_pad([run.histories[r] for r in rids], run.device)
+        logits, seconds, routing = self._forward(run, phases.PREFILL, ids, valid, keep=1, kv=kv)
+        run.prefill_s += seconds
+        run.absorb(routing)
+        first = select_tokens(logits[:, -1], self.sampling, run.generator)
+        joining = [i for i, (rid, t) in enumerate(zip(rids, first.tolist())) if run.append_first(rid, t)]
+        if not joining:
+            return
+        idx = torch.tensor(joining, device=run.device)
+        if len(joining) < len(rids):
+            kv.select_rows(idx)
+        new_ids = [rids[i] for i in joining]
+        replace = not run.active  # every earlier row has finished: the new rows are the whole batch
+        if replace:
+            run.kv, run.last = kv, first[idx]
+        else:
+            run.kv.add_rows(kv)
+            run.last = torch.cat([run.last, first[idx]])
+        run.active = run.active + new_ids
+        if run.proposer is not None and run.proposer_started:
+            _, seconds = self.clock.run(run.proposer.add_rows, [run.histories[r][:-1] for r in new_ids],
+                                        [run.histories[r][-1:] for r in new_ids], replace)
+            run.prefill_s += seconds
+
     def _prefill(self, run: "_Run") -> None:
-        ids, valid = left_pad(run.histories, run.device)
+        ids, valid = left_pad([run.histories[i] for i in run.active], run.device)
         logits, run.prefill_s, routing = self._forward(run, phases.PREFILL, ids, valid, keep=1)
         run.absorb(routing)
         last = select_tokens(logits[:, -1], self.sampling, run.generator)
@@ -157,7 +203,9 @@ class SpecEngine:
         # Never draft past the longest remaining budget: those tokens could not be kept.
         room = max(run.max_new_tokens - len(run.outputs[r]) for r in run.active)
         gamma = min(self.gamma, room - 1)
-        if self.gamma == 0 or (gamma <= 0 and not first_round):
+        no_proposal = (not first_round and gamma > 0 and hasattr(proposer, "has_proposal")
+                       and not proposer.has_proposal([run.histories[i] for i in run.active], gamma))
+        if self.gamma == 0 or (gamma <= 0 and not first_round) or no_proposal:
             kind, gamma, target_s, draft_s, reject_s, routing = phases.DECODE, 0, *self._decode(run)
         else:
             gamma = max(gamma, 1)
@@ -218,7 +266,8 @@ class SpecEngine:
     def _metrics(self, run: "_Run", longest: int) -> dict:
         metrics = {
             "gamma": self.gamma,
-            "batch_size": len(run.outputs),
+            "batch_size": run.batch_size,
+            "num_prompts": len(run.outputs),
             "draft_method": run.proposer.kind if run.proposer is not None else "none",
             "temperature": self.sampling.temperature,
             "top_p": self.sampling.top_p,
@@ -275,8 +324,9 @@ class _Run:
     expert hooks, statistics. Nothing here points back at the engine."""
 
     def __init__(self, target: LoadedModel, proposer, gamma: int, seed: int, prompts: list[list[int]],
-                 max_new_tokens: int, eos_token_id: int | None):
+                 max_new_tokens: int, eos_token_id: int | None, batch_size: int):
         n = len(prompts)
+        self.batch_size = min(batch_size, n)
         self.proposer = proposer  # None for the autoregressive baseline
         self.recorder: ExpertRecorder | None = None
         self.device = target.device
@@ -285,7 +335,9 @@ class _Run:
         self.outputs: list[list[int]] = [[] for _ in range(n)]
         self.reasons = ["length"] * n
         self.histories = [list(p) for p in prompts]  # prompt + output, per request (prompt lookup reads it)
-        self.active = list(range(n))  # request ids still generating, in batch-row order
+        self.active = list(range(self.batch_size))  # request ids generating now, in batch-row order
+        self.queue = list(range(self.batch_size, n))  # request ids waiting for a free row
+        self.reasons_final = [""] * n  # set once a request has finished
         self.last: torch.Tensor | None = None  # [active] the newest token, not yet in the target cache
         self.pending: tuple[list[list[int]], torch.Tensor] | None = None  # this step's tokens per row
         self.kv = RaggedKV(target.model, self.device)
@@ -300,6 +352,18 @@ class _Run:
     def absorb(self, routing) -> None:
         if self.experts is not None and routing is not None:
             self.experts.absorb([routing])
+
+    def append_first(self, rid: int, token: int) -> bool:
+        """A newly admitted request's first token (from its own prefill); False if that already ends it."""
+        self.histories[rid].append(token)
+        self.outputs[rid].append(token)
+        if self.eos_token_id is not None and token == self.eos_token_id:
+            self.reasons[rid] = self.reasons_final[rid] = "eos"
+            return False
+        if len(self.outputs[rid]) >= self.max_new_tokens:
+            self.reasons_final[rid] = "length"
+            return False
+        return True
 
     def emit(self, new_tokens: list[list[int]], final: torch.Tensor) -> int:
         """Append each active row's new tokens, cutting at EOS or the limit; finished rows leave the
@@ -317,6 +381,8 @@ class _Run:
             kept += len(toks)
             if self.reasons[rid] != "eos" and len(self.outputs[rid]) < self.max_new_tokens:
                 still.append(rid)
+            else:
+                self.reasons_final[rid] = self.reasons[rid]
         self.active, self.last = still, final
         if still != before:
             slots = [before.index(r) for r in still]
@@ -326,6 +392,8 @@ class _Run:
                 if self.proposer is not None and self.proposer_started:
                     self.proposer.select_rows(slots)
                 self.last = final[idx]
+            else:
+                self.last = final[:0]
         return kept
 
     def flush(self) -> int:
