@@ -211,7 +211,9 @@ def test_budget_calibrate_cli_picks_smallest_passing_budget_and_static_order(tin
     prompts.write_text("".join(json.dumps({"token_ids": [5 + i, 6, 7, 8 + i, 9, 10]}) + "\n" for i in range(4)))
     out = tmp_path / "cal.json"
     target = str(tiny_dir("qwen3_moe"))
-    args = ["budget", "calibrate", "--target", target, "--draft-method", "ngram", "--workload", str(prompts),
+    # A draft model (random weights, another seed): every round verifies, so every budget gets judged; prompt
+    # lookup on random text finds no n-gram and would decode instead.
+    args = ["budget", "calibrate", "--target", target, "--draft", str(tiny_dir("qwen3_moe")), "--workload", str(prompts),
             "--batch-sizes", "1,4", "--gamma", "3", "--max-new-tokens", "12", "--dtype", "fp32"]
     assert main(args + ["--max-kl", "0.01", "-o", str(out)]) == 0
     cal = json.loads(out.read_text())

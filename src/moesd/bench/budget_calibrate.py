@@ -92,11 +92,15 @@ def calibrate(spec, workload: str, batch_sizes: list[int], budgets: list[int] | 
             if spec.budget_mode == "substitution" and c < target.top_k:
                 continue
             q = compare(ref, merge_runs(runs(c)), spec.temperature)
-            ok = (max_kl is None or q["mean_kl_per_token"] <= max_kl) and \
+            # No verify token at all (prompt lookup found nothing to verify): the budget never acted, so it
+            # costs no quality here; its KL is reported as None.
+            kl = q["mean_kl_per_token"]
+            ok = (max_kl is None or kl is None or kl <= max_kl) and \
                  (min_match is None or q.get("token_match_rate", 0.0) >= min_match)
             tried.append({"budget": c, "passes": ok, **{k: q.get(k) for k in (
                 "mean_kl_per_token", "token_match_rate", "acceptance_length_ratio", "alpha")}})
-            print(f"B={b} C={c}: KL {q['mean_kl_per_token']:.4f}, match {q.get('token_match_rate', float('nan')):.3f}"
+            print(f"B={b} C={c}: KL {float('nan') if kl is None else kl:.4f}, "
+                  f"match {q.get('token_match_rate', float('nan')):.3f}"
                   f" -> {'pass' if ok else 'fail'}", file=progress, flush=True)
             if ok:
                 chosen = c
