@@ -1,6 +1,6 @@
 """Engine speed on the CPU (issue "Batched, lossless SD engine"), bf16, torch threads = cores.
 
-1. Time outside model forwards at B = 8, gamma = 4 on the CPU MoE of OFFLINE.md section 6 (Qwen3-MoE,
+1. Time outside model forwards at B = 8, gamma = 4 on the CPU MoE of docs/notes/offline.md section 6 (Qwen3-MoE,
    hidden 1024, 8 layers, E = 64, K = 8, 1.7 GB bf16, random weights) with a small random dense draft.
    Goal: <= 5 % of step time.
 2. Autoregressive tokens/s through the engine vs transformers `generate()` on the same model and

@@ -14,7 +14,7 @@ from moesd.perf.prediction import Acceptance, Scenario, predict
 from moesd.perf.summary import summarize
 from moesd.perf.synthetic import PAPER_BATCH_SIZES
 
-# (device, tp) -> {gamma: (sigma, paper peak speedup)}; papers/moesd.md section 8, HumanEval, temp 0.0
+# (device, tp) -> {gamma: (sigma, paper peak speedup)}; docs/notes/moesd.md section 8, HumanEval, temp 0.0
 PAPER_ROWS = {
     ("A800-80GB", 2): {2: (0.94, 1.63), 3: (0.93, 1.96), 4: (0.91, 2.18)},
     ("H800", 2): {2: (0.95, 1.71), 3: (0.93, 2.01), 4: (0.90, 2.29)},

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CPU reproduction of MoESD's claims (docs/results.md section 9). About an hour on 2 cores.
-# Random-weight bf16 Qwen3-MoE (E=64, K=8, 1.7 GB, OFFLINE.md section 6) and its dense twin of equal active
+# Random-weight bf16 Qwen3-MoE (E=64, K=8, 1.7 GB, docs/notes/offline.md section 6) and its dense twin of equal active
 # parameters; a 3.7 M-parameter random draft whose cost is real, with synthetic acceptance at the alpha that
 # prompt lookup reached on SmolLM2-135M-Instruct over HumanEval at temperature 0 (results/smollm2_ngram_humaneval.jsonl).
 # Re-running resumes: completed points are kept and skipped.

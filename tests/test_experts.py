@@ -1,4 +1,4 @@
-"""Eq. 8-10 against the numbers in papers/moesd.md, plus the beyond-the-paper variants."""
+"""Eq. 8-10 against the numbers in docs/notes/moesd.md, plus the beyond-the-paper variants."""
 
 import numpy as np
 import pytest
@@ -9,7 +9,7 @@ from moesd.errors import MoesdError
 from moesd.perf.experts import (RoutingCurve, expected_active_experts, expected_max_active_per_rank,
                                 saturation_tokens, tokens_per_active_expert)
 
-# papers/moesd.md section 3, "Worked numbers" (tau = 0.95): (E, K) -> T_thres, N(1), N(4), N(8), N(16), N(32)
+# docs/notes/moesd.md section 3, "Worked numbers" (tau = 0.95): (E, K) -> T_thres, N(1), N(4), N(8), N(16), N(32)
 WORKED = {
     (64, 8): (23, [8, 26.5, 42.0, 56.4, 63.1]),
     (8, 2): (11, [2, 5.5, 7.2, 7.9, 8.0]),
@@ -32,7 +32,7 @@ def test_paper_thresholds_from_issue():
 
 
 def test_k_sweep_thresholds_and_tokens_per_expert():
-    # papers/moesd.md: E = 64, K in 1, 2, 4, 6, 8
+    # docs/notes/moesd.md: E = 64, K in 1, 2, 4, 6, 8
     ks = [1, 2, 4, 6, 8]
     assert [saturation_tokens(64, k) for k in ks] == [191, 95, 47, 31, 23]
     per_expert = [tokens_per_active_expert(128, k, expected_active_experts(128, 64, k)) for k in ks]
@@ -95,7 +95,7 @@ def test_expert_parallel_max_rank():
 
 
 def _correlated_curve():
-    # Distinct experts of a model whose neighbouring tokens share experts (OFFLINE.md section 6:
+    # Distinct experts of a model whose neighbouring tokens share experts (docs/notes/offline.md section 6:
     # 12.8 at t = 5 against 31.2 from Eq. 8 for E = 128, K = 8).
     return RoutingCurve(128, 8, tokens=(1, 5, 20), distinct_experts=(8, 12.8, 30.0))
 

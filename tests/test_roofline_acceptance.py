@@ -36,7 +36,7 @@ def test_knee_scales_with_bytes_per_param():
 
 
 def test_sigma_worked_numbers():
-    # papers/moesd.md Eq. 5, derived values
+    # docs/notes/moesd.md Eq. 5, derived values
     np.testing.assert_allclose(np.round(sigma_from_alpha(0.8, np.array([2, 3, 4])), 3), [0.813, 0.738, 0.672])
     np.testing.assert_allclose(np.round(sigma_from_alpha(0.9, np.array([2, 3, 4])), 3), [0.903, 0.860, 0.819])
 

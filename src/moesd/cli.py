@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     # transformers' deprecation notices (e.g. `past_key_values`, which engine/hf_compat.py owns) would bury
     # the progress lines; they are for library authors, not for users of our commands.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+    warnings.filterwarnings("ignore", category=FutureWarning, message=r".*deprecated and will be removed in version")
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"transformers\.")
     try:
         parser = build_parser()

@@ -1,6 +1,6 @@
 """Calibrate the `cpu` hardware entry: measure streaming bandwidth and GEMM peak on this machine.
 
-With torch installed we measure what the engine runs, bf16 (OFFLINE.md section 5: fp32 small-M
+With torch installed we measure what the engine runs, bf16 (docs/notes/offline.md section 5: fp32 small-M
 GEMMs are erratic on our CPUs): a batch-1 bf16 GEMV over a weight far larger than the L3 cache for
 bandwidth, and a 2048^3 bf16 GEMM for peak. Without torch we fall back to numpy fp32 and say so
 in the preset's source, since bf16 peak is typically several times higher.

@@ -1,4 +1,4 @@
-"""MoE-Spec verification-time expert budgets (arXiv 2602.16052; ../shared/papers/moe-spec.md).
+"""MoE-Spec verification-time expert budgets (arXiv 2602.16052; docs/notes/moe-spec.md).
 
 In a verify forward, each MoE layer may load at most C experts (per batch, or per sequence). The
 shortlist is the C experts with the largest routing mass: each expert's full-softmax probability

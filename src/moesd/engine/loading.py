@@ -3,7 +3,7 @@ built from a config.json / moesd preset with a seed (for timing at scale).
 
 MoE cost must follow the distinct experts a forward touches, so the experts implementation is
 pinned to `grouped_mm` (default) or `eager`; `batched_mm` copies one expert per (token, expert) pair
-and exhausted 24 GB at B = 8 on our CPU (OFFLINE.md section 6.5), so it is refused.
+and exhausted 24 GB at B = 8 on our CPU (docs/notes/offline.md section 6.5), so it is refused.
 """
 
 from __future__ import annotations

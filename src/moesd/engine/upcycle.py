@@ -3,7 +3,7 @@
 Every expert is a copy of the dense MLP (gate_up = [gate; up], down = down) and a random router picks
 top-K of E. Mixtral renormalises the top-K weights to sum to one, so the layer output is exactly the
 dense MLP's whatever the router chooses: acceptance stays the dense model's while the cost of a verify
-pass becomes MoE-shaped (distinct experts loaded). OFFLINE.md section 9.2 measured max |dlogit| = 0.
+pass becomes MoE-shaped (distinct experts loaded). docs/notes/offline.md section 9.2 measured max |dlogit| = 0.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """How many distinct experts a batch of tokens loads (MoESD Eqs. 6-10), and variants beyond the paper.
 
 The paper's model assumes each token picks each expert independently with probability K/E.
-Real routing is correlated within a sequence (MoESD notes section 13; OFFLINE.md section 6), so
+Real routing is correlated within a sequence (MoESD notes section 13; docs/notes/offline.md section 6), so
 `RoutingCurve` lets a measured distinct-experts curve D(t) replace Eq. 8.
 """
 

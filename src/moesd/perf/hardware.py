@@ -91,9 +91,9 @@ HARDWARE_PRESETS: dict[str, Hardware] = {
                  "NVIDIA L40 datasheet: 864 GB/s GDDR6, 362.1 TFLOPS BF16 with sparsity (181.05 dense)"),
         # Measured on the project's 2-vCPU AMD EPYC (avx512_bf16) development machine with
         # torch.set_num_threads(2): bf16 F.linear at m=1 streams 21.9 GB/s; a bf16 2048^3 GEMM
-        # reaches 745 GFLOP/s (shared/OFFLINE.md section 5). Recalibrate with a hardware JSON.
+        # reaches 745 GFLOP/s (docs/notes/offline.md section 5). Recalibrate with a hardware JSON.
         Hardware("cpu", 21.9 * _GB, 745e9, 24 * _GIB,
-                 "moesd development CPU, measured (OFFLINE.md section 5): 21.9 GB/s bf16 GEMV, 745 GFLOP/s bf16 GEMM"),
+                 "moesd development CPU, measured (docs/notes/offline.md section 5): 21.9 GB/s bf16 GEMV, 745 GFLOP/s bf16 GEMM"),
     ]
 }
 

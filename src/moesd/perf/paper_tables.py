@@ -1,4 +1,4 @@
-"""MoESD's published peak speedups (Tables 1-2, ../shared/papers/moesd.md section 8), for validation.
+"""MoESD's published peak speedups (Tables 1-2, docs/notes/moesd.md section 8), for validation.
 
 Each cell: the paper's sigma and its peak speedup x over the batch sizes tried, for one (model, device,
 dataset, temperature, gamma). The paper does not state its TP degree: we read "2xA800" as TP 2 for the target
@@ -59,7 +59,7 @@ CELLS: tuple[PaperCell, ...] = tuple(
 
 # The paper's batch-size grid (its sparsity sweep; Tables 1-2 report the peak over the sizes tried).
 PAPER_BATCH_SIZES = (1, 2, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60, 80, 100)
-# HumanEval prompts are 38-391 tokens and MT-bench 5-356 (papers/moesd.md section 7); outputs are not stated.
+# HumanEval prompts are 38-391 tokens and MT-bench 5-356 (docs/notes/moesd.md section 7); outputs are not stated.
 PAPER_CONTEXT_LENGTH = 512
 
 

@@ -3,7 +3,7 @@
 Algorithm 1 prices weight loads and compute. A serving engine also pays, in every forward, a fixed cost for
 kernel launches and framework time that grows with the number of layers, and in every SD round a cost for
 proposing and scoring bookkeeping; with tensor parallelism it pays two all-reduces per layer. On a GPU these
-costs, not bytes, often decide the speedup (`../shared/GPU.md`: a 7 B MoE decode step of 37 ms against a
+costs, not bytes, often decide the speedup (`docs/notes/gpu-h200.md`: a 7 B MoE decode step of 37 ms against a
 0.49 ms floor under transformers eager). A profile names these costs for one kind of engine; the prior adds
 them to Algorithm 1's fixed terms:
 
@@ -66,7 +66,7 @@ PROFILES: dict[str, ExecutionProfile] = {p.name: p for p in (
         "MoESD Eq. 1 / Algorithm 1; no engine costs"),
     ExecutionProfile(
         "cuda-graph", "CUDA-graph serving engines (vLLM v1, SGLang, TensorRT-LLM): draft and target captured",
-        # sgl-project/SpecForge#339 (read 2026-11-27, ../shared/ANCHORS.md section 5): Qwen3-30B-A3B on
+        # sgl-project/SpecForge#339 (read 2026-11-27, docs/notes/anchors.md section 5): Qwen3-30B-A3B on
         # 2xH100 TP2 decodes at 222.47 tok/s at batch 1, 4.49 ms per step; its bytes at batch 1 (non-expert
         # weights plus 8 experts in each of 48 layers, 6.1 GB over 2 x 3.35 TB/s) take 0.91 ms. The rest,
         # 3.6 ms over 48 layers, is 75 us per layer, all-reduces included; we charge 60 us per layer plus
@@ -87,9 +87,10 @@ PROFILES: dict[str, ExecutionProfile] = {p.name: p for p in (
         "hf-eager", "Hugging Face transformers, eager PyTorch on a GPU (what `moesd generate --device cuda` runs)",
         # Derived by benchmarks/derive_profiles.py from results/h200_hf_eager/dense_twin.jsonl only
         # (16-layer dense target at 10-13 ms per decode, 2-layer draft at 2.6-3.4 ms per token, H200); the
-        # MoE block's extra host time (1.8 ms per layer) is the torch profile of ../shared/GPU.md
+        # MoE block's extra host time (1.8 ms per layer) is the torch profile of docs/notes/gpu-h200.md
         # ("transformers' MoE block alone costs ~2 ms of host time per layer", less a dense MLP's ~0.2 ms).
-        "results/h200_hf_eager/dense_twin.jsonl (H200, 2026-11-27) by benchmarks/derive_profiles.py; MoE block: GPU.md profile",
+        "results/h200_hf_eager/dense_twin.jsonl (H200, 2026-11-27) by benchmarks/derive_profiles.py; "
+        "MoE block: the torch profile of docs/notes/gpu-h200.md",
         forward_s=1.6009 * _MS, layer_s=0.6041 * _MS, draft_forward_s=1.6009 * _MS, draft_layer_s=0.6041 * _MS,
         moe_layer_s=1.8 * _MS, sd_step_s=2.2539 * _MS, bandwidth_efficiency=1.0, flops_efficiency=1.0),
     ExecutionProfile(

@@ -4,7 +4,7 @@ Speedup = sigma*(gamma+1) * T_T(B,1) / (gamma*T_D(B,1) + T_T(B,verify) + T_rejec
 
 Algorithm 1's line 11 prints the denominator as draft + ar + verify + reject. That caps the
 speedup at sigma*(gamma+1)/2 (2.25 at sigma 0.9, gamma 4), below the paper's own measured 2.29x,
-so it is a misprint; we implement Eq. 4 (papers/moesd.md section 6.2).
+so it is a misprint; we implement Eq. 4 (docs/notes/moesd.md section 6.2).
 """
 
 from __future__ import annotations

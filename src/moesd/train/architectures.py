@@ -4,7 +4,7 @@ any Hugging Face checkpoint.
 The target is a Qwen3-MoE with 32 experts, top-4, a load-balancing loss, and experts small enough
 that the whole model ships at about 43 MB in bf16. The draft is a 2-layer dense Qwen3 on the same
 tokenizer. The distilled draft is a 4-layer Llama (SmolLM2's family) whose output covers only the
-8,192 SmolLM2 tokens most frequent in the corpus (98.7 % of its tokens; OFFLINE.md section 9.3).
+8,192 SmolLM2 tokens most frequent in the corpus (98.7 % of its tokens; docs/notes/offline.md section 9.3).
 """
 
 from __future__ import annotations
