@@ -34,9 +34,11 @@ def default_budgets(num_experts: int, top_k: int) -> list[int]:
 
 def calibrate(spec, workload: str, batch_sizes: list[int], budgets: list[int] | None, max_kl: float | None,
               min_match: float | None, max_new_tokens: int, chat: bool, max_prompt_tokens: int | None = None,
-              num_prompts: int = 16, progress=sys.stderr, quiet: bool = False) -> dict:
+              num_prompts: int = 16, progress=None, quiet: bool = False) -> dict:
     """`spec`: the unbudgeted engine (engine/factory.py EngineSpec); each candidate is the same spec with a budget."""
     from moesd.engine.factory import ModelCache
+
+    progress = progress or sys.stderr  # resolved now: a default bound at import would outlive a replaced stderr
 
     if max_kl is None and min_match is None:
         raise MoesdError("give a quality floor: --max-kl and/or --min-exact-match")

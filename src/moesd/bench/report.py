@@ -224,10 +224,10 @@ def markdown(records, figures: list[str], sparsity: list[dict], groups: list[dic
 def write_report(paths: list[str], out_dir: str, skip_bad_lines: bool = False) -> list[str]:
     """Everything is drawn in a staging directory inside `out_dir` and moved into place only when all of it
     succeeded, report.md last: a failure leaves the previous report whole, never old text beside new figures."""
-    all_records = load_results(paths, skip_bad_lines)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise MoesdError(f"cannot write the report into {out}: it is a file, not a directory")
+    all_records = load_results(paths, skip_bad_lines)
     try:
         out.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=".report-", dir=out))

@@ -261,7 +261,8 @@ def _check_same_series(cfg: BenchConfig, results: ResultsFile, append: bool) -> 
 
 
 def run_sweep(cfg: BenchConfig, output: str, resume: bool = False, skip_bad_lines: bool = False,
-              progress=sys.stderr, append: bool = False, quiet: bool = False) -> ResultsFile:
+              progress=None, append: bool = False, quiet: bool = False) -> ResultsFile:
+    progress = progress or sys.stderr  # resolved now: a default bound at import would outlive a replaced stderr
     validate(cfg)
     results = ResultsFile(output, resume or append, skip_bad_lines)
     try:

@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 from moesd.errors import MoesdError
+from moesd.jsonl import loads, read_text
 
 BUILTIN = ("humaneval", "mtbench")
 
@@ -38,20 +39,18 @@ def _mtbench() -> Workload:
 
 def _file(path: str) -> Workload:
     items = []
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as exc:
-        raise MoesdError(f"cannot read workload {path}: {exc.strerror}") from None
+    lines = read_text(path, "prompts file").splitlines()
     for i, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
+            rec = loads(line)
+        except ValueError as exc:
             raise MoesdError(f"{path}:{i}: malformed JSON line ({exc})") from None
         if isinstance(rec, dict):
             rec = rec.get("token_ids", rec.get("prompt", rec.get("text")))
-        if not (isinstance(rec, str) or (isinstance(rec, list) and rec and all(isinstance(t, int) for t in rec))):
+        if not (isinstance(rec, str) or (isinstance(rec, list) and rec
+                                          and all(isinstance(t, int) and not isinstance(t, bool) for t in rec))):
             raise MoesdError(f"{path}:{i}: expected a prompt string or a token_ids list")
         items.append(rec)
     if not items:

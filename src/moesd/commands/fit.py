@@ -80,7 +80,16 @@ def _run(measurements: str, target: str | None, draft: str | None, hardware: str
     hardware = hardware or m.context.get("hardware")
     if hardware is None:
         raise MoesdError("fit needs --hardware (its ridge point places G's knee), or a 'hardware' column")
-    tp = tp or int(m.context.get("tp", 1))
+    if tp is None:
+        raw_tp = m.context.get("tp", 1)
+        try:
+            tp = int(raw_tp)
+            if tp != float(raw_tp):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise MoesdError(f"{measurements}: column 'tp' must be an integer, got {raw_tp!r}") from None
+    if tp < 1:
+        raise MoesdError(f"tensor-parallel degree must be >= 1, got {tp}")
     hw = resolve_hardware(str(hardware))
     draft_arch = resolve_model(draft) if draft else None
     ctx = fit_context(hw, target_arch, verify_convention, curve)

@@ -341,7 +341,9 @@ def arch_from_dict(raw: dict[str, Any], name: str, origin: str | None = None) ->
     family = raw.get("model_type")
     if family is None:
         raise MoesdError(f"{origin}: missing 'model_type'")
-    if not isinstance(family, str) or family not in PARSERS:
+    if not isinstance(family, str):
+        raise MoesdError(f"{origin}: 'model_type' must be a string, got {family!r}")
+    if family not in PARSERS:
         raise MoesdError(
             f"{origin}: unsupported model family {family!r} (supported: {', '.join(sorted(PARSERS))})"
         )
