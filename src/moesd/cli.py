@@ -10,23 +10,13 @@ import sys
 import warnings
 
 from moesd.commands import COMMANDS
-from moesd.commands.flags import Parser, subparsers
+from moesd.commands.flags import HelpFormatter, Parser, subparsers
 from moesd.errors import MoesdError
 
 
 
-class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Every option's default shown beside its help (not the empty ones: no value, a flag left off);
-    examples (the epilog) printed as written."""
-
-    def _get_help_string(self, action):
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="moesd", formatter_class=_Help,
+    parser = Parser(prog="moesd", formatter_class=HelpFormatter,
                     description="Speculative decoding on Mixture-of-Experts: predict, fit, schedule, measure.",
                     epilog="examples:\n  moesd predict --target Qwen3-30B-A3B --hardware H100-SXM --acceptance-rate 0.55 "
                            "--gamma 4\n  moesd <command> --help   (every command lists its options and examples)")
@@ -34,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = subparsers(parser, "command")
     for name in COMMANDS:
         module = importlib.import_module(f"moesd.commands.{name}")
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP, formatter_class=_Help,
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP, formatter_class=HelpFormatter,
                            epilog=getattr(module, "EXAMPLES", None))
         module.add_arguments(p)
         p.set_defaults(run=module.run)

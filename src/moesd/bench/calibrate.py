@@ -44,7 +44,8 @@ def _measure_numpy(repeats: int) -> tuple[float, float, str]:
     return arr.nbytes / read_s, 2 * _GEMM_N**3 / gemm_s, f"numpy {np.__version__} fp32 (torch not installed)"
 
 
-def calibrate_cpu(repeats: int = 9, threads: int | None = None, use_torch: bool | None = None) -> Hardware:
+def calibrate_cpu(repeats: int = 9, threads: int | None = None, use_torch: bool | None = None,
+                  quiet: bool = False) -> Hardware:
     if use_torch is None:
         try:
             import torch  # noqa: F401
@@ -52,10 +53,14 @@ def calibrate_cpu(repeats: int = 9, threads: int | None = None, use_torch: bool 
             use_torch = True
         except ImportError:
             use_torch = False
-    if use_torch:
-        bandwidth, flops, how = _measure_torch(repeats, threads)
-    else:
-        bandwidth, flops, how = _measure_numpy(repeats)
+    from moesd.progress import progress
+
+    with progress(total=1, desc="calibrate (bandwidth, GEMM)", unit="run", quiet=quiet) as meter:
+        if use_torch:
+            bandwidth, flops, how = _measure_torch(repeats, threads)
+        else:
+            bandwidth, flops, how = _measure_numpy(repeats)
+        meter.update(1)
     memory = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     today = datetime.date.today().isoformat()
     return Hardware(

@@ -221,7 +221,7 @@ def markdown(records, figures: list[str], sparsity: list[dict], groups: list[dic
     return "\n".join(lines) + "\n"
 
 
-def write_report(paths: list[str], out_dir: str, skip_bad_lines: bool = False) -> list[str]:
+def write_report(paths: list[str], out_dir: str, skip_bad_lines: bool = False, quiet: bool = False) -> list[str]:
     """Everything is drawn in a staging directory inside `out_dir` and moved into place only when all of it
     succeeded, report.md last: a failure leaves the previous report whole, never old text beside new figures."""
     out = Path(out_dir)
@@ -234,7 +234,11 @@ def write_report(paths: list[str], out_dir: str, skip_bad_lines: bool = False) -
     except OSError as exc:
         raise MoesdError(f"cannot write the report into {out}: {exc.strerror or exc}") from None
     try:
-        files = _render(all_records, stage)
+        from moesd.progress import progress
+
+        with progress(total=1, desc="report", unit="report", quiet=quiet) as meter:
+            files = _render(all_records, stage)
+            meter.update(1)
         for name in [*files[1:], files[0]]:
             os.replace(stage / name, out / name)
     except OSError as exc:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from moesd.atomic_io import check_writable
-from moesd.commands.flags import subparsers, budget_mode_args, engine_model_args, int_list, workload_args
+from moesd.commands.flags import HelpFormatter, subparsers, budget_mode_args, engine_model_args, int_list, workload_args
 from moesd.errors import MoesdError
 from moesd.progress import quiet_flag
 
@@ -14,7 +14,9 @@ EXAMPLES = 'examples:\n  moesd budget calibrate --target models/stdlib-moe-e32k4
 
 def add_arguments(p) -> None:
     bsub = subparsers(p, "budget_command")
-    c = bsub.add_parser("calibrate", help="smallest budget per batch size meeting --max-kl / --min-exact-match")
+    c = bsub.add_parser("calibrate", help="smallest budget per batch size meeting --max-kl / --min-exact-match",
+                        description="smallest budget per batch size meeting --max-kl / --min-exact-match",
+                        formatter_class=HelpFormatter, epilog=EXAMPLES)
     engine_model_args(c, draft_methods=("model", "ngram"))
     workload_args(c, max_new_tokens=32)
     c.add_argument("--batch-sizes", type=int_list, default=[1, 4, 16], help="batch sizes to calibrate")

@@ -3,6 +3,7 @@ from __future__ import annotations
 from moesd import render
 from moesd.atomic_io import check_writable, write_text_atomic
 from moesd.errors import MoesdError
+from moesd.progress import quiet_flag
 
 
 HELP = "measure this machine's bandwidth and GEMM peak into a hardware JSON"
@@ -14,20 +15,21 @@ def add_arguments(p) -> None:
     p.add_argument("--repeats", type=int, default=9, help="timed repeats per measurement (median taken)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--numpy", action="store_true", help="measure with numpy fp32 even if torch is installed")
+    quiet_flag(p)
 
 
 def run(a) -> str:
     if a.output:
         check_writable(a.output)
-    return _run(a.output, a.repeats, a.threads, a.numpy)
+    return _run(a.output, a.repeats, a.threads, a.numpy, a.quiet)
 
 
-def _run(output: str | None, repeats: int, threads: int | None, use_numpy: bool) -> str:
+def _run(output: str | None, repeats: int, threads: int | None, use_numpy: bool, quiet: bool = False) -> str:
     if repeats < 1:
         raise MoesdError(f"--repeats must be >= 1, got {repeats}")
     from moesd.bench.calibrate import calibrate_cpu
 
-    hw = calibrate_cpu(repeats, threads, use_torch=False if use_numpy else None)
+    hw = calibrate_cpu(repeats, threads, use_torch=False if use_numpy else None, quiet=quiet)
     data = hw.to_dict()
     text = render.to_json(data)
     summary = (f"bandwidth {hw.memory_bandwidth_bytes_per_s / 1e9:.1f} GB/s, peak {hw.peak_bf16_flops_per_s / 1e9:.0f} "

@@ -15,6 +15,16 @@ class Parser(argparse.ArgumentParser):
         raise MoesdError(f"{prog}: {message}" if prog else message)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every option's default shown beside its help (not the empty ones: no value, a flag left off);
+    examples (the epilog) printed as written."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def subparsers(parser: argparse.ArgumentParser, dest: str):
     return parser.add_subparsers(dest=dest, required=True, parser_class=Parser)
 

@@ -137,8 +137,8 @@ class RoutingCurve:
         """Read ``{"num_experts": E, "top_k": K, "points": [[t, D], ...]}``."""
         data = read_json(path, "routing curve")
         try:
-            if isinstance(data, dict) and "routing_curve" in data and "points" not in data:
-                data = data["routing_curve"]  # the `moesd generate --json` output it came from
+            if isinstance(data, dict) and "points" not in data:  # the `moesd generate --json` output it came from
+                data = (data.get("metrics") or data).get("routing_curve", data)
             points = data["points"]
             return cls(
                 num_experts=int(data["num_experts"]),
