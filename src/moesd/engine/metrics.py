@@ -68,10 +68,12 @@ class AcceptanceStats:
         self.counts = AcceptanceCounts(accepted_per_position=[0] * gamma)
         self.histogram = [[0] * (gamma + 1) for _ in range(num_requests)]  # [request][accepted 0..gamma]
 
-    def record(self, request_ids: list[int], num_accepted: list[int], gamma: int) -> None:
+    def record(self, request_ids: list[int], num_accepted: list[int], gamma) -> None:
         self.counts.record(num_accepted, gamma)
-        for rid, a in zip(request_ids, num_accepted):
-            self.histogram[rid][a] += 1
+        drafted = list(gamma) if isinstance(gamma, (list, tuple)) else [gamma] * len(num_accepted)
+        for rid, a, g in zip(request_ids, num_accepted, drafted):
+            if g:
+                self.histogram[rid][a] += 1
 
     def summary(self) -> dict:
         return {**self.counts.to_dict(self.gamma), "acceptance_histogram": self.histogram}

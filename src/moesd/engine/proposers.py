@@ -19,9 +19,10 @@ from moesd.engine.sampling import SamplingParams, probs_from_logits
 from moesd.errors import MoesdError
 
 
-def left_pad(rows: list[list[int]], device: torch.device, pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ragged token lists -> (ids [B, T], valid [B, T]) with padding on the left."""
-    width = max(len(r) for r in rows)
+def left_pad(rows: list[list[int]], device: torch.device, pad_id: int = 0,
+             width: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ragged token lists -> (ids [B, T], valid [B, T]) with padding on the left; T >= `width`."""
+    width = max(width, max(len(r) for r in rows))
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     valid = torch.zeros((len(rows), width), dtype=torch.bool)
     for i, r in enumerate(rows):
@@ -170,9 +171,9 @@ class NgramProposer:
     """Prompt lookup: continue the most recent earlier occurrence of the sequence's last n tokens.
 
     E.g. history [1, 2, 3, 4, 2, 3], n = 2, gamma = 3: the suffix [2, 3] occurred at index 1, so the
-    proposal is what followed it, [4, 2, 3]. Longer n are tried first (max_n down to min_n). With no
-    match the row proposes its last token repeated: any proposal is lossless, this one is just rarely
-    accepted.
+    proposal is what followed it, [4, 2, 3]. Longer n are tried first (max_n down to min_n). A row's
+    draft is as long as the continuation it found (`draft_lengths`, read by the engine after `propose`):
+    shorter near the end of the history, empty with no match, so no row pays to verify guesses.
     """
 
     kind = "ngram"
@@ -182,6 +183,7 @@ class NgramProposer:
             raise MoesdError(f"need 1 <= ngram min <= max, got {min_n}, {max_n}")
         self.vocab_size, self.min_n, self.max_n = vocab_size, min_n, max_n
         self.forward_s = 0.0
+        self.draft_lengths: list[int] | None = None  # per row, set by each propose()
 
     def start(self, prompts) -> None:
         pass
@@ -194,8 +196,7 @@ class NgramProposer:
             hits = np.flatnonzero((windows == suffix).all(axis=1))
             if hits.size:
                 start = int(hits[-1]) + n
-                cont = history[start : start + gamma].tolist()
-                return cont + [cont[-1]] * (gamma - len(cont))
+                return history[start : start + gamma].tolist()
         return None
 
     def has_proposal(self, histories: list[list[int]], gamma: int) -> bool:
@@ -206,10 +207,9 @@ class NgramProposer:
                    for h in histories)
 
     def propose(self, gamma: int, histories: list[list[int]], params: SamplingParams, generator):
-        rows = []
-        for h in histories:
-            arr = np.asarray(h, dtype=np.int64)
-            rows.append(self.lookup(arr, gamma, self.min_n, self.max_n) or [h[-1]] * gamma)
+        found = [self.lookup(np.asarray(h, dtype=np.int64), gamma, self.min_n, self.max_n) or [] for h in histories]
+        self.draft_lengths = [len(f) for f in found]
+        rows = [f + [0] * (gamma - len(f)) for f in found]  # padding the engine skips
         return torch.tensor(rows, dtype=torch.long), None
 
     def accept(self, num_accepted, new_tokens, gamma) -> None:

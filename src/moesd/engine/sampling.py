@@ -65,16 +65,20 @@ def leading_true(accept: torch.Tensor) -> torch.Tensor:
     return torch.cumprod(accept.long(), dim=1).sum(dim=1)
 
 
-def greedy_verify(target_logits: torch.Tensor, draft_token_ids: torch.Tensor):
-    """Greedy SD: accept drafts while they equal the target's argmax; returns (num_accepted [B], tokens [B, g+1])."""
+def greedy_verify(target_logits: torch.Tensor, draft_token_ids: torch.Tensor, skip: torch.Tensor | None = None):
+    """Greedy SD: accept drafts while they equal the target's argmax; returns (num_accepted [B], tokens [B, g+1]).
+
+    `skip` [B, gamma] marks leading columns that are not drafts (ragged rows, right-aligned): they pass
+    unchecked and count in num_accepted, so the caller subtracts them."""
     target_argmax = target_logits.argmax(dim=-1)  # [B, gamma+1]
-    num_accepted = leading_true(draft_token_ids == target_argmax[:, :-1])
+    match = draft_token_ids == target_argmax[:, :-1]
+    num_accepted = leading_true(match if skip is None else match | skip)
     final = torch.gather(target_argmax, 1, num_accepted[:, None])[:, 0]
     return num_accepted, _assemble(draft_token_ids, num_accepted, final)
 
 
 def rejection_sample(target_probs: torch.Tensor, draft_probs: torch.Tensor, draft_token_ids: torch.Tensor,
-                     generator: torch.Generator | None):
+                     generator: torch.Generator | None, skip: torch.Tensor | None = None):
     """Standard speculative sampling; the output distribution equals the target's.
 
     target_probs [B, gamma+1, V], draft_probs [B, gamma, V], draft_token_ids [B, gamma].
@@ -88,6 +92,8 @@ def rejection_sample(target_probs: torch.Tensor, draft_probs: torch.Tensor, draf
     u = torch.rand(b, gamma, generator=generator, device=target_probs.device)
     # u < p/q without dividing by q = 0 (a draft never proposes a token it gives zero probability).
     accept = u * q < p
+    if skip is not None:  # leading columns that are not drafts (ragged rows): passed unchecked, as in greedy_verify
+        accept = accept | skip
     num_accepted = leading_true(accept)
     rows = torch.arange(b, device=target_probs.device)
     at = num_accepted.clamp(max=gamma - 1) if gamma > 0 else num_accepted

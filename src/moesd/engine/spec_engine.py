@@ -233,8 +233,21 @@ class SpecEngine:
         (drafts, draft_probs), draft_s = self.clock.run(
             run.proposer.propose, gamma, [run.histories[i] for i in run.active], self.sampling, run.generator)
         drafts = drafts.to(run.device)
+        # Ragged drafts (prompt lookup: a row whose n-gram has a short continuation, or none, proposes fewer
+        # tokens): each row's drafts are right-aligned and the columns before them are skipped. The verify
+        # block is then left-padded per row, so a row without a draft costs one token, not gamma + 1.
+        lengths = getattr(run.proposer, "draft_lengths", None)
+        ragged = lengths is not None and min(lengths) < gamma
+        pad = torch.tensor([gamma - g for g in lengths], device=run.device) if ragged \
+            else torch.zeros(len(run.active), dtype=torch.long, device=run.device)
+        rows = drafts.tolist()
+        own = [r[:g] for r, g in zip(rows, lengths)] if ragged else rows
+        if ragged:
+            drafts = torch.tensor([[0] * (gamma - len(r)) + r for r in own], dtype=torch.long, device=run.device)
         if first_round:
-            ids, valid = left_pad([run.histories[i] + d for i, d in zip(run.active, drafts.tolist())], run.device)
+            ids, valid = left_pad([run.histories[i] + d for i, d in zip(run.active, own)], run.device, width=gamma + 1)
+        elif ragged:
+            ids, valid = left_pad([[t] + d for t, d in zip(run.last.tolist(), own)], run.device, width=gamma + 1)
         else:
             ids = torch.cat([run.last[:, None], drafts], dim=1)
             valid = torch.ones_like(ids, dtype=torch.bool)
@@ -243,14 +256,16 @@ class SpecEngine:
         logits, target_s, routing = self._forward(run, phase, ids, valid, keep=gamma + 1)
         if full_logits is not None:
             run.budget_kl.append(_kl_per_token(full_logits, logits))
-        (num_accepted, out), reject_s = self.clock.run(self._accept, run, logits, drafts, draft_probs)
-        run.kv.keep_last_block(torch.arange(gamma + 1, device=run.device)[None, :] <= num_accepted[:, None])
+        skip = torch.arange(gamma, device=run.device)[None, :] < pad[:, None] if ragged else None
+        (through, out), reject_s = self.clock.run(self._accept, run, logits, drafts, draft_probs, skip)
+        # `through`: block columns passed (skipped ones included); the row's own accepted drafts are the rest.
+        run.kv.keep_last_block(torch.arange(gamma + 1, device=run.device)[None, :] <= through[:, None])
         run.kv.compact()
-        acc = num_accepted.tolist()
-        new_tokens = [r[: a + 1] for r, a in zip(out.tolist(), acc)]
-        run.acceptance.record(run.active, acc, gamma)
+        acc = (through - pad).tolist()
+        new_tokens = [r[p: t + 1] for r, p, t in zip(out.tolist(), pad.tolist(), through.tolist())]
+        run.acceptance.record(run.active, acc, list(lengths) if ragged else gamma)
         run.proposer.accept(acc, new_tokens, gamma)
-        run.pending = (new_tokens, torch.gather(out, 1, num_accepted[:, None])[:, 0])
+        run.pending = (new_tokens, torch.gather(out, 1, through[:, None])[:, 0])
         return target_s, draft_s, reject_s, routing
 
     def _unbudgeted_logits(self, run: "_Run", ids: torch.Tensor, valid: torch.Tensor, gamma: int) -> torch.Tensor:
@@ -298,18 +313,18 @@ class SpecEngine:
             metrics["routing_curve"] = run.experts.routing_curve()
         return metrics
 
-    def _accept(self, run: "_Run", logits, drafts, draft_probs):
+    def _accept(self, run: "_Run", logits, drafts, draft_probs, skip=None):
         generator = run.generator
         if run.proposer.kind == "synthetic":
             forced = run.proposer.forced_accepts(drafts.shape[0], drafts.shape[1]).to(drafts.device)
             return forced_acceptance(logits, drafts, forced, self.sampling, generator)
         if self.sampling.greedy:
-            return greedy_verify(logits, drafts)
+            return greedy_verify(logits, drafts, skip)
         target_probs = probs_from_logits(logits, self.sampling)
         if draft_probs is None:  # deterministic proposal (n-gram): q is one-hot
             draft_probs = torch.zeros(*drafts.shape, target_probs.shape[-1], device=drafts.device)
             draft_probs.scatter_(2, drafts[..., None], 1.0)
-        return rejection_sample(target_probs, draft_probs.to(target_probs.device), drafts, generator)
+        return rejection_sample(target_probs, draft_probs.to(target_probs.device), drafts, generator, skip)
 
 
 def _kl_per_token(full_logits: torch.Tensor, budgeted_logits: torch.Tensor) -> torch.Tensor:

@@ -22,15 +22,20 @@ class AcceptanceCounts:
     num_rejections: int = 0  # rounds that stopped at a rejected draft token (alpha's denominator)
     accepted_per_position: list[int] = field(default_factory=list)  # drafts whose i-th token was accepted
 
-    def record(self, num_accepted: list[int], gamma: int) -> None:
-        """One round: each row drafted `gamma` tokens and had `num_accepted[i]` of them accepted."""
-        if len(self.accepted_per_position) < gamma:
-            self.accepted_per_position += [0] * (gamma - len(self.accepted_per_position))
-        for a in num_accepted:
+    def record(self, num_accepted: list[int], gamma) -> None:
+        """One round: each row drafted `gamma` tokens (or gamma[i]: ragged drafts) and had `num_accepted[i]`
+        of them accepted. A row that drafted nothing is no draft (vLLM counts proposals only)."""
+        gammas = list(gamma) if isinstance(gamma, (list, tuple)) else [gamma] * len(num_accepted)
+        longest = max(gammas, default=0)
+        if len(self.accepted_per_position) < longest:
+            self.accepted_per_position += [0] * (longest - len(self.accepted_per_position))
+        for a, g in zip(num_accepted, gammas):
+            if g == 0:
+                continue
             self.num_drafts += 1
-            self.num_draft_tokens += gamma
+            self.num_draft_tokens += g
             self.num_accepted_tokens += a
-            self.num_rejections += int(a < gamma)
+            self.num_rejections += int(a < g)
             for i in range(a):
                 self.accepted_per_position[i] += 1
 
