@@ -83,6 +83,34 @@ def test_rejection_sampling_is_lossless_statistically():
     assert chisquare(raw.numpy(), (p0 * n).numpy()).pvalue < 1e-6
 
 
+def test_ragged_drafts_stay_lossless_statistically():
+    """Right-aligned ragged drafts (prompt lookup): a row with one draft in a gamma-3 block skips columns 0-1.
+    Its first emitted token must follow p at its own first position (column 2), and with the draft accepted,
+    the bonus token p at column 3; the skipped columns are never counted as accepted drafts."""
+    g = torch.Generator().manual_seed(99)
+    vocab, gamma, n = 8, 3, 100_000
+    p = torch.softmax(2.0 * torch.randn(gamma + 1, vocab, generator=g), dim=-1)
+    q_last = torch.zeros(vocab)
+    q_last[5] = 1.0  # a deterministic draft (prompt lookup): token 5, q one-hot
+    q = torch.zeros(gamma, vocab)
+    q[:, 0] = 1.0  # the skipped columns' placeholder
+    q[2] = q_last
+    drafts = torch.tensor([[0, 0, 5]]).expand(n, -1)
+    skip = torch.tensor([[True, True, False]]).expand(n, -1)
+    through, out = rejection_sample(p.expand(n, -1, -1), q.expand(n, -1, -1), drafts, g, skip)
+    own = through - 2
+    assert set(own.tolist()) <= {0, 1}
+    first = torch.where(own == 1, drafts[:, 2], out[:, 2])  # the row's first emitted token
+    observed = torch.bincount(first, minlength=vocab).double()
+    probs = p[2].double() / p[2].double().sum()
+    assert chisquare(observed.numpy(), (probs * n).numpy()).pvalue > 1e-3
+    bonus = out[own == 1, 3]
+    observed = torch.bincount(bonus, minlength=vocab).double()
+    probs = p[3].double() / p[3].double().sum()
+    assert chisquare(observed.numpy(), (probs * observed.sum()).numpy()).pvalue > 1e-3
+    assert float((own == 1).double().mean()) == pytest.approx(float(p[2, 5]), abs=0.01)
+
+
 def test_top_p_keeps_the_nucleus():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
     probs = probs_from_logits(logits, SamplingParams(temperature=1.0, top_p=0.7))
