@@ -103,3 +103,15 @@ def test_stdout_on_a_full_disk_is_one_line(capsys, monkeypatch):
     rc = main(["presets"])
     err = capsys.readouterr().err
     assert rc == 2 and err == "moesd: error: cannot write the output: No space left on device\n"
+
+
+def test_report_draws_the_sparsity_panel_only_for_a_k_sweep(tmp_path, capsys):
+    root = __import__("pathlib").Path(__file__).resolve().parent.parent / "results"
+    rc, out, err = run(capsys, "report", root / "cpu_moe.jsonl", root / "cpu_dense.jsonl", "-o", tmp_path / "a",
+                       "--quiet")
+    assert rc == 0, err
+    assert not (tmp_path / "a" / "sparsity.png").exists()  # one K per series: no sparsity sweep to draw
+    md = (tmp_path / "a" / "report.md").read_text()
+    assert "[cpu_moe]" in md and "[cpu_dense]" in md  # series of different files are never merged
+    rc, out, err = run(capsys, "report", root / "cpu_moe_ksweep.jsonl", "-o", tmp_path / "b", "--quiet")
+    assert rc == 0 and (tmp_path / "b" / "sparsity.png").read_bytes()[:4] == b"\x89PNG", err
