@@ -278,3 +278,12 @@ def test_few_point_fit_and_provenance(tmp_path, capsys):
     assert rc == 0 and "applied because of --force" in out
     rc, out, _ = run(capsys, "predict", "--target", "Qwen3-30B-A3B", *args, "--params", str(params), "--json")
     assert rc == 0 and math.isfinite(json.loads(out)["rows"][0]["speedup"])
+
+
+def test_configs_in_one_directory_keep_their_own_names(tmp_path, capsys):
+    """Two config.json-style files side by side are different models: provenance must tell them apart."""
+    root = __import__("pathlib").Path(__file__).resolve().parent.parent / "benchmarks" / "configs"
+    from moesd.perf.hf_config import load_config_json
+
+    assert load_config_json(root / "cpu_moe_e64k8.json").name == "cpu_moe_e64k8"
+    assert load_config_json(root / "cpu_dense_twin.json").name == "cpu_dense_twin"

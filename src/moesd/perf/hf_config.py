@@ -361,4 +361,4 @@ def load_config_json(path: str | Path) -> ArchSpec:
     if p.is_dir():
         p = p / "config.json"
     raw = read_json(p, "config file")
-    return arch_from_dict(raw, name=p.parent.name or p.stem, origin=str(p))
+    return arch_from_dict(raw, name=(p.parent.name or p.stem) if p.name == "config.json" else p.stem, origin=str(p))
