@@ -49,7 +49,9 @@ class Acceptance:
             raise MoesdError("give exactly one of alpha, acceptance rate, mean acceptance length, sigma and an "
                              f"acceptance curve (got {', '.join(given) or 'none'})")
         if self.acceptance_rate is not None or self.mean_acceptance_length is not None:
-            if self.at_gamma is None or self.at_gamma < 1:
+            if self.at_gamma is not None and self.at_gamma < 1:
+                raise MoesdError(f"the draft length it was measured at must be >= 1, got {self.at_gamma}")
+            if self.at_gamma is None:
                 raise MoesdError("an acceptance rate or mean acceptance length is measured at one gamma: give it "
                                  "(--measured-at-gamma, or a single --gamma)")
             alpha = (alpha_from_acceptance_rate(self.acceptance_rate, self.at_gamma)
