@@ -173,7 +173,8 @@ class NgramProposer:
     E.g. history [1, 2, 3, 4, 2, 3], n = 2, gamma = 3: the suffix [2, 3] occurred at index 1, so the
     proposal is what followed it, [4, 2, 3]. Longer n are tried first (max_n down to min_n). A row's
     draft is as long as the continuation it found (`draft_lengths`, read by the engine after `propose`):
-    shorter near the end of the history, empty with no match, so no row pays to verify guesses.
+    shorter near the end of the history, empty with no match, so no row verifies guesses (in a batched
+    verify its slots are padding, still computed; a step where no row has a draft is a plain decode).
     """
 
     kind = "ngram"
