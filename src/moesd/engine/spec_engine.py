@@ -235,7 +235,8 @@ class SpecEngine:
         drafts = drafts.to(run.device)
         # Ragged drafts (prompt lookup: a row whose n-gram has a short continuation, or none, proposes fewer
         # tokens): each row's drafts are right-aligned and the columns before them are skipped. The verify
-        # block is then left-padded per row, so a row without a draft costs one token, not gamma + 1.
+        # block is left-padded per row: a row without a draft verifies nothing (its padded slots are still
+        # computed in the batched forward; a step where no row drafts is a plain decode instead).
         lengths = getattr(run.proposer, "draft_lengths", None)
         ragged = lengths is not None and min(lengths) < gamma
         pad = torch.tensor([gamma - g for g in lengths], device=run.device) if ragged \
