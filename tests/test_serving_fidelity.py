@@ -287,3 +287,32 @@ def test_configs_in_one_directory_keep_their_own_names(tmp_path, capsys):
 
     assert load_config_json(root / "cpu_moe_e64k8.json").name == "cpu_moe_e64k8"
     assert load_config_json(root / "cpu_dense_twin.json").name == "cpu_dense_twin"
+
+
+def test_hardware_names_users_type(capsys):
+    assert hardware_preset("h100").name == "H100-SXM" and hardware_preset("h800").name == "H800"
+    assert hardware_preset("A100").name == "A100-80GB" and hardware_preset("L40").name == "L40"
+    rc, out, err = run(capsys, "predict", "--target", "OLMoE-1B-7B", "--hardware", "H10", "--alpha", "0.7")
+    assert rc == 2 and "unknown hardware 'H10'; did you mean H100-SXM" in err and err.count("\n") == 1
+
+
+def test_model_ids_resolve_from_the_local_hugging_face_cache(tmp_path, monkeypatch, capsys):
+    """The layout huggingface_hub writes: models--org--name/{refs/main, snapshots/<commit>/config.json}."""
+    cache = tmp_path / "hub"
+    repo = cache / "models--Qwen--Qwen2-57B-A14B-Instruct"
+    snap = repo / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    (snap / "config.json").write_text(json.dumps(model_preset("Qwen2-57B-A14B-Instruct").config))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    base = ["--hardware", "H800", "--tp", "2", "--alpha", "0.8", "--gamma", "4", "--batch-sizes", "16", "--json"]
+    rc, out, err = run(capsys, "predict", "--target", "Qwen/Qwen2-57B-A14B-Instruct", *base)
+    assert rc == 0, err
+    by_id = json.loads(out)
+    rc, out, _ = run(capsys, "predict", "--target", "Qwen2-57B-A14B-Instruct", *base)
+    assert by_id["rows"] == json.loads(out)["rows"] and by_id["context"]["target"] == "Qwen2-57B-A14B-Instruct"
+    rc, out, err = run(capsys, "predict", "--target", "Qwen/Qwen2-57B-A14B-Instruct@abc123", *base)
+    assert rc == 0, err
+    rc, out, err = run(capsys, "predict", "--target", "Qwen/Qwen3-30B-A3B", *base)
+    assert rc == 2 and f"not in the local Hugging Face cache (looked in {cache})" in err and err.count("\n") == 1

@@ -98,19 +98,32 @@ HARDWARE_PRESETS: dict[str, Hardware] = {
 }
 
 
+# Names users type for the presets: the bare product name means the SXM / 80 GB part (what the presets hold).
+HARDWARE_ALIASES = {"h100": "H100-SXM", "h100-sxm5": "H100-SXM", "a100": "A100-80GB", "a100-sxm": "A100-80GB",
+                    "a800": "A800-80GB", "h200-sxm": "H200"}
+
+
 def hardware_preset(name: str) -> Hardware:
-    try:
+    """A preset by name: case-insensitive, with common aliases (H100 -> H100-SXM); an unknown name lists the
+    closest presets."""
+    if name in HARDWARE_PRESETS:
         return HARDWARE_PRESETS[name]
-    except KeyError:
-        raise MoesdError(f"unknown hardware {name!r}; valid: {', '.join(HARDWARE_PRESETS)} or a JSON file") from None
+    folded = {k.lower(): k for k in HARDWARE_PRESETS}
+    key = name.strip().lower().replace("_", "-").replace(" ", "-")
+    key = HARDWARE_ALIASES.get(key, folded.get(key, ""))
+    if key in HARDWARE_PRESETS:
+        return HARDWARE_PRESETS[key]
+    import difflib
+
+    close = difflib.get_close_matches(name.lower(), list(folded) + list(HARDWARE_ALIASES), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(folded.get(c) or HARDWARE_ALIASES[c] for c in close)}?" if close else ""
+    raise MoesdError(f"unknown hardware {name!r}{hint} (presets: {', '.join(HARDWARE_PRESETS)}, or a JSON file)")
 
 
 def resolve_hardware(name_or_path: str, bandwidth_efficiency: float | None = None,
                      flops_efficiency: float | None = None) -> Hardware:
     """A preset name, or a path to a JSON file with Hardware's fields (e.g. a calibrated CPU)."""
-    if name_or_path in HARDWARE_PRESETS:
-        hw = HARDWARE_PRESETS[name_or_path]
-    elif name_or_path.endswith(".json") or Path(name_or_path).is_file():
+    if name_or_path not in HARDWARE_PRESETS and (name_or_path.endswith(".json") or Path(name_or_path).is_file()):
         hw = Hardware.from_file(name_or_path)
     else:
         hw = hardware_preset(name_or_path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,13 +20,43 @@ from moesd.perf.profiles import resolve_profile
 from moesd.perf.step_time import StepContext, StepTimeParams
 
 
+_HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+
+
+def hf_cache_dir() -> Path:
+    """Where huggingface_hub keeps its cache, read now (HF_HUB_CACHE, else HF_HOME/hub, else the default)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def config_from_hf_cache(model_id: str) -> Path:
+    """`org/name` or `org/name@revision` -> its config.json in the local Hugging Face cache, through
+    huggingface_hub's own cache lookup (never the network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    repo, _, revision = model_id.partition("@")
+    cache = hf_cache_dir()
+    found = try_to_load_from_cache(repo, "config.json", cache_dir=str(cache), revision=revision or None)
+    if isinstance(found, str) and Path(found).is_file():
+        return Path(found)
+    raise MoesdError(f"{model_id} is not in the local Hugging Face cache (looked in {cache}): download its "
+                     f"config.json there (`hf download {repo} config.json`), or pass a config.json path or a preset")
+
+
 def resolve_model(name_or_path: str) -> ArchSpec:
-    """A preset name, or a config.json path / model directory."""
+    """A preset name, a config.json path / model directory, or a Hugging Face id in the local cache."""
     if name_or_path in MODEL_PRESETS:
         return MODEL_PRESETS[name_or_path].arch()
     p = Path(name_or_path)
-    if p.suffix == ".json" or p.is_dir() or p.exists() or "/" in name_or_path:
+    if p.exists() or p.suffix == ".json":
         return load_config_json(p)
+    if _HF_ID.match(name_or_path):
+        arch = load_config_json(config_from_hf_cache(name_or_path))
+        return replace(arch, name=name_or_path.partition("@")[0].split("/")[-1])
+    if "/" in name_or_path:
+        return load_config_json(p)  # a path that does not exist: says so
     return model_preset(name_or_path).arch()  # raises, listing valid presets
 
 
