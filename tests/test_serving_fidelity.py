@@ -316,3 +316,27 @@ def test_model_ids_resolve_from_the_local_hugging_face_cache(tmp_path, monkeypat
     assert rc == 0, err
     rc, out, err = run(capsys, "predict", "--target", "Qwen/Qwen3-30B-A3B", *base)
     assert rc == 2 and f"not in the local Hugging Face cache (looked in {cache})" in err and err.count("\n") == 1
+
+
+def test_deployable_schedule_uses_few_draft_lengths(capsys):
+    args = ["schedule", "--target", "Qwen3-30B-A3B", "--hardware", "H100-SXM", "--draft-kind", "eagle", "--alpha",
+            "0.7", "--max-batch-size", "128", "--format", "vllm"]
+    rc, out, _ = run(capsys, *args)
+    full = json.loads(out)["num_speculative_tokens_per_batch_size"]
+    assert rc == 0 and len({k for _, _, k in full}) > 2
+    rc, out, err = run(capsys, *args, "--max-distinct", "2", "--min-gain", "0.05")
+    few = json.loads(out)["num_speculative_tokens_per_batch_size"]
+    assert rc == 0 and len({k for _, _, k in few}) <= 2, err
+    assert few[0][0] == 1 and few[-1][1] == full[-1][1]
+    # every batch size keeps at least 95 % of its best speedup: check against the predictions
+    from moesd.perf.schedule import deployable_gammas
+
+    speed = np.array([[1.0, 2.0, 1.5], [1.2, 1.9, 2.0], [0.9, 1.0, 2.2]])  # gammas 1, 2, 3 over three B
+    chosen, loss = deployable_gammas([1, 2, 3], speed, 2, 0.05)
+    assert len(chosen) <= 2 and loss <= 0.05 + 1e-9
+    got = np.vstack([np.ones((1, 3)), speed])[[[0, 1, 2, 3].index(g) for g in chosen]].max(axis=0)
+    assert np.all(got >= 0.95 * np.maximum(speed.max(axis=0), 1.0) - 1e-9)
+    rc, out, err = run(capsys, *args, "--max-distinct", "1", "--min-gain", "0.0")
+    assert rc == 2 and "raise --min-gain or --max-distinct" in err and err.count("\n") == 1
+    rc, out, err = run(capsys, *args, "--max-distinct", "0")
+    assert rc == 2 and "--max-distinct must be >= 1" in err
