@@ -340,3 +340,23 @@ def test_deployable_schedule_uses_few_draft_lengths(capsys):
     assert rc == 2 and "raise --min-gain or --max-distinct" in err and err.count("\n") == 1
     rc, out, err = run(capsys, *args, "--max-distinct", "0")
     assert rc == 2 and "--max-distinct must be >= 1" in err
+
+
+def test_trtllm_schedule_follows_its_rules(capsys):
+    """TensorRT-LLM: keys are batch-size lower bounds, {1: max_draft_len} is required, nothing drafts more."""
+    args = ["schedule", "--target", "Qwen2-57B-A14B-Instruct", "--draft", "Qwen2-0.5B-Instruct", "--hardware", "H800",
+            "--tp", "2", "--engine", "vllm-v0", "--alpha", "0.85", "--max-batch-size", "128"]
+    rc, out, err = run(capsys, *args, "--format", "trtllm")
+    assert rc == 0, err
+    cfg = json.loads(out)
+    sched = {int(k): v for k, v in cfg["draft_len_schedule"].items()}
+    assert sched[1] == cfg["max_draft_len"] >= 1 and max(sched.values()) == cfg["max_draft_len"]
+    assert sorted(sched) == list(sched) and all(sched[a] != sched[b] for a, b in zip(sorted(sched), sorted(sched)[1:]))
+    rc, out, _ = run(capsys, *args, "--format", "vllm")
+    rows = json.loads(out)["num_speculative_tokens_per_batch_size"]
+    # above batch size 1 both agree wherever vLLM's choice does not exceed TensorRT-LLM's cap
+    keys = sorted(sched)
+    for start, end, k in rows:
+        for b in (start, end):
+            if b > 1 and k <= cfg["max_draft_len"]:
+                assert sched[max(x for x in keys if x <= b)] == k

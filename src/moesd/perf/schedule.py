@@ -71,3 +71,12 @@ def best_gamma_schedule(scenario: Scenario, max_batch_size: int, gammas, accepta
 
 def vllm_config(rows: list[list[int]]) -> dict:
     return {"num_speculative_tokens_per_batch_size": rows}
+
+
+def trtllm_config(rows: list[list[int]]) -> dict:
+    """TensorRT-LLM's speculative config fields (tensorrt_llm/llmapi/llm_args.py, DecodingBaseConfig, read
+    2026-11-27): `draft_len_schedule` maps batch-size *lower bounds* to draft lengths ({1: 4, 4: 2, 8: 0}: from 1
+    draft 4, from 4 draft 2, from 8 no SD), must contain {1: max_draft_len}, and its last entry holds for every
+    larger batch size."""
+    schedule = {str(start): k for start, _, k in rows}
+    return {"max_draft_len": rows[0][2], "draft_len_schedule": schedule}
