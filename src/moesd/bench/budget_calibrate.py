@@ -73,7 +73,6 @@ def calibrate(spec, workload: str, batch_sizes: list[int], budgets: list[int] | 
 
     meter = bar(total=len(batch_sizes), desc="budget calibrate", unit="batch size", quiet=quiet)
     for b in batch_sizes:
-        meter.update(0)
         # At least num_prompts prompts per batch size, so that B = 1 is not judged on one prompt.
         batches = [tokenize_prompts(target.tokenizer, batch_prompts(work, b, offset=i * b), chat, max_prompt_tokens)
                    for i in range(-(-max(num_prompts, b) // b))]

@@ -126,7 +126,8 @@ def _run(measurements: str, target: str | None, draft: str | None, hardware: str
         # Provenance: `predict --params` refuses these parameters for another target or hardware.
         "context": {"target": target_arch.name if target_arch else m.context.get("target"),
                     "draft": draft_arch.name if draft_arch else None, "hardware": hw.name, "tp": tp, "ep": 1,
-                    "engine": profile.name if result.message.startswith("few-point") else "fitted (all parameters)",
+                    "engine": (profile.name if set(result.free) <= set(FEW_POINT_PARAMETERS)
+                               else "fitted (all parameters)"),
                     "verify_convention": verify_convention, "knee_tokens": ctx.knee(result.params.lam),
                     "measurements": measurements, "data": {"points": len(train),
                                                            "batch_sizes": sorted({int(b) for b in train.batch_size}),

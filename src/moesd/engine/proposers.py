@@ -200,13 +200,6 @@ class NgramProposer:
                 return history[start : start + gamma].tolist()
         return None
 
-    def has_proposal(self, histories: list[list[int]], gamma: int) -> bool:
-        """Whether any row's suffix occurs earlier in its history. When none does, a verify block would
-        only score the last token repeated (rarely accepted), so the engine runs a plain decode step
-        instead, as transformers' prompt lookup does. Deciding from past tokens alone keeps SD lossless."""
-        return any(self.lookup(np.asarray(h, dtype=np.int64), gamma, self.min_n, self.max_n) is not None
-                   for h in histories)
-
     def propose(self, gamma: int, histories: list[list[int]], params: SamplingParams, generator):
         found = [self.lookup(np.asarray(h, dtype=np.int64), gamma, self.min_n, self.max_n) or [] for h in histories]
         self.draft_lengths = [len(f) for f in found]

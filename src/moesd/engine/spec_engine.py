@@ -16,10 +16,11 @@ from moesd.engine import phases
 from moesd.engine.expert_budget import ExpertBudget
 from moesd.engine.expert_hooks import ExpertRecorder
 from moesd.engine.loading import LoadedModel
-from moesd.engine.metrics import AcceptanceStats, ExpertStats, StageClock, StepRecord, stage_summary, steps_as_dicts
+from moesd.engine.metrics import ExpertStats, StageClock, StepRecord, stage_summary, steps_as_dicts
 from moesd.engine.options import MAX_GAMMA, check_gamma, check_routing, check_sampling
 from moesd.engine.proposers import left_pad
 from moesd.engine.ragged_kv import RaggedKV
+from moesd.engine.run_state import RunState
 from moesd.engine.sampling import (SamplingParams, forced_acceptance, greedy_verify, probs_from_logits,
                                    rejection_sample, select_tokens)
 from moesd.errors import MoesdError
@@ -93,7 +94,7 @@ class SpecEngine:
         return self._proposer(seed) if callable(self._proposer) and not hasattr(self._proposer, "propose") \
             else self._proposer
 
-    def _forward(self, run: "_Run", phase: str, ids: torch.Tensor, valid: torch.Tensor, keep: int = 0,
+    def _forward(self, run: RunState, phase: str, ids: torch.Tensor, valid: torch.Tensor, keep: int = 0,
                  kv: RaggedKV | None = None):
         if run.recorder is not None:
             run.recorder.begin(phase, valid)
@@ -120,7 +121,7 @@ class SpecEngine:
         if batch_size is not None and batch_size < 1:
             raise MoesdError(f"batch size must be >= 1, got {batch_size}")
         seed = self.seed if seed is None else seed
-        run = _Run(self.target, self._new_proposer(seed), self.gamma, seed, prompts, max_new_tokens, eos_token_id,
+        run = RunState(self.target, self._new_proposer(seed), self.gamma, seed, prompts, max_new_tokens, eos_token_id,
                    batch_size or len(prompts))
         # Hooks live only inside one call: engines share model objects, and a hook left behind by a
         # uniform-routing engine would silently rewrite the routing of every later engine.
@@ -146,10 +147,9 @@ class SpecEngine:
                     self._admit(run)
                 if run.active:
                     self._step(run)
-                finished = sum(1 for r in run.reasons_final if r) - done
-                if finished and on_finish is not None:
-                    on_finish(finished)
-                done += finished
+                if run.finished > done and on_finish is not None:
+                    on_finish(run.finished - done)
+                done = run.finished
             kl = torch.cat(run.budget_kl) if run.budget_kl else None
             return GenerationResult(run.outputs, run.reasons, self._metrics(run, longest), self.gamma,
                                     run.acceptance.counts if self.gamma > 0 else None, run.experts, kl)
@@ -157,7 +157,7 @@ class SpecEngine:
             if run.recorder is not None:
                 run.recorder.remove()
 
-    def _admit(self, run: "_Run") -> None:
+    def _admit(self, run: RunState) -> None:
         """Continuous batching: prefill the next prompts into free rows. Their first token comes from their own
         prefill (never merged with a verify); rows that end right there (EOS, or one new token) never join."""
         rids = run.queue[: run.batch_size - len(run.active)]
@@ -187,14 +187,14 @@ class SpecEngine:
                                         [run.histories[r][-1:] for r in new_ids], replace)
             run.prefill_s += seconds
 
-    def _prefill(self, run: "_Run") -> None:
+    def _prefill(self, run: RunState) -> None:
         ids, valid = left_pad([run.histories[i] for i in run.active], run.device)
         logits, run.prefill_s, routing = self._forward(run, phases.PREFILL, ids, valid, keep=1)
         run.absorb(routing)
         last = select_tokens(logits[:, -1], self.sampling, run.generator)
         run.emit([[t] for t in last.tolist()], last)
 
-    def _step(self, run: "_Run") -> None:
+    def _step(self, run: RunState) -> None:
         t_step = self.clock.now()
         b = len(run.active)
         first_round = run.last is None
@@ -203,14 +203,20 @@ class SpecEngine:
         # Never draft past the longest remaining budget: those tokens could not be kept.
         room = max(run.max_new_tokens - len(run.outputs[r]) for r in run.active)
         gamma = min(self.gamma, room - 1)
-        no_proposal = (not first_round and gamma > 0 and hasattr(proposer, "has_proposal")
-                       and not proposer.has_proposal([run.histories[i] for i in run.active], gamma))
-        if self.gamma == 0 or (gamma <= 0 and not first_round) or no_proposal:
+        if self.gamma == 0 or (gamma <= 0 and not first_round):
             kind, gamma, target_s, draft_s, reject_s, routing = phases.DECODE, 0, *self._decode(run)
         else:
             gamma = max(gamma, 1)
-            kind = phases.PREFILL_VERIFY if first_round else phases.VERIFY
-            target_s, draft_s, reject_s, routing = self._speculate(run, gamma, first_round)
+            proposal, draft_s = self.clock.run(
+                proposer.propose, gamma, [run.histories[i] for i in run.active], self.sampling, run.generator)
+            lengths = getattr(proposer, "draft_lengths", None)
+            if not first_round and lengths is not None and max(lengths) == 0:
+                # Prompt lookup found nothing in any row: a plain decode step, as transformers' prompt lookup
+                # does (decided from past tokens only, so SD stays lossless).
+                kind, gamma, (target_s, _, reject_s, routing) = phases.DECODE, 0, self._decode(run)
+            else:
+                kind = phases.PREFILL_VERIFY if first_round else phases.VERIFY
+                target_s, reject_s, routing = self._speculate(run, gamma, first_round, proposal)
         produced = run.flush()
         draft_forward_s = (proposer.forward_s - draft_forward_before) if proposer is not None else 0.0
         run.max_slots = max(run.max_slots, run.kv.length)
@@ -218,7 +224,7 @@ class SpecEngine:
                                     reject_s, produced))
         run.absorb(routing)
 
-    def _decode(self, run: "_Run"):
+    def _decode(self, run: RunState):
         """One target token per row (the autoregressive step; also SD's last round with one token left)."""
         ones = torch.ones(len(run.active), 1, dtype=torch.bool, device=run.device)
         logits, target_s, routing = self._forward(run, phases.DECODE, run.last[:, None], ones, keep=1)
@@ -229,9 +235,8 @@ class SpecEngine:
         run.pending = (new_tokens, tok)
         return target_s, 0.0, 0.0, routing
 
-    def _speculate(self, run: "_Run", gamma: int, first_round: bool):
-        (drafts, draft_probs), draft_s = self.clock.run(
-            run.proposer.propose, gamma, [run.histories[i] for i in run.active], self.sampling, run.generator)
+    def _speculate(self, run: RunState, gamma: int, first_round: bool, proposal):
+        drafts, draft_probs = proposal
         drafts = drafts.to(run.device)
         # Ragged drafts (prompt lookup: a row whose n-gram has a short continuation, or none, proposes fewer
         # tokens): each row's drafts are right-aligned and the columns before them are skipped. The verify
@@ -267,9 +272,9 @@ class SpecEngine:
         run.acceptance.record(run.active, acc, list(lengths) if ragged else gamma)
         run.proposer.accept(acc, new_tokens, gamma)
         run.pending = (new_tokens, torch.gather(out, 1, through[:, None])[:, 0])
-        return target_s, draft_s, reject_s, routing
+        return target_s, reject_s, routing
 
-    def _unbudgeted_logits(self, run: "_Run", ids: torch.Tensor, valid: torch.Tensor, gamma: int) -> torch.Tensor:
+    def _unbudgeted_logits(self, run: RunState, ids: torch.Tensor, valid: torch.Tensor, gamma: int) -> torch.Tensor:
         """The same verify block through the unbudgeted target on the same cache, then removed
         again (its slots are dropped and cropped): the reference for KL(full || budgeted)."""
         run.recorder.begin(phases.SHADOW, valid)  # not "verify", so no budget
@@ -279,7 +284,7 @@ class SpecEngine:
         run.kv.keep_last_block(torch.zeros_like(valid))
         return logits
 
-    def _metrics(self, run: "_Run", longest: int) -> dict:
+    def _metrics(self, run: RunState, longest: int) -> dict:
         metrics = {
             "gamma": self.gamma,
             "batch_size": run.batch_size,
@@ -314,7 +319,7 @@ class SpecEngine:
             metrics["routing_curve"] = run.experts.routing_curve()
         return metrics
 
-    def _accept(self, run: "_Run", logits, drafts, draft_probs, skip=None):
+    def _accept(self, run: RunState, logits, drafts, draft_probs, skip=None):
         generator = run.generator
         if run.proposer.kind == "synthetic":
             forced = run.proposer.forced_accepts(drafts.shape[0], drafts.shape[1]).to(drafts.device)
@@ -333,86 +338,3 @@ def _kl_per_token(full_logits: torch.Tensor, budgeted_logits: torch.Tensor) -> t
     log_p = torch.log_softmax(full_logits.float(), dim=-1)
     log_q = torch.log_softmax(budgeted_logits.float(), dim=-1)
     return (log_p.exp() * (log_p - log_q)).sum(dim=-1).reshape(-1)
-
-
-class _Run:
-    """The state of one `generate` call: outputs, the active rows, the target cache, the proposer, the
-    expert hooks, statistics. Nothing here points back at the engine."""
-
-    def __init__(self, target: LoadedModel, proposer, gamma: int, seed: int, prompts: list[list[int]],
-                 max_new_tokens: int, eos_token_id: int | None, batch_size: int):
-        n = len(prompts)
-        self.batch_size = min(batch_size, n)
-        self.proposer = proposer  # None for the autoregressive baseline
-        self.recorder: ExpertRecorder | None = None
-        self.device = target.device
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        self.max_new_tokens, self.eos_token_id = max_new_tokens, eos_token_id
-        self.outputs: list[list[int]] = [[] for _ in range(n)]
-        self.reasons = ["length"] * n
-        self.histories = [list(p) for p in prompts]  # prompt + output, per request (prompt lookup reads it)
-        self.active = list(range(self.batch_size))  # request ids generating now, in batch-row order
-        self.queue = list(range(self.batch_size, n))  # request ids waiting for a free row
-        self.reasons_final = [""] * n  # set once a request has finished
-        self.last: torch.Tensor | None = None  # [active] the newest token, not yet in the target cache
-        self.pending: tuple[list[list[int]], torch.Tensor] | None = None  # this step's tokens per row
-        self.kv = RaggedKV(target.model, self.device)
-        self.acceptance = AcceptanceStats(gamma, n)
-        self.experts = ExpertStats(target.num_experts, target.top_k) if target.is_moe else None
-        self.steps: list[StepRecord] = []
-        self.prefill_s = 0.0
-        self.max_slots = 0
-        self.proposer_started = False
-        self.budget_kl: list[torch.Tensor] = []
-
-    def absorb(self, routing) -> None:
-        if self.experts is not None and routing is not None:
-            self.experts.absorb([routing])
-
-    def append_first(self, rid: int, token: int) -> bool:
-        """A newly admitted request's first token (from its own prefill); False if that already ends it."""
-        self.histories[rid].append(token)
-        self.outputs[rid].append(token)
-        if self.eos_token_id is not None and token == self.eos_token_id:
-            self.reasons[rid] = self.reasons_final[rid] = "eos"
-            return False
-        if len(self.outputs[rid]) >= self.max_new_tokens:
-            self.reasons_final[rid] = "length"
-            return False
-        return True
-
-    def emit(self, new_tokens: list[list[int]], final: torch.Tensor) -> int:
-        """Append each active row's new tokens, cutting at EOS or the limit; finished rows leave the
-        batch (target cache, draft state, `last`). Returns the number of tokens kept."""
-        before = self.active
-        kept = 0
-        still = []
-        for rid, toks in zip(before, new_tokens):
-            self.histories[rid].extend(toks)
-            toks = toks[: self.max_new_tokens - len(self.outputs[rid])]
-            if self.eos_token_id is not None and self.eos_token_id in toks:
-                toks = toks[: toks.index(self.eos_token_id) + 1]
-                self.reasons[rid] = "eos"
-            self.outputs[rid].extend(toks)
-            kept += len(toks)
-            if self.reasons[rid] != "eos" and len(self.outputs[rid]) < self.max_new_tokens:
-                still.append(rid)
-            else:
-                self.reasons_final[rid] = self.reasons[rid]
-        self.active, self.last = still, final
-        if still != before:
-            slots = [before.index(r) for r in still]
-            if slots:
-                idx = torch.tensor(slots, device=self.device)
-                self.kv.select_rows(idx)
-                if self.proposer is not None and self.proposer_started:
-                    self.proposer.select_rows(slots)
-                self.last = final[idx]
-            else:
-                self.last = final[:0]
-        return kept
-
-    def flush(self) -> int:
-        new_tokens, final = self.pending
-        self.pending = None
-        return self.emit(new_tokens, final)

@@ -115,11 +115,11 @@ def build_scenario(target: str, hardware: str, draft: str | None = None, tp: int
         raise MoesdError(f"unknown KV-cache dtype {kv_dtype!r} (use {', '.join(KV_DTYPES)})")
     if context_length < 0:
         raise MoesdError(f"--context-length must be >= 0, got {context_length}")
-    base_hw = resolve_hardware(hardware)
-    profile = resolve_profile(engine, base_hw.name)
-    hw = resolve_hardware(hardware, bandwidth_efficiency if bandwidth_efficiency is not None
-                          else profile.bandwidth_efficiency,
-                          flops_efficiency if flops_efficiency is not None else profile.flops_efficiency)
+    hw = resolve_hardware(hardware)
+    profile = resolve_profile(engine, hw.name)
+    hw = replace(hw, bandwidth_efficiency=profile.bandwidth_efficiency if bandwidth_efficiency is None
+                 else bandwidth_efficiency,
+                 flops_efficiency=profile.flops_efficiency if flops_efficiency is None else flops_efficiency)
     params, context = (None, {}) if params_file is None else load_params_file(params_file)
     if params is not None:
         _check_provenance(params_file, context, target_arch, hw, force, notes)
@@ -156,7 +156,7 @@ def build_scenario(target: str, hardware: str, draft: str | None = None, tp: int
                      + (" (memory check only: fitted parameters carry their runs' KV reads)" if params else ""))
     if expert_budget is not None:
         notes.append(f"verify capped at {expert_budget} experts per layer (MoE-Spec): not lossless")
-    return replace(scenario, profile=profile if params is None else None), notes
+    return scenario, notes
 
 
 def _check_provenance(path: str, context: dict, target: ArchSpec, hw, force: bool, notes: list[str]) -> None:
