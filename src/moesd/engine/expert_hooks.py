@@ -49,7 +49,6 @@ class ExpertRecorder:
             budget.validate(num_experts, top_k, len(self.modules))
             self.budget_policy = BudgetRouting(budget, model, self.modules, base_is_model=routing == "model")
             self.policies.append(self.budget_policy)
-        self.budget = budget
         self.current: ForwardRouting | None = None
         self.ctx = ForwardContext("", None, 1)
         self.forwards: list[ForwardRouting] = []

@@ -91,8 +91,8 @@ class SpecEngine:
     def _new_proposer(self, seed: int):
         if self.gamma == 0 or self._proposer is None:
             return None
-        return self._proposer(seed) if callable(self._proposer) and not hasattr(self._proposer, "propose") \
-            else self._proposer
+        # A factory (seed -> proposer) makes a fresh one; a proposer object is restarted by `start`.
+        return self._proposer if hasattr(self._proposer, "propose") else self._proposer(seed)
 
     def _forward(self, run: RunState, phase: str, ids: torch.Tensor, valid: torch.Tensor, keep: int = 0,
                  kv: RaggedKV | None = None):
