@@ -24,8 +24,7 @@ def test_parameter_counts_match_model_cards(name):
     preset = MODEL_PRESETS[name]
     arch = preset.arch()
     assert arch.total_params == pytest.approx(preset.card_total_params, rel=0.02)
-    active = (arch.active_params if preset.card_active_convention == "all"
-              else arch.active_params_excl_input_embedding)
+    active = preset.card_active_count(arch)
     if name == "DeepSeek-V2-Lite":
         # The card's "2.4B" has two significant digits; our exact 2.451B truncates to it
         # (+2.1 %, just past 2 %). Check the truncation interval instead.
@@ -143,3 +142,26 @@ def test_hardware_presets_and_files(tmp_path):
         resolve_hardware(str(f))
     with pytest.raises(MoesdError, match="efficiency"):
         Hardware("x", 1e9, 1e12, 1.0, "s", bandwidth_efficiency=1.5)
+
+
+def test_serving_hardware_presets_and_aliases():
+    from moesd.perf.hardware import hardware_preset
+
+    for name in ["H100-PCIe", "H20", "B200", "GB200", "A100-40GB", "L4", "A10G", "RTX-4090", "RTX-3090",
+                 "MI300X", "MI325X", "Gaudi3"]:
+        hw = HARDWARE_PRESETS[name]
+        assert "TFLOPS" in hw.source and hw.peak_bf16_flops_per_s > 0 and hw.memory_bytes > 16 * 2**30
+    assert hardware_preset("rtx 4090").name == "RTX-4090" and hardware_preset("mi300").name == "MI300X"
+    # Dense, not "with sparsity": B200's 4.5 PFLOPS sparse datasheet figure is 2.25 dense.
+    assert HARDWARE_PRESETS["B200"].peak_bf16_flops_per_s == 2.25e15
+    assert HARDWARE_PRESETS["H100-SXM"].interconnect_bytes_per_s == 450e9 and not HARDWARE_PRESETS["L4"].interconnect_bytes_per_s
+    with pytest.raises(MoesdError, match="Gaudi 2"):
+        hardware_preset("Gaudi2")
+    with pytest.raises(MoesdError, match="did you mean H100-SXM"):
+        hardware_preset("H1OO")
+
+
+def test_new_model_presets_exist():
+    for name in ["Qwen3-235B-A22B", "Qwen3-Coder-30B-A3B-Instruct", "DeepSeek-R1", "Llama-4-Scout-17B-16E",
+                 "Llama-4-Maverick-17B-128E", "gpt-oss-120b", "GLM-4.5-Air", "Kimi-K2-Instruct", "MiniMax-M2"]:
+        assert MODEL_PRESETS[name].arch().is_moe

@@ -92,9 +92,10 @@ def presets_text(models: list[dict], hardware: list[dict]) -> str:
     mb = [[m["name"], m["family"], m["num_layers"], m["num_experts"], m["experts_per_token"],
            m["total_params"] / 1e9, m["active_params"] / 1e9, m["active_params_excl_input_embedding"] / 1e9,
            m["bytes_per_param"]] for m in models]
-    hh = ["hardware", "GB/s", "bf16 TFLOPS", "ridge FLOP/B", "memory GiB"]
+    hh = ["hardware", "GB/s", "bf16 TFLOPS", "ridge FLOP/B", "memory GiB", "link GB/s"]
     hb = [[h["name"], h["memory_bandwidth_bytes_per_s"] / 1e9, h["peak_bf16_flops_per_s"] / 1e12,
-           h["ridge_point_flops_per_byte"], h["memory_bytes"] / 2**30] for h in hardware]
+           h["ridge_point_flops_per_byte"], h["memory_bytes"] / 2**30,
+           h["interconnect_bytes_per_s"] / 1e9 if h.get("interconnect_bytes_per_s") else "-"] for h in hardware]
     return table(mh, mb) + "\n" + table(hh, hb)
 
 

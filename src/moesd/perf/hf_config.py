@@ -1,7 +1,11 @@
 """Parse a Hugging Face config.json into an `ArchSpec`, one function per model family.
 
 Supported: dense llama, mistral, qwen2, qwen3, opt; MoE mixtral, qwen2_moe (shared expert),
-qwen3_moe, olmoe, deepseek_v2 / deepseek_v3 (MLA, routed + shared experts), gpt_oss (MXFP4 experts).
+qwen3_moe, olmoe, deepseek_v2 / deepseek_v3 / kimi_k2 (MLA, routed + shared experts), gpt_oss (MXFP4
+experts), llama4 (interleaved MoE + shared expert, the text model of a multimodal config), glm4_moe
+(GQA + routed and shared experts), minimax_m2. Each parser counts what transformers' module holds
+(tests compare against the modules built on the meta device); multi-token-prediction layers a
+checkpoint may carry are not counted, since transformers does not load them.
 """
 
 from __future__ import annotations
@@ -265,8 +269,8 @@ def _deepseek(c: _Cfg, name: str) -> ArchSpec:
     n_moe = sum(1 for i in range(layers) if i >= first_dense and i % freq == 0)
     shared_inter = c.int("n_shared_experts", 0) * moe_inter
     dense_inter = c.int("intermediate_size", 0)
-    # V3 adds a per-expert score-correction bias to its sigmoid router.
-    router_bias = experts if c.family == "deepseek_v3" else 0
+    # V3 (and Kimi K2, a V3 architecture) adds a per-expert score-correction bias to its sigmoid router.
+    router_bias = experts if c.family in ("deepseek_v3", "kimi_k2") else 0
     return _common(
         c,
         name=name,
@@ -318,6 +322,122 @@ def _gpt_oss(c: _Cfg, name: str) -> ArchSpec:
     )
 
 
+def _glm4_moe(c: _Cfg, name: str) -> ArchSpec:
+    """GLM-4.5: GQA attention (q/k/v bias, optional per-head q/k norm), the first layers dense, then routed
+    experts plus shared experts behind a sigmoid router with a score-correction bias."""
+    h = c.pos("hidden_size")
+    layers = c.pos("num_hidden_layers")
+    experts = c.pos("n_routed_experts")
+    moe_inter = c.pos("moe_intermediate_size")
+    attn, heads, kv_heads, head_dim = _gqa_attention(c, qkv_bias=c.bool("attention_bias", False))
+    if c.bool("use_qk_norm", False):
+        attn += 2 * head_dim
+    first_dense = c.int("first_k_dense_replace", 0)
+    n_moe = max(0, layers - first_dense)
+    dense_inter = c.int("intermediate_size", 0)
+    shared_inter = c.int("n_shared_experts", 0) * moe_inter
+    return _common(
+        c,
+        name=name,
+        num_attention_heads=heads,
+        num_kv_heads=kv_heads,
+        head_dim=head_dim,
+        num_experts=experts,
+        experts_per_token=c.pos("num_experts_per_tok"),
+        num_moe_layers=n_moe,
+        expert_ffn_size=moe_inter,
+        shared_expert_ffn_size=shared_inter,
+        dense_ffn_size=dense_inter if n_moe < layers else 0,
+        attention_params=layers * attn,
+        dense_ffn_params=(layers - n_moe) * _gated_ffn(h, dense_inter),
+        shared_expert_params=n_moe * _gated_ffn(h, shared_inter),
+        router_params=n_moe * (h * experts + experts),
+        params_per_expert=_gated_ffn(h, moe_inter),
+    )
+
+
+def _minimax_m2(c: _Cfg, name: str) -> ArchSpec:
+    """MiniMax-M2: every layer routes to E experts, no shared expert; q/k RMSNorm over whole projections;
+    sigmoid router with a score-correction bias."""
+    h = c.pos("hidden_size")
+    layers = c.pos("num_hidden_layers")
+    experts = c.pos("num_local_experts", c.raw.get("num_experts"))
+    inter = c.pos("intermediate_size")
+    attn, heads, kv_heads, head_dim = _gqa_attention(c, qkv_bias=False)
+    if c.bool("use_qk_norm", True):
+        attn += (heads + kv_heads) * head_dim
+    return _common(
+        c,
+        name=name,
+        num_attention_heads=heads,
+        num_kv_heads=kv_heads,
+        head_dim=head_dim,
+        num_experts=experts,
+        experts_per_token=c.pos("num_experts_per_tok"),
+        num_moe_layers=layers,
+        expert_ffn_size=inter,
+        attention_params=layers * attn,
+        router_params=layers * (h * experts + experts),
+        params_per_expert=_gated_ffn(h, inter),
+    )
+
+
+def _llama4(c: _Cfg, name: str) -> ArchSpec:
+    """Llama 4: MoE layers (top-k routed experts + one shared expert of the same size) every
+    `interleave_moe_layer_step` layers (or at `moe_layers`), dense FFNs of `intermediate_size_mlp` between.
+    A multimodal config ("llama4") holds the text model under `text_config`; the vision encoder is not
+    counted (it does not run while decoding)."""
+    if c.family == "llama4":
+        text = c.raw.get("text_config")
+        if not isinstance(text, dict):
+            raise MoesdError(f"{c.origin}: a 'llama4' config needs a 'text_config' object")
+        text = dict(text)
+        text.setdefault("torch_dtype", c.raw.get("torch_dtype", c.raw.get("dtype", "bfloat16")))
+        text.setdefault("tie_word_embeddings", c.raw.get("tie_word_embeddings", False))
+        text["model_type"] = "llama4"
+        c = _Cfg(text, f"{c.origin} text_config")
+    h = c.pos("hidden_size")
+    layers = c.pos("num_hidden_layers")
+    experts = c.pos("num_local_experts")
+    inter = c.pos("intermediate_size")
+    dense_inter = c.pos("intermediate_size_mlp", 16384)
+    step = c.pos("interleave_moe_layer_step", 1)
+    moe_layers = c.raw.get("moe_layers")
+    if moe_layers is None:
+        moe_layers = list(range(step - 1, layers, step))
+    if not isinstance(moe_layers, list) or not all(isinstance(i, int) and 0 <= i < layers for i in moe_layers):
+        raise MoesdError(f"{c.origin}: 'moe_layers' must list layer indices below {layers}")
+    n_moe = len(set(moe_layers))
+    attn, heads, kv_heads, head_dim = _gqa_attention(c, qkv_bias=c.bool("attention_bias", False),
+                                                     o_bias=c.bool("attention_bias", False))
+    return _common(
+        c,
+        name=name,
+        num_attention_heads=heads,
+        num_kv_heads=kv_heads,
+        head_dim=head_dim,
+        num_experts=experts,
+        experts_per_token=c.pos("num_experts_per_tok"),
+        num_moe_layers=n_moe,
+        expert_ffn_size=inter,
+        shared_expert_ffn_size=inter,
+        dense_ffn_size=dense_inter if n_moe < layers else 0,
+        attention_params=layers * attn,  # the q/k norm is a weightless L2 norm
+        dense_ffn_params=(layers - n_moe) * _gated_ffn(h, dense_inter),
+        shared_expert_params=n_moe * _gated_ffn(h, inter),
+        router_params=n_moe * h * experts,
+        params_per_expert=_gated_ffn(h, inter),
+    )
+
+
+# Families whose layers we cannot count yet: the error names what is missing instead of a bare "unsupported".
+UNSUPPORTED_FAMILIES = {
+    "minimax": "MiniMax-Text-01 / MiniMax-M1 interleave lightning (linear) attention layers with softmax "
+               "attention; their weights and KV state are not modelled",
+    "llama4_vision_model": "a vision encoder, not a decoder",
+}
+
+
 PARSERS: dict[str, Callable[[_Cfg, str], ArchSpec]] = {
     "llama": _dense_llama_like,
     "mistral": _dense_llama_like,
@@ -330,7 +450,12 @@ PARSERS: dict[str, Callable[[_Cfg, str], ArchSpec]] = {
     "olmoe": _olmoe,
     "deepseek_v2": _deepseek,
     "deepseek_v3": _deepseek,
+    "kimi_k2": _deepseek,
     "gpt_oss": _gpt_oss,
+    "llama4": _llama4,
+    "llama4_text": _llama4,
+    "glm4_moe": _glm4_moe,
+    "minimax_m2": _minimax_m2,
 }
 
 
@@ -343,6 +468,8 @@ def arch_from_dict(raw: dict[str, Any], name: str, origin: str | None = None) ->
         raise MoesdError(f"{origin}: missing 'model_type'")
     if not isinstance(family, str):
         raise MoesdError(f"{origin}: 'model_type' must be a string, got {family!r}")
+    if family in UNSUPPORTED_FAMILIES:
+        raise MoesdError(f"{origin}: unsupported model family {family!r}: {UNSUPPORTED_FAMILIES[family]}")
     if family not in PARSERS:
         raise MoesdError(
             f"{origin}: unsupported model family {family!r} (supported: {', '.join(sorted(PARSERS))})"

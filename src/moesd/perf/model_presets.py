@@ -2,8 +2,10 @@
 
 `card_total_params` / `card_active_params` are what the model card or paper publishes, and
 `card_active_convention` says how that vendor counts "active": ``all`` (every parameter a token
-touches, both embedding matrices included: Qwen, Mistral, AI2) or ``excl_input_embedding``
-(the input embedding is a lookup: DeepSeek, OpenAI). Tests check our exact counts against them.
+touches, both embedding matrices included: Qwen, Mistral, AI2, Meta), ``excl_input_embedding``
+(the input embedding is a lookup: DeepSeek, OpenAI, Moonshot) or ``excl_embeddings`` (neither the input
+embedding nor the output layer: Zhipu's GLM-4.5 report, MiniMax). Tests check our exact counts against
+them within 2 %.
 """
 
 from __future__ import annotations
@@ -23,8 +25,16 @@ class ModelPreset:
     source: str
     card_total_params: float
     card_active_params: float
-    card_active_convention: str  # "all" | "excl_input_embedding"
+    card_active_convention: str  # "all" | "excl_input_embedding" | "excl_embeddings"
     card_source: str
+
+    def card_active_count(self, arch: ArchSpec) -> int:
+        """Our exact active count under the vendor's convention, comparable with `card_active_params`."""
+        if self.card_active_convention == "all":
+            return arch.active_params
+        if self.card_active_convention == "excl_input_embedding":
+            return arch.active_params_excl_input_embedding
+        return arch.active_params_excl_input_embedding - arch.lm_head_params
 
     def arch(self) -> ArchSpec:
         return arch_from_dict(self.config, name=self.name, origin=f"preset {self.name}")
@@ -158,6 +168,112 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
             # 671B main model; the released 685B adds the 14B multi-token-prediction module,
             # which transformers does not load and we do not count.
             671e9, 37e9, "all", "DeepSeek-V3 technical report (arXiv 2412.19437): 671B total, 37B activated",
+        ),
+        ModelPreset(
+            "DeepSeek-R1",
+            # The same architecture as DeepSeek-V3 (R1 is its reasoning post-training).
+            dict(model_type="deepseek_v3", hidden_size=7168, intermediate_size=18432,
+                 moe_intermediate_size=2048, num_hidden_layers=61, num_attention_heads=128,
+                 num_key_value_heads=128, n_routed_experts=256, n_shared_experts=1,
+                 num_experts_per_tok=8, first_k_dense_replace=3, moe_layer_freq=1,
+                 kv_lora_rank=512, q_lora_rank=1536, qk_nope_head_dim=128, qk_rope_head_dim=64,
+                 v_head_dim=128, vocab_size=129280, tie_word_embeddings=False,
+                 torch_dtype="bfloat16", quantization_config={"quant_method": "fp8"}),
+            _hf("deepseek-ai/DeepSeek-R1"),
+            671e9, 37e9, "all", "DeepSeek-R1 model card: 671B total, 37B activated (the V3 base architecture)",
+        ),
+        ModelPreset(
+            "Qwen3-235B-A22B",
+            dict(model_type="qwen3_moe", hidden_size=4096, intermediate_size=12288,
+                 moe_intermediate_size=1536, num_experts=128, num_experts_per_tok=8,
+                 num_hidden_layers=94, num_attention_heads=64, num_key_value_heads=4, head_dim=128,
+                 vocab_size=151936, decoder_sparse_step=1, mlp_only_layers=[],
+                 norm_topk_prob=True, tie_word_embeddings=False, torch_dtype="bfloat16"),
+            _hf("Qwen/Qwen3-235B-A22B"),
+            235e9, 22e9, "all", "Qwen3-235B-A22B model card: 235B total, 22B activated",
+        ),
+        ModelPreset(
+            "Qwen3-Coder-30B-A3B-Instruct",
+            dict(model_type="qwen3_moe", hidden_size=2048, intermediate_size=6144,
+                 moe_intermediate_size=768, num_experts=128, num_experts_per_tok=8,
+                 num_hidden_layers=48, num_attention_heads=32, num_key_value_heads=4, head_dim=128,
+                 vocab_size=151936, decoder_sparse_step=1, mlp_only_layers=[],
+                 norm_topk_prob=True, tie_word_embeddings=False, torch_dtype="bfloat16"),
+            _hf("Qwen/Qwen3-Coder-30B-A3B-Instruct"),
+            30.5e9, 3.3e9, "all", "Qwen3-Coder-30B-A3B-Instruct model card: 30.5B total, 3.3B activated",
+        ),
+        ModelPreset(
+            "Llama-4-Scout-17B-16E",
+            dict(model_type="llama4", tie_word_embeddings=False, torch_dtype="bfloat16",
+                 text_config=dict(model_type="llama4_text", hidden_size=5120, intermediate_size=8192,
+                                  intermediate_size_mlp=16384, num_hidden_layers=48,
+                                  num_attention_heads=40, num_key_value_heads=8, head_dim=128,
+                                  num_local_experts=16, num_experts_per_tok=1,
+                                  interleave_moe_layer_step=1, vocab_size=202048,
+                                  attention_bias=False, use_qk_norm=True)),
+            _hf("meta-llama/Llama-4-Scout-17B-16E"),
+            # The card's 109B includes the vision encoder (~1B) we do not count (it does not run while decoding).
+            109e9, 17e9, "all", "Llama 4 model card: Scout 17B active, 109B total (vision encoder included)",
+        ),
+        ModelPreset(
+            "Llama-4-Maverick-17B-128E",
+            dict(model_type="llama4", tie_word_embeddings=False, torch_dtype="bfloat16",
+                 text_config=dict(model_type="llama4_text", hidden_size=5120, intermediate_size=8192,
+                                  intermediate_size_mlp=16384, num_hidden_layers=48,
+                                  num_attention_heads=40, num_key_value_heads=8, head_dim=128,
+                                  num_local_experts=128, num_experts_per_tok=1,
+                                  interleave_moe_layer_step=2, vocab_size=202048,
+                                  attention_bias=False, use_qk_norm=False)),
+            _hf("meta-llama/Llama-4-Maverick-17B-128E"),
+            400e9, 17e9, "all", "Llama 4 model card: Maverick 17B active, 400B total (vision encoder included)",
+        ),
+        ModelPreset(
+            "gpt-oss-120b",
+            dict(model_type="gpt_oss", hidden_size=2880, intermediate_size=2880, num_hidden_layers=36,
+                 num_attention_heads=64, num_key_value_heads=8, head_dim=64, num_local_experts=128,
+                 num_experts_per_tok=4, vocab_size=201088, attention_bias=True,
+                 tie_word_embeddings=False, torch_dtype="bfloat16",
+                 quantization_config={"quant_method": "mxfp4"}),
+            _hf("openai/gpt-oss-120b"),
+            116.83e9, 5.13e9, "excl_input_embedding",
+            "gpt-oss model card (arXiv 2508.10925) Table 1: 116.83B total, 5.13B active",
+        ),
+        ModelPreset(
+            "GLM-4.5-Air",
+            dict(model_type="glm4_moe", hidden_size=4096, intermediate_size=10944,
+                 moe_intermediate_size=1408, num_hidden_layers=46, num_attention_heads=96,
+                 num_key_value_heads=8, head_dim=128, n_routed_experts=128, n_shared_experts=1,
+                 num_experts_per_tok=8, first_k_dense_replace=1, vocab_size=151552,
+                 attention_bias=True, use_qk_norm=False, partial_rotary_factor=0.5,
+                 num_nextn_predict_layers=1, tie_word_embeddings=False, torch_dtype="bfloat16"),
+            _hf("zai-org/GLM-4.5-Air"),
+            # GLM-4.5's report counts active parameters without the embedding and output layers (its 355B
+            # sibling: 32.0B that way, 33.6B with them); the MTP layer is not loaded by transformers.
+            106e9, 12e9, "excl_embeddings",
+            "GLM-4.5 model card / report (arXiv 2508.06471): GLM-4.5-Air 106B total, 12B active",
+        ),
+        ModelPreset(
+            "Kimi-K2-Instruct",
+            dict(model_type="kimi_k2", hidden_size=7168, intermediate_size=18432,
+                 moe_intermediate_size=2048, num_hidden_layers=61, num_attention_heads=64,
+                 num_key_value_heads=64, n_routed_experts=384, n_shared_experts=1,
+                 num_experts_per_tok=8, first_k_dense_replace=1, moe_layer_freq=1,
+                 kv_lora_rank=512, q_lora_rank=1536, qk_nope_head_dim=128, qk_rope_head_dim=64,
+                 v_head_dim=128, vocab_size=163840, tie_word_embeddings=False,
+                 torch_dtype="bfloat16", quantization_config={"quant_method": "fp8"}),
+            _hf("moonshotai/Kimi-K2-Instruct"),
+            1.04e12, 32e9, "excl_input_embedding",
+            "Kimi K2 technical report (arXiv 2507.20534): 1.04T total, 32B activated (model card: 1T / 32B)",
+        ),
+        ModelPreset(
+            "MiniMax-M2",
+            dict(model_type="minimax_m2", hidden_size=3072, intermediate_size=1536, num_hidden_layers=62,
+                 num_attention_heads=48, num_key_value_heads=8, head_dim=128, num_local_experts=256,
+                 num_experts_per_tok=8, vocab_size=200064, use_qk_norm=True, rotary_dim=64,
+                 tie_word_embeddings=False, torch_dtype="bfloat16",
+                 quantization_config={"quant_method": "fp8"}),
+            _hf("MiniMaxAI/MiniMax-M2"),
+            230e9, 10e9, "excl_embeddings", "MiniMax-M2 model card: 230B total, 10B active",
         ),
     ]
 }
