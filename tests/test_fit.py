@@ -9,7 +9,7 @@ import pytest
 from moesd.errors import MoesdError
 from moesd.perf.fit import batch_size_folds, fit, held_out_error, predicted_speedup, stride_split
 from moesd.perf.hardware import hardware_preset
-from moesd.perf.measurements import STAGE_COLUMNS, Measurements, load_measurements
+from moesd.perf.measurements import ENGINE_STAGE_COLUMNS, Measurements, load_measurements
 from moesd.perf.model_presets import model_preset
 from moesd.perf.prior import physical_prior
 from moesd.perf.speedup import speedup
@@ -21,7 +21,7 @@ TARGET = model_preset("Qwen2-57B-A14B-Instruct").arch()
 DRAFT = model_preset("Qwen2-0.5B-Instruct").arch()
 CTX = StepContext(HW.ridge_point_flops_per_byte, 2.0)
 PAPER_B = np.array(PAPER_BATCH_SIZES)
-STAGES = STAGE_COLUMNS
+STAGES = ENGINE_STAGE_COLUMNS
 
 
 def true_params():

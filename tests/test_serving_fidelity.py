@@ -320,7 +320,7 @@ def test_model_ids_resolve_from_the_local_hugging_face_cache(tmp_path, monkeypat
 
 def test_deployable_schedule_uses_few_draft_lengths(capsys):
     args = ["schedule", "--target", "Qwen3-30B-A3B", "--hardware", "H100-SXM", "--draft-kind", "eagle", "--alpha",
-            "0.7", "--max-batch-size", "128", "--format", "vllm"]
+            "0.7", "--max-batch-size", "128", "--format", "vllm-table"]
     rc, out, _ = run(capsys, *args)
     full = json.loads(out)["num_speculative_tokens_per_batch_size"]
     assert rc == 0 and len({k for _, _, k in full}) > 2
@@ -352,7 +352,7 @@ def test_trtllm_schedule_follows_its_rules(capsys):
     sched = {int(k): v for k, v in cfg["draft_len_schedule"].items()}
     assert sched[1] == cfg["max_draft_len"] >= 1 and max(sched.values()) == cfg["max_draft_len"]
     assert sorted(sched) == list(sched) and all(sched[a] != sched[b] for a, b in zip(sorted(sched), sorted(sched)[1:]))
-    rc, out, _ = run(capsys, *args, "--format", "vllm")
+    rc, out, _ = run(capsys, *args, "--format", "vllm-table")
     rows = json.loads(out)["num_speculative_tokens_per_batch_size"]
     # above batch size 1 both agree wherever vLLM's choice does not exceed TensorRT-LLM's cap
     keys = sorted(sched)

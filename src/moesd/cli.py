@@ -9,7 +9,7 @@ import importlib.metadata
 import sys
 import warnings
 
-from moesd.commands import COMMANDS
+from moesd.commands import COMMANDS, MODULES
 from moesd.commands.flags import HelpFormatter, Parser, subparsers
 from moesd.errors import MoesdError
 
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"moesd {_version()}")
     sub = subparsers(parser, "command")
     for name in COMMANDS:
-        module = importlib.import_module(f"moesd.commands.{name}")
+        module = importlib.import_module(f"moesd.commands.{MODULES.get(name, name)}")
         p = sub.add_parser(name, help=module.HELP, description=module.HELP, formatter_class=HelpFormatter,
                            epilog=getattr(module, "EXAMPLES", None))
         module.add_arguments(p)

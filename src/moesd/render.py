@@ -7,7 +7,8 @@ import json
 import numpy as np
 
 
-def to_json(obj) -> str:
+def to_json(obj, indent: int | None = 2) -> str:
+    """JSON text ending in a newline; `indent=None` gives one line (a JSONL record)."""
     def default(o):
         if isinstance(o, np.integer):
             return int(o)
@@ -17,7 +18,7 @@ def to_json(obj) -> str:
             return o.tolist()
         raise TypeError(f"not JSON serialisable: {type(o)}")
 
-    return json.dumps(obj, indent=2, default=default, allow_nan=False) + "\n"
+    return json.dumps(obj, indent=indent, default=default, allow_nan=False) + "\n"
 
 
 def table(headers: list[str], rows: list[list]) -> str:
@@ -124,11 +125,27 @@ def fit_text(result: dict) -> str:
     return "\n".join(lines) + "\n" + table(headers, body)
 
 
+def config_json(config: dict) -> str:
+    """Indented JSON with every innermost list of numbers on one line ([1, 16, 3] rows stay readable)."""
+    import re
+
+    text = to_json(config)
+    return re.sub(r"\[\s*([-0-9.eE]+(?:,\s*[-0-9.eE]+)*)\s*\]",
+                  lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text)
+
+
 def vllm_schedule_json(config: dict) -> str:
     """vLLM's table with one [start, end, K] row per line, as its docs print it."""
     key = "num_speculative_tokens_per_batch_size"
     body = ",\n".join(f"    {json.dumps(r)}" for r in config[key])
     return f'{{\n  "{key}": [\n{body}\n  ]\n}}\n'
+
+
+def import_text(points: list[dict]) -> str:
+    rows = [[p["batch_size"], p["gamma"], p["mean_acceptance_length"], p.get("alpha", "-"),
+             p["sd_tpot_s"] * 1e3 if "sd_tpot_s" in p else "-",
+             p["baseline_tpot_s"] * 1e3 if "baseline_tpot_s" in p else "-", p.get("speedup", "-")] for p in points]
+    return table(["batch", "gamma", "mean acc. length", "alpha", "SD TPOT ms", "no-SD TPOT ms", "speedup"], rows)
 
 
 def schedule_text(rows: list[list[int]]) -> str:

@@ -24,6 +24,9 @@ def add_arguments(p) -> None:
     p.add_argument("measurements", help="JSONL or CSV: one measurement per line/row (`moesd bench` output works)")
     p.add_argument("--target", help="preset or config.json (supplies E, K and byte counts)")
     p.add_argument("--draft", help="draft preset or config.json")
+    p.add_argument("--draft-kind", choices=["model", "eagle", "mtp", "ngram"],
+                   help="what drafts (as in `moesd predict`): an EAGLE head or MTP module is priced from the target's "
+                        "sizes; default: model with --draft, else none")
     p.add_argument("--hardware", help="hardware preset or JSON (default: the file's 'hardware' column)")
     p.add_argument("--tp", type=int, help="target tensor-parallel degree (default: the file's 'tp' column, else 1)")
     p.add_argument("--engine", help="execution profile of the prior that a few-point fit (< 10 points) starts "
@@ -42,12 +45,13 @@ def add_arguments(p) -> None:
 
 def run(a) -> str:
     return _run(a.measurements, a.target, a.draft, a.hardware, a.tp, a.verify_tokens, a.stride, a.skip_bad_lines,
-                a.output, a.json, a.load_bound_factor, a.routing, a.engine)
+                a.output, a.json, a.load_bound_factor, a.routing, a.engine, a.draft_kind)
 
 
 def _run(measurements: str, target: str | None, draft: str | None, hardware: str | None, tp: int | None,
          verify_convention: str, stride: int | None, skip_bad_lines: bool, output: str | None,
-         as_json: bool, load_bound_factor: float = 5.0, routing: str | None = None, engine: str | None = None) -> str:
+         as_json: bool, load_bound_factor: float = 5.0, routing: str | None = None, engine: str | None = None,
+         draft_kind: str | None = None) -> str:
     if output:
         check_writable(output)
     if stride is not None and stride < 2:
@@ -91,7 +95,7 @@ def _run(measurements: str, target: str | None, draft: str | None, hardware: str
     if tp < 1:
         raise MoesdError(f"tensor-parallel degree must be >= 1, got {tp}")
     hw = resolve_hardware(str(hardware))
-    draft_arch = resolve_model(draft) if draft else None
+    draft_arch = _draft_arch(draft, draft_kind, target_arch)
     ctx = fit_context(hw, target_arch, verify_convention, curve)
     profile = resolve_profile(engine, hw.name)
     held_out = {}
@@ -142,3 +146,17 @@ def _run(measurements: str, target: str | None, draft: str | None, hardware: str
     if output:
         write_text_atomic(output, text)
     return text if as_json else render.fit_text(out) + (f"wrote {output}\n" if output else "")
+
+
+def _draft_arch(draft: str | None, kind: str | None, target_arch):
+    from moesd.perf.draft_kinds import draft_head
+
+    if kind in (None, "model"):
+        if kind == "model" and not draft:
+            raise MoesdError("--draft-kind model needs --draft (a preset or config.json)")
+        return resolve_model(draft) if draft else None
+    if draft:
+        raise MoesdError(f"--draft names a draft model, but --draft-kind is {kind}: give one or the other")
+    if target_arch is None and kind != "ngram":
+        raise MoesdError(f"--draft-kind {kind} is priced from the target's sizes: pass --target")
+    return draft_head(target_arch, kind) if kind != "ngram" else None

@@ -7,19 +7,32 @@ from moesd.commands.flags import MAX_LIST, acceptance_and_gammas, scenario_args,
 from moesd.atomic_io import check_writable, write_text_atomic
 from moesd.errors import MoesdError
 from moesd.perf.inputs import build_scenario
-from moesd.perf.schedule import best_gamma_schedule, trtllm_config, vllm_config
+from moesd.perf.schedule import (SGLANG_ALGORITHMS, VLLM_FORMS, VLLM_METHODS, best_gamma_schedule, sglang_adaptive,
+                                 trtllm_config, vllm_config, vllm_dynamic_config, vllm_speculative_config)
 
+FORMATS = ("vllm", "vllm-ranges", "vllm-dynamic", "vllm-table", "trtllm", "sglang", "table")
 
-HELP = "best gamma per batch size as vLLM's dynamic SD table"
-EXAMPLES = 'examples:\n  moesd schedule --target Qwen3-30B-A3B --hardware H100-SXM --draft-kind eagle --alpha 0.7 --max-batch-size 256\n  moesd schedule ... --format table -o schedule.txt'
+HELP = "best gamma per batch size, as the config a serving engine takes (vLLM, TensorRT-LLM, SGLang)"
+EXAMPLES = """examples:
+  moesd schedule --target Qwen3-30B-A3B --hardware H100 --draft-kind eagle --spec-model yuhuili/EAGLE3-Qwen3-30B-A3B \\
+      --alpha 0.7 --max-batch-size 256 -o speculative_config.json    # then: vllm serve ... --speculative-config "$(cat speculative_config.json)"
+  moesd schedule ... --params params.json --format vllm-dynamic      # batch_stats from predicted step times
+  moesd schedule ... --format trtllm | sglang | table
+formats:
+""" + "\n".join(f"  {k}: {v}" for k, v in VLLM_FORMS.items()) + """
+  trtllm: TensorRT-LLM max_draft_len + draft_len_schedule (batch-size lower bounds, {1: max_draft_len} required)
+  sglang: server flags + --speculative-adaptive-config tiers (batch-size lower bounds -> candidate_steps)
+  table: text"""
 
 
 def add_arguments(p) -> None:
     scenario_args(p)
     p.add_argument("--max-batch-size", type=int, default=256, help="schedule batch sizes 1..N")
-    p.add_argument("--format", choices=["vllm", "trtllm", "table"], default="vllm",
-                   help="vllm: num_speculative_tokens_per_batch_size rows [start, end, K]; trtllm: TensorRT-LLM's "
-                        "max_draft_len + draft_len_schedule; table: text")
+    p.add_argument("--format", choices=FORMATS, default="vllm", help="output form (see below)")
+    p.add_argument("--spec-method", help="the engine's method name (default from --draft-kind: vLLM draft_model / "
+                                         "eagle / mtp / ngram; SGLang STANDALONE / EAGLE / NGRAM), e.g. eagle3")
+    p.add_argument("--spec-model", help="the draft / EAGLE head the server loads (Hugging Face id or path); default "
+                                        "for a draft model: --draft")
     p.add_argument("-o", "--output", help="write the schedule to this file instead of stdout")
     p.add_argument("--max-distinct", type=int,
                    help="use at most N distinct draft lengths (0, no SD, counts as one): engines compile per length")
@@ -32,7 +45,16 @@ def run(a) -> str:
     if a.output:
         check_writable(a.output)
     acceptance, gammas = acceptance_and_gammas(a)
-    return _run(scenario_kw(a), a.max_batch_size, gammas, acceptance, a.format, a.output, a.max_distinct, a.min_gain)
+    kind = a.draft_kind or ("model" if a.draft else "ngram")
+    if a.format in ("vllm", "vllm-ranges", "sglang") and kind in ("model", "eagle") and not (a.spec_model or a.draft):
+        raise MoesdError(f"--format {a.format} writes the draft the server loads: pass --spec-model (the "
+                         f"{'EAGLE head' if kind == 'eagle' else 'draft model'}'s Hugging Face id or path)")
+    from moesd.perf.model_presets import MODEL_PRESETS
+
+    draft_id = MODEL_PRESETS[a.draft].hf_id if a.draft in MODEL_PRESETS else a.draft  # a preset -> its HF repo
+    spec = {"kind": kind, "method": a.spec_method, "model": a.spec_model or draft_id}
+    return _run(scenario_kw(a), a.max_batch_size, gammas, acceptance, a.format, a.output, a.max_distinct, a.min_gain,
+                spec)
 
 
 def _trtllm_table(table, scenario, max_batch_size, gammas, acceptance, max_distinct, min_gain):
@@ -72,7 +94,7 @@ def _merge(rows: list[list[int]]) -> list[list[int]]:
 
 
 def _run(scenario_kw: dict, max_batch_size: int, gammas: list[int], acceptance, fmt: str, output: str | None,
-         max_distinct: int | None = None, min_gain: float = 0.0) -> str:
+         max_distinct: int | None = None, min_gain: float = 0.0, spec: dict | None = None) -> str:
     if max_distinct is not None and max_distinct < 1:
         raise MoesdError(f"--max-distinct must be >= 1, got {max_distinct}")
     if not (math.isfinite(min_gain) and 0 <= min_gain < 1):
@@ -84,11 +106,26 @@ def _run(scenario_kw: dict, max_batch_size: int, gammas: list[int], acceptance, 
         raise MoesdError(f"--max-batch-size must lie in 1..{MAX_LIST}, got {max_batch_size}")
     scenario, _ = build_scenario(**scenario_kw)
     table = best_gamma_schedule(scenario, max_batch_size, gammas, acceptance, max_distinct, min_gain)
+    spec = spec or {"kind": "ngram", "method": None, "model": None}
     if fmt == "trtllm":
         table = _trtllm_table(table, scenario, max_batch_size, gammas, acceptance, max_distinct, min_gain)
         text = render.to_json(trtllm_config(table))
+    elif fmt in ("vllm", "vllm-ranges"):
+        method = spec["method"] or VLLM_METHODS[spec["kind"]]
+        model = spec["model"] if spec["kind"] in ("model", "eagle") else None
+        text = render.config_json(vllm_speculative_config(table, method, model, fmt))
+    elif fmt == "vllm-dynamic":
+        allowed = sorted({k for _, _, k in table} - {0}) or [1]
+        text = render.config_json(vllm_dynamic_config(scenario, acceptance, list(range(1, max(allowed) + 1)),
+                                                      max_batch_size))
+    elif fmt == "sglang":
+        algorithm = spec["method"] or SGLANG_ALGORITHMS[spec["kind"]]
+        model = spec["model"] if spec["kind"] in ("model", "eagle") else None
+        text = render.config_json(sglang_adaptive(table, algorithm, model))
+    elif fmt == "vllm-table":
+        text = render.vllm_schedule_json(vllm_config(table))
     else:
-        text = render.vllm_schedule_json(vllm_config(table)) if fmt == "vllm" else render.schedule_text(table)
+        text = render.schedule_text(table)
     if output:
         write_text_atomic(output, text)
         return f"wrote {output}\n"

@@ -5,7 +5,8 @@ One measurement per line/row. Columns (aliases in brackets):
   experts_per_token [K, top_k] and num_experts [E]: required unless a target model supplies them
   optional per-stage times in seconds, which pin the time scale and more parameters:
   target_decode_s (T_T(B,1)), target_verify_s (T_T(B,verify)), draft_s (T_D(B,1), one draft
-  token), reject_s (T_reject)
+  token), reject_s (T_reject); sd_round_s (one whole SD round: gamma draft tokens + verify + rejection, what a
+  serving engine's inter-token latency measures when it speculates; `moesd import` writes it)
   optional context: target, hardware, tp (strings/ints, used when the command line omits them)
 `moesd bench` writes exactly these keys.
 """
@@ -23,7 +24,8 @@ from moesd.errors import MoesdError
 from moesd.jsonl import read_jsonl, read_text
 from moesd.perf.acceptance import sigma_from_alpha
 
-STAGE_COLUMNS = ("target_decode_s", "target_verify_s", "draft_s", "reject_s")
+ENGINE_STAGE_COLUMNS = ("target_decode_s", "target_verify_s", "draft_s", "reject_s")
+STAGE_COLUMNS = ENGINE_STAGE_COLUMNS + ("sd_round_s",)
 _ALIASES = {
     "B": "batch_size", "K": "experts_per_token", "top_k": "experts_per_token", "E": "num_experts",
 }

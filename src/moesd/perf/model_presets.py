@@ -36,6 +36,12 @@ class ModelPreset:
             return arch.active_params_excl_input_embedding
         return arch.active_params_excl_input_embedding - arch.lm_head_params
 
+    @property
+    def hf_id(self) -> str | None:
+        """The Hugging Face repository the config comes from (what a serving engine loads)."""
+        prefix = "https://huggingface.co/"
+        return self.source[len(prefix):].split("/blob/")[0] if self.source.startswith(prefix) else None
+
     def arch(self) -> ArchSpec:
         return arch_from_dict(self.config, name=self.name, origin=f"preset {self.name}")
 

@@ -159,7 +159,7 @@ def reject_time_s(p: StepTimeParams, batch_size):
 
 
 def step_times(p: StepTimeParams, ctx: StepContext, batch_size, gamma, num_experts, top_k) -> dict:
-    """All four stage times for arrays of (B, gamma, E, K), broadcast together."""
+    """The four stage times and the whole SD round for arrays of (B, gamma, E, K), broadcast together."""
     b, g, e, k = np.broadcast_arrays(
         np.asarray(batch_size, dtype=float), np.asarray(gamma, dtype=float),
         np.asarray(num_experts, dtype=float), np.asarray(top_k, dtype=float),
@@ -172,11 +172,15 @@ def step_times(p: StepTimeParams, ctx: StepContext, batch_size, gamma, num_exper
     floor_s = decode_s if ctx.expert_budget is None else target_time_s(p, ctx, b, e, k, budget=ctx.expert_budget)[0]
     verify_s = np.maximum(verify_s, floor_s)
     kv_target = b * ctx.context_length * ctx.target_kv_s_per_token  # every forward reads the whole cache
+    draft_s = draft_time_s(p, ctx, b) + b * ctx.context_length * ctx.draft_kv_s_per_token
+    reject_s = reject_time_s(p, b)
     return {
         "target_decode_s": decode_s + kv_target,
         "target_verify_s": verify_s + kv_target,
-        "draft_s": draft_time_s(p, ctx, b) + b * ctx.context_length * ctx.draft_kv_s_per_token,
-        "reject_s": reject_time_s(p, b),
+        "draft_s": draft_s,
+        "reject_s": reject_s,
+        # One whole round, as a serving engine's inter-token latency sees it (Algorithm 1's denominator).
+        "sd_round_s": g * draft_s + verify_s + kv_target + reject_s,
         "active_experts_decode": active_decode,
         "active_experts_verify": active_verify,
     }

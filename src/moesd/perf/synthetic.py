@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from moesd.perf.measurements import STAGE_COLUMNS, Measurements
+from moesd.perf.measurements import ENGINE_STAGE_COLUMNS, Measurements
 from moesd.perf.speedup import speedup
 from moesd.perf.step_time import StepContext, StepTimeParams, step_times
 
@@ -25,5 +25,5 @@ def simulate(params: StepTimeParams, ctx: StepContext, num_experts: int, top_ks,
     t = step_times(params, ctx, b, g, e, k)
     jitter = lambda x: x * (1.0 + noise * rng.standard_normal(x.shape))
     sp = speedup(s, g, t["target_decode_s"], t["target_verify_s"], t["draft_s"], t["reject_s"])
-    stages = {c: jitter(t[c]) for c in STAGE_COLUMNS} if with_stages else {}
+    stages = {c: jitter(t[c]) for c in ENGINE_STAGE_COLUMNS} if with_stages else {}
     return Measurements(b, g, k, e, s, jitter(sp), stages)
