@@ -28,7 +28,16 @@ EXAMPLES = "examples:\n  moesd generate --target smollm2-135m-instruct --draft-m
 def add_arguments(p) -> None:
     engine_model_args(p)
     p.add_argument("--alpha", type=float, help="acceptance probability for --draft-method synthetic")
-    p.add_argument("--gamma", type=int, default=4, help="draft length; 0 = autoregressive baseline")
+    p.add_argument("--gamma", type=gamma_or_auto, default=4,
+                   help="draft length; 0 = autoregressive baseline; auto = chosen every step from predicted cost and "
+                        "observed acceptance, 0..--max-gamma (lossless)")
+    p.add_argument("--max-gamma", type=int, default=8, help="with --gamma auto: the longest draft it may choose")
+    p.add_argument("--params", help="with --gamma auto: `moesd fit` parameters pricing the steps (default: the "
+                                    "physical prior for this model and --hardware, rescaled by what the run measures)")
+    p.add_argument("--hardware", help="with --gamma auto: hardware of the prior (default: cpu, or the GPU's preset)")
+    p.add_argument("--alpha-max", type=float,
+                   help="--draft-method synthetic: each request's acceptance probability drawn uniformly from "
+                        "[--alpha, --alpha-max] (requests differ, as real prompts do)")
     p.add_argument("--batch-size", type=int, default=1,
                    help="sequences decoded together; with --prompts every prompt runs, B at a time, a finished "
                         "row taking the next prompt (continuous batching)")
@@ -51,10 +60,28 @@ def add_arguments(p) -> None:
     quiet_flag(p)
 
 
+def gamma_or_auto(text: str):
+    """An integer draft length, or "auto"."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"not an integer or 'auto': {text!r}") from None
+
+
+gamma_or_auto.__name__ = "gamma (an integer or auto)"
+
+
 def run(a) -> str:
     from moesd.engine.factory import EngineSpec
 
-    spec = EngineSpec(target=a.target, draft=a.draft, draft_method=a.draft_method, alpha=a.alpha, gamma=a.gamma,
+    auto = a.gamma == "auto"
+    if not auto and a.max_gamma != 8:
+        raise MoesdError("--max-gamma bounds --gamma auto; give --gamma auto")
+    spec = EngineSpec(target=a.target, draft=a.draft, draft_method=a.draft_method, alpha=a.alpha,
+                      alpha_max=a.alpha_max, gamma=a.max_gamma if auto else a.gamma, adaptive_gamma=auto,
+                      cost_params=a.params, hardware=a.hardware,
                       temperature=a.temperature, top_p=a.top_p, seed=a.seed, device=a.device, dtype=a.dtype,
                       experts_per_token=a.experts_per_token, experts_implementation=a.experts_implementation,
                       routing=a.routing, random_weights=True if a.random_weights else None, tokenizer=a.tokenizer,

@@ -25,6 +25,8 @@ import statistics
 import time
 from collections import Counter, deque
 
+import numpy as np
+
 from moesd.errors import MoesdError
 from moesd.perf.step_time import StepContext, StepTimeParams, step_times
 
@@ -54,61 +56,74 @@ class PositionAcceptance:
         acc = sum(self.accepted)
         return (acc + 1.0) / (sum(self.offered) + 2.0)
 
-    def conditional(self, i: int) -> float:
+    def conditional(self, i: int, alpha: float | None = None) -> float:
         """P(accept position i | positions < i accepted), shrunk towards the pooled alpha."""
         k = self.prior_strength
-        return (self.accepted[i] + k * self.alpha) / (self.offered[i] + k)
-
-    def expected_tokens(self, gamma: int) -> float:
-        """Tokens one row commits in a round of draft length gamma, the bonus token included."""
-        total, survive = 1.0, 1.0
-        for i in range(gamma):
-            survive *= self.conditional(i)
-            total += survive
-        return total
+        return (self.accepted[i] + k * (self.alpha if alpha is None else alpha)) / (self.offered[i] + k)
 
     def per_position(self, gamma: int) -> list[float]:
-        out, survive = [], 1.0
+        """P(the first i + 1 draft tokens are all accepted), i < gamma (vLLM's per-position acceptance rate)."""
+        out, survive, alpha = [], 1.0, self.alpha
         for i in range(gamma):
-            survive *= self.conditional(i)
+            survive *= self.conditional(i, alpha)
             out.append(survive)
         return out
 
+    def expected_tokens(self, gamma: int) -> float:
+        """Tokens one row commits in a round of draft length gamma, the bonus token included."""
+        return 1.0 + sum(self.per_position(gamma))
+
 
 class StepCostModel:
-    """Algorithm 1's stage times for this target (and draft), each rescaled by the median of the last `window`
-    measured / predicted ratios of that stage in this run."""
+    """Algorithm 1's stage times for this target (and draft), each rescaled by what this run measured: the median
+    of the last `window` measured / predicted ratios of that stage at that draft length (verify and draft costs
+    grow with gamma differently on different machines), else of that stage at any draft length, else of the
+    sibling forward (decode <-> verify), else 1."""
 
     def __init__(self, params: StepTimeParams, ctx: StepContext, num_experts: int, top_k: int,
-                 window: int = 32, source: str = "prior") -> None:
-        self.params, self.ctx = params, ctx
+                 window: int = 32, source: str = "prior", max_gamma: int = 16) -> None:
+        self.params, self.ctx, self.max_gamma = params, ctx, max_gamma
         self.num_experts, self.top_k = num_experts, top_k
-        self.ratios = {s: deque(maxlen=window) for s in STAGES}
+        self.window = window
+        self.ratios: dict[tuple[str, int | None], deque] = {}
         self.source = source
         self._cache: dict[tuple[int, int], dict] = {}
+        self._scale_cache: dict[tuple[str, int], float] = {}
 
     def predicted(self, b: int, g: int) -> dict:
-        key = (b, g)
-        if key not in self._cache:
-            t = step_times(self.params, self.ctx, b, max(g, 1), self.num_experts, self.top_k)
-            self._cache[key] = {"decode": float(t["target_decode_s"]), "verify": float(t["target_verify_s"]),
-                                "draft": float(t["draft_s"]), "reject": float(t["reject_s"])}
-        return self._cache[key]
+        if (b, g) not in self._cache:
+            # One vectorised evaluation per batch size, for every draft length (the decision runs every step).
+            gs = np.arange(1, max(self.max_gamma, g) + 1)
+            t = step_times(self.params, self.ctx, np.full(gs.shape, b), gs, self.num_experts, self.top_k)
+            for i, gi in enumerate(gs.tolist()):
+                self._cache[(b, gi)] = {"decode": float(t["target_decode_s"][i]),
+                                        "verify": float(t["target_verify_s"][i]),
+                                        "draft": float(t["draft_s"][i]), "reject": float(t["reject_s"][i])}
+            self._cache[(b, 0)] = self._cache[(b, 1)]
+        return self._cache[(b, g)]
 
-    def scale(self, stage: str) -> float:
-        own = self.ratios[stage]
-        if own:
-            return statistics.median(own)
-        # Decode and verify run the same forward: until one is measured, the other's scale stands in.
-        other = self.ratios.get({"decode": "verify", "verify": "decode"}.get(stage, ""), ())
-        return statistics.median(other) if other else 1.0
+    def scale(self, stage: str, g: int = 0) -> float:
+        key = (stage, g)
+        if key not in self._scale_cache:
+            sibling = {"decode": "verify", "verify": "decode"}.get(stage)
+            value = 1.0
+            for k in ((stage, g), (stage, None), (sibling, None)):
+                if k[0] is not None and self.ratios.get(k):
+                    value = statistics.median(self.ratios[k])
+                    break
+            self._scale_cache[key] = value
+        return self._scale_cache[key]
 
     def round_s(self, b: int, g: int) -> float:
         p = self.predicted(b, g)
         if g == 0:
             return self.scale("decode") * p["decode"]
-        return (g * self.scale("draft") * p["draft"] + self.scale("verify") * p["verify"]
-                + self.scale("reject") * p["reject"])
+        return (g * self.scale("draft", g) * p["draft"] + self.scale("verify", g) * p["verify"]
+                + self.scale("reject", g) * p["reject"])
+
+    def _add(self, stage: str, g: int, ratio: float) -> None:
+        for key in ((stage, g), (stage, None)):
+            self.ratios.setdefault(key, deque(maxlen=self.window)).append(ratio)
 
     def observe(self, b: int, g: int, target_s: float, draft_s: float, reject_s: float) -> None:
         p = self.predicted(b, g)
@@ -117,10 +132,13 @@ class StepCostModel:
                   ("reject", reject_s, p["reject"])])
         for stage, measured, predicted in pairs:
             if measured > 0 and predicted > 0:
-                self.ratios[stage].append(measured / predicted)
+                self._add(stage, g, measured / predicted)
+        self._scale_cache.clear()
 
     def scales(self) -> dict:
-        return {s: self.scale(s) for s in STAGES}
+        """Each stage's scale over all draft lengths (what the report shows)."""
+        return {s: statistics.median(self.ratios[(s, None)]) if self.ratios.get((s, None)) else self.scale(s)
+                for s in STAGES}
 
 
 class AdaptiveGamma:
@@ -145,7 +163,10 @@ class AdaptiveGamma:
         tokens (drafting past it would be wasted)."""
         t0 = time.perf_counter()
         top = max(0, min(self.max_gamma, room - 1))
-        rates = {g: self.acceptance.expected_tokens(g) / self.cost.round_s(batch_size, g) for g in range(top + 1)}
+        tokens = [1.0]
+        for p in self.acceptance.per_position(top):
+            tokens.append(tokens[-1] + p)
+        rates = {g: tokens[g] / self.cost.round_s(batch_size, g) for g in range(top + 1)}
         best = max(rates, key=lambda g: (rates[g], -g))  # ties: the shorter draft
         probe = False
         if best == 0 and top >= 1:
@@ -161,7 +182,7 @@ class AdaptiveGamma:
         if len(self.trace) < self.trace_limit:
             self.trace.append({"batch_size": batch_size, "gamma": best, "probe": probe,
                                "predicted_gain": rates[best] / rates[0],
-                               "expected_tokens": self.acceptance.expected_tokens(best)})
+                               "expected_tokens": tokens[best]})
         return best
 
     def observe_round(self, accepted: list[int], drafted: list[int]) -> None:

@@ -28,6 +28,7 @@ class EngineSpec:
     draft: str | None = None
     draft_method: str | None = None  # default: "model" with a draft, else "none"
     alpha: float | None = None  # synthetic acceptance probability
+    alpha_max: float | None = None  # synthetic: each request's alpha uniform in [alpha, alpha_max]
     gamma: int = 4
     temperature: float = 0.0
     top_p: float = 1.0
@@ -48,6 +49,9 @@ class EngineSpec:
     budget_static: str | None = None  # `moesd budget calibrate` output: use its static expert order
     measure_kl: bool = False
     merge_prefill: bool = True  # SD's first verify also prefills the target (off for budget timing)
+    adaptive_gamma: bool = False  # `--gamma auto`: gamma is then the largest draft length the policy may pick
+    cost_params: str | None = None  # `moesd fit` output pricing the steps of --gamma auto (default: the prior)
+    hardware: str | None = None  # hardware of the prior for --gamma auto (default: cpu, or the GPU's preset)
 
     def __post_init__(self) -> None:
         method = self.method
@@ -60,6 +64,12 @@ class EngineSpec:
             raise MoesdError(f"--draft given but draft method is {method!r}")
         if method == "synthetic":
             check_alpha(self.alpha)
+        if self.alpha_max is not None:
+            if method != "synthetic":
+                raise MoesdError("--alpha-max spreads synthetic acceptance; it needs --draft-method synthetic")
+            check_alpha(self.alpha_max)
+            if self.alpha_max < self.alpha:
+                raise MoesdError(f"--alpha-max {self.alpha_max} is below --alpha {self.alpha}")
         if method == "none" and self.gamma > 0:
             raise MoesdError("gamma > 0 needs a draft: --draft, --draft-method ngram or --draft-method synthetic")
         check_routing(self.routing)
@@ -73,6 +83,13 @@ class EngineSpec:
             raise MoesdError(f"experts per token must be >= 1, got {self.experts_per_token}")
         if not 1 <= self.ngram_min <= self.ngram_max:
             raise MoesdError(f"need 1 <= ngram min <= max, got {self.ngram_min}, {self.ngram_max}")
+        if self.adaptive_gamma:
+            if self.gamma < 1:
+                raise MoesdError(f"--gamma auto needs a maximum draft length >= 1 (--max-gamma), got {self.gamma}")
+            if self.expert_budget is not None:
+                raise MoesdError("--gamma auto prices lossless rounds; it does not combine with --expert-budget")
+        elif self.cost_params or self.hardware:
+            raise MoesdError("--params and --hardware price the steps of --gamma auto; give --gamma auto")
 
     @property
     def method(self) -> str:
@@ -134,10 +151,68 @@ def build_engine(spec: EngineSpec, models: ModelCache | None = None) -> SpecEngi
     target = models.target(spec)
     draft = models.draft(spec, target)
     factory = (lambda seed: make_proposer(spec.method, target, draft, spec.alpha, seed, spec.ngram_min,
-                                          spec.ngram_max)) if spec.gamma > 0 else None
+                                          spec.ngram_max, spec.alpha_max)) if spec.gamma > 0 else None
+    policy = make_gamma_policy(spec, target, draft) if spec.adaptive_gamma else None
     return SpecEngine(target, factory, spec.gamma, SamplingParams(spec.temperature, spec.top_p), spec.seed,
                       spec.routing, budget=make_budget(spec, target), measure_kl=spec.measure_kl,
-                      merge_prefill=spec.merge_prefill)
+                      merge_prefill=spec.merge_prefill, gamma_policy=policy)
+
+
+def make_gamma_policy(spec: EngineSpec, target: LoadedModel, draft: LoadedModel | None):
+    """A factory of fresh `AdaptiveGamma` policies (one per generate call) pricing steps with the perf model:
+    `spec.cost_params` (a `moesd fit` output) or the physical prior of this target and draft on `spec.hardware`
+    (default: the cpu preset, or the GPU's preset) with that hardware's engine profile."""
+    import torch
+
+    from moesd.engine.adaptive_gamma import AdaptiveGamma, StepCostModel
+    from moesd.perf.fit import fit_context
+    from moesd.perf.hardware import resolve_hardware
+    from moesd.perf.hf_config import arch_from_dict
+    from moesd.perf.inputs import load_params_file
+    from moesd.perf.prior import physical_prior
+    from moesd.perf.profiles import resolve_profile
+
+    def arch(model: LoadedModel):
+        try:
+            raw = model.model.config.to_dict()
+            raw.setdefault("torch_dtype", str(model.dtype).replace("torch.", ""))
+            return arch_from_dict(raw, name=model.name)
+        except MoesdError as exc:
+            if spec.cost_params:
+                return None
+            raise MoesdError(f"--gamma auto prices steps from the model's config, which moesd cannot parse ({exc}); "
+                             f"pass --params from `moesd fit` instead") from None
+
+    hardware = spec.hardware
+    if hardware is None:
+        if target.device.type == "cuda":
+            name = torch.cuda.get_device_name(target.device)
+            hardware = next((h for h in ("H200", "H100", "A100", "L40", "L4", "B200") if h in name), None)
+            if hardware is None:
+                raise MoesdError(f"--gamma auto: no hardware preset for {name!r}; pass --hardware (a preset or JSON)")
+        else:
+            hardware = "cpu"
+    hw = resolve_hardware(hardware)
+    target_arch = arch(target)
+    if spec.cost_params:
+        params, _ = load_params_file(spec.cost_params)
+        source = f"fitted ({spec.cost_params})"
+    else:
+        profile = resolve_profile(None, hw.name)
+        hw_eff = dataclasses.replace(hw, bandwidth_efficiency=profile.bandwidth_efficiency,
+                                     flops_efficiency=profile.flops_efficiency)
+        draft_arch = arch(draft) if draft is not None else None
+        params = physical_prior(target_arch, hw_eff, 1, draft_arch, profile=profile)
+        source = f"prior ({hw.name}, engine profile {profile.name}), rescaled online"
+    ctx = fit_context(hw, target_arch)
+    num_experts, top_k = max(target.num_experts, 1), max(target.top_k, 1)
+
+    def factory(seed: int) -> AdaptiveGamma:
+        return AdaptiveGamma(spec.gamma, StepCostModel(params, ctx, num_experts, top_k, source=source,
+                                                       max_gamma=spec.gamma))
+
+    factory(0)  # a bad configuration fails here, before any generation
+    return factory
 
 
 def make_budget(spec: EngineSpec, target: LoadedModel):
@@ -162,7 +237,7 @@ def load_draft(source: str, target: LoadedModel, **load_kw) -> LoadedModel:
 
 
 def make_proposer(method: str, target: LoadedModel, draft: LoadedModel | None, alpha: float | None, seed: int,
-                  ngram_min: int = 2, ngram_max: int = 4):
+                  ngram_min: int = 2, ngram_max: int = 4, alpha_max: float | None = None):
     """A fresh proposer (no state carried between generations). Synthetic acceptance with a draft
     still runs the draft model, so its cost is real."""
     inner = DraftModelProposer(draft, target.vocab_size) if draft is not None else None
@@ -170,4 +245,4 @@ def make_proposer(method: str, target: LoadedModel, draft: LoadedModel | None, a
         return inner
     if method == "ngram":
         return NgramProposer(target.vocab_size, ngram_min, ngram_max)
-    return SyntheticProposer(alpha, target.vocab_size, seed, inner)
+    return SyntheticProposer(alpha, target.vocab_size, seed, inner, alpha_max)

@@ -146,9 +146,10 @@ class ExpertStats:
                 "points": [[t, float(np.mean(v))] for t, v in sorted(pts.items())]}
 
 
-def stage_summary(steps: list[StepRecord], gamma: int, prefill_s: float, generated_tokens: int) -> dict:
+def stage_summary(steps: list[StepRecord], gamma: int | None, prefill_s: float, generated_tokens: int) -> dict:
     """Medians per stage over the steps run at the full (initial) batch size and the configured
     gamma (the merged prefill+verify round and shortened last rounds excluded), plus totals.
+    gamma None (`--gamma auto`): every verify and decode step at the full batch size, whatever its gamma.
 
     tokens_per_s counts every generated token over prefill plus steps, so autoregressive and
     speculative runs compare like for like (SD merges the target prefill into its first round)."""
@@ -158,14 +159,14 @@ def stage_summary(steps: list[StepRecord], gamma: int, prefill_s: float, generat
                 "tokens": generated_tokens, "tokens_per_s": generated_tokens / prefill_s if prefill_s > 0 else 0.0}
     full = max(s.batch_size for s in steps)
     at_full = [s for s in steps if s.batch_size == full and s.kind != phases.PREFILL_VERIFY
-               and (s.kind == phases.DECODE or s.gamma == gamma)]
+               and (s.kind == phases.DECODE or gamma is None or s.gamma == gamma)]
 
     def med(xs):
         xs = [x for x in xs if x > 0]
         return statistics.median(xs) if xs else 0.0
 
     spec = [s for s in at_full if s.kind == phases.VERIFY]
-    decode = [s for s in at_full if s.kind == phases.DECODE and gamma == 0]
+    decode = [s for s in at_full if s.kind == phases.DECODE and not gamma]
     forwards = sum(s.target_s + s.draft_forward_s for s in steps)
     total = sum(s.step_s for s in steps)
     out = {
@@ -185,7 +186,8 @@ def stage_summary(steps: list[StepRecord], gamma: int, prefill_s: float, generat
     if spec:
         out["target_verify_s"] = med(s.target_s for s in spec)
         out["draft_round_s"] = med(s.draft_s for s in spec)
-        out["draft_token_s"] = out["draft_round_s"] / gamma  # the paper's T_D(B, 1)
+        out["draft_token_s"] = (out["draft_round_s"] / gamma if gamma else  # the paper's T_D(B, 1)
+                                med(s.draft_s / s.gamma for s in spec if s.gamma))
         out["reject_s"] = med(s.reject_s for s in spec)
     return out
 

@@ -224,17 +224,28 @@ class SyntheticProposer:
 
     kind = "synthetic"
 
-    def __init__(self, alpha: float, vocab_size: int, seed: int, inner: "DraftModelProposer | None" = None):
-        if not 0.0 <= alpha <= 1.0:
-            raise MoesdError(f"synthetic alpha must lie in [0, 1], got {alpha}")
+    def __init__(self, alpha: float, vocab_size: int, seed: int, inner: "DraftModelProposer | None" = None,
+                 alpha_max: float | None = None):
+        if not 0.0 <= alpha <= 1.0 or (alpha_max is not None and not alpha <= alpha_max <= 1.0):
+            raise MoesdError(f"synthetic alpha must lie in [0, 1] (and alpha <= alpha max), got {alpha}, {alpha_max}")
         self.alpha, self.vocab_size, self.inner = alpha, vocab_size, inner
+        self.alpha_max = alpha_max
         self.generator = torch.Generator().manual_seed(seed + 7919)
+        # With a spread, each request (row) keeps its own alpha, drawn when it joins: prompts differ in how
+        # predictable their text is, which is what an adaptive draft length has to cope with.
+        self.row_alpha: torch.Tensor | None = None
+
+    def _draw(self, n: int) -> torch.Tensor:
+        lo, hi = self.alpha, self.alpha_max if self.alpha_max is not None else self.alpha
+        return lo + (hi - lo) * torch.rand(n, generator=self.generator)
 
     @property
     def forward_s(self) -> float:
         return self.inner.forward_s if self.inner is not None else 0.0
 
     def start(self, prompts) -> None:
+        if self.alpha_max is not None:
+            self.row_alpha = self._draw(len(prompts))
         if self.inner is not None:
             self.inner.start(prompts)
 
@@ -245,7 +256,9 @@ class SyntheticProposer:
         return torch.randint(0, self.vocab_size, (len(histories), gamma), generator=self.generator), None
 
     def forced_accepts(self, batch_size: int, gamma: int) -> torch.Tensor:
-        coins = torch.rand(batch_size, gamma, generator=self.generator) < self.alpha
+        alpha = self.row_alpha if self.row_alpha is not None and len(self.row_alpha) == batch_size \
+            else torch.full((batch_size,), self.alpha)
+        coins = torch.rand(batch_size, gamma, generator=self.generator) < alpha[:, None]
         return torch.cumprod(coins.long(), dim=1).sum(dim=1)
 
     def accept(self, num_accepted, new_tokens, gamma) -> None:
@@ -253,9 +266,14 @@ class SyntheticProposer:
             self.inner.accept(num_accepted, new_tokens, gamma)
 
     def select_rows(self, rows) -> None:
+        if self.row_alpha is not None:
+            self.row_alpha = self.row_alpha[torch.tensor(rows, dtype=torch.long)]
         if self.inner is not None:
             self.inner.select_rows(rows)
 
     def add_rows(self, histories, last_tokens, replace: bool = False) -> None:
+        if self.alpha_max is not None:
+            new = self._draw(len(histories))
+            self.row_alpha = new if replace or self.row_alpha is None else torch.cat([self.row_alpha, new])
         if self.inner is not None:
             self.inner.add_rows(histories, last_tokens, replace)

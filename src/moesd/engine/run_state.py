@@ -41,6 +41,7 @@ class RunState:
         self.max_slots = 0
         self.proposer_started = False
         self.budget_kl: list[torch.Tensor] = []
+        self.policy = None  # `--gamma auto`: the run's AdaptiveGamma
 
     def absorb(self, routing) -> None:
         if self.experts is not None and routing is not None:

@@ -61,7 +61,7 @@ class SpecEngine:
     def __init__(self, target: LoadedModel, proposer=None, gamma: int = 4,
                  sampling: SamplingParams = SamplingParams(), seed: int = 0, routing: str = "model",
                  max_context: int | None = None, budget: ExpertBudget | None = None, measure_kl: bool = False,
-                 merge_prefill: bool = True):
+                 merge_prefill: bool = True, gamma_policy=None):
         check_gamma(gamma)
         if gamma > 0 and proposer is None:
             raise MoesdError("gamma > 0 needs a draft: a draft model, ngram or synthetic")
@@ -87,6 +87,10 @@ class SpecEngine:
         # (untimed) to measure KL(full || budgeted); use it in quality passes, not timing runs.
         self.budget, self.measure_kl = budget, measure_kl
         self.merge_prefill = merge_prefill and budget is None
+        # `--gamma auto` (engine/adaptive_gamma.py): a factory seed -> policy; `gamma` is then the maximum.
+        if gamma_policy is not None and (gamma == 0 or budget is not None):
+            raise MoesdError("--gamma auto needs a draft and a maximum draft length >= 1, and no expert budget")
+        self._gamma_policy = gamma_policy
 
     def _new_proposer(self, seed: int):
         if self.gamma == 0 or self._proposer is None:
@@ -123,6 +127,7 @@ class SpecEngine:
         seed = self.seed if seed is None else seed
         run = RunState(self.target, self._new_proposer(seed), self.gamma, seed, prompts, max_new_tokens, eos_token_id,
                    batch_size or len(prompts))
+        run.policy = self._gamma_policy(seed) if self._gamma_policy is not None else None
         # Hooks live only inside one call: engines share model objects, and a hook left behind by a
         # uniform-routing engine would silently rewrite the routing of every later engine.
         if self.target.is_moe:
@@ -202,7 +207,8 @@ class SpecEngine:
         draft_forward_before = proposer.forward_s if proposer is not None else 0.0
         # Never draft past the longest remaining budget: those tokens could not be kept.
         room = max(run.max_new_tokens - len(run.outputs[r]) for r in run.active)
-        gamma = min(self.gamma, room - 1)
+        # The policy sees only the batch size and earlier rounds, never this round's drafts (lossless).
+        gamma = run.policy.choose(b, room) if run.policy is not None else min(self.gamma, room - 1)
         if self.gamma == 0 or (gamma <= 0 and not first_round):
             kind, gamma, target_s, draft_s, reject_s, routing = phases.DECODE, 0, *self._decode(run)
         else:
@@ -223,6 +229,8 @@ class SpecEngine:
         run.steps.append(StepRecord(kind, b, gamma, self.clock.now() - t_step, target_s, draft_s, draft_forward_s,
                                     reject_s, produced))
         run.absorb(routing)
+        if run.policy is not None and kind != phases.PREFILL_VERIFY:  # the merged prefill is no round to price
+            run.policy.observe_times(b, gamma, target_s, draft_s, reject_s)
 
     def _decode(self, run: RunState):
         """One target token per row (the autoregressive step; also SD's last round with one token left)."""
@@ -270,6 +278,8 @@ class SpecEngine:
         acc = (through - pad).tolist()
         new_tokens = [r[p: t + 1] for r, p, t in zip(out.tolist(), pad.tolist(), through.tolist())]
         run.acceptance.record(run.active, acc, list(lengths) if ragged else gamma)
+        if run.policy is not None:
+            run.policy.observe_round(acc, list(lengths) if lengths is not None else [gamma] * len(acc))
         run.proposer.accept(acc, new_tokens, gamma)
         run.pending = (new_tokens, torch.gather(out, 1, through[:, None])[:, 0])
         return target_s, reject_s, routing
@@ -296,7 +306,8 @@ class SpecEngine:
             # Target KV slots per row, holes included: bounded by compaction, not by the step count.
             "cache": {"max_slots": run.max_slots, "longest_prompt": longest,
                       "compact_threshold": run.kv.compact_threshold},
-            "stages": stage_summary(run.steps, self.gamma, run.prefill_s, sum(len(o) for o in run.outputs)),
+            "stages": stage_summary(run.steps, None if run.policy is not None else self.gamma, run.prefill_s,
+                                    sum(len(o) for o in run.outputs)),
             "steps": steps_as_dicts(run.steps),
             "target": {"name": self.target.name, "experts_implementation": self.target.experts_implementation,
                        "num_experts": self.target.num_experts, "top_k": self.target.top_k,
@@ -304,6 +315,9 @@ class SpecEngine:
                        "dtype": str(self.target.dtype).replace("torch.", ""), "device": str(run.device),
                        "random_weights": self.target.random_weights},
         }
+        if run.policy is not None:
+            metrics["gamma"] = "auto"
+            metrics["adaptive"] = run.policy.summary()
         if self.gamma > 0:
             metrics["acceptance"] = run.acceptance.summary()
             if run.proposer.kind == "synthetic":

@@ -1,0 +1,198 @@
+"""`--gamma auto`: the decision rule on stub costs, exactness and statistical losslessness with a changing gamma,
+the CLI and its bad values."""
+
+import json
+import random
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from scipy.stats import chi2_contingency  # noqa: E402
+
+from moesd.cli import main  # noqa: E402
+from moesd.engine.adaptive_gamma import AdaptiveGamma, PositionAcceptance  # noqa: E402
+from moesd.engine.proposers import DraftModelProposer, NgramProposer  # noqa: E402
+from moesd.engine.sampling import SamplingParams  # noqa: E402
+from moesd.engine.spec_engine import SpecEngine  # noqa: E402
+from test_engine_exactness import NEW, prompts_for  # noqa: E402
+
+
+class StubCost:
+    """round_s(B, g) = decode + g * draft + verify_per_token * B * (g + 1): what a test wants SD to cost."""
+
+    source = "stub"
+
+    def __init__(self, decode=1.0, draft=0.0, verify_per_token=0.0, verify_fixed=None):
+        self.decode, self.draft, self.per_token = decode, draft, verify_per_token
+        self.verify_fixed = decode if verify_fixed is None else verify_fixed
+        self.seen = []
+
+    def round_s(self, b, g):
+        if g == 0:
+            return self.decode + self.per_token * b
+        return self.verify_fixed + g * self.draft + self.per_token * b * (g + 1)
+
+    def observe(self, *args):
+        self.seen.append(args)
+
+    def scales(self):
+        return {}
+
+
+def teach(policy, alpha, rounds=400, gamma=4, seed=0):
+    """Feed the policy rounds whose acceptance is i.i.d. with probability alpha."""
+    rng = random.Random(seed)
+    for _ in range(rounds):
+        a = 0
+        while a < gamma and rng.random() < alpha:
+            a += 1
+        policy.observe_round([a], [gamma])
+
+
+def test_rule_chooses_zero_when_sd_loses_and_the_maximum_when_verification_is_free():
+    # Verification costs 3 decode steps: even perfect acceptance of 2 drafts cannot pay. -> 0.
+    lose = AdaptiveGamma(8, StubCost(decode=1.0, verify_fixed=3.0, draft=0.5))
+    teach(lose, 0.6)
+    assert lose.choose(8, room=100) == 0
+    # Free verification and free drafts: every extra draft token is a free chance -> the maximum.
+    free = AdaptiveGamma(8, StubCost(decode=1.0, verify_fixed=1.0, draft=0.0))
+    teach(free, 0.6)
+    assert free.choose(8, room=100) == 8
+    # ... but never past the longest remaining output.
+    assert free.choose(8, room=3) == 2
+    # A batch-size-dependent verify cost flips the choice from speculating at B=1 to not at B=64.
+    grows = AdaptiveGamma(6, StubCost(decode=1.0, draft=0.05, verify_per_token=0.05))
+    teach(grows, 0.7)
+    assert grows.choose(1, room=100) >= 2 and grows.choose(64, room=100) == 0
+    # The choice tracks acceptance: a bad draft gets short drafts, a good one long drafts.
+    cost = StubCost(decode=1.0, draft=0.1, verify_per_token=0.0, verify_fixed=1.1)
+    bad, good = AdaptiveGamma(8, cost), AdaptiveGamma(8, cost)
+    teach(bad, 0.3)
+    teach(good, 0.9)
+    assert bad.choose(1, 100) < good.choose(1, 100)
+
+
+def test_rule_probes_after_a_run_of_plain_decoding():
+    policy = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0), probe_every=5)
+    teach(policy, 0.5)
+    chosen = [policy.choose(4, 100) for _ in range(10)]
+    assert chosen.count(0) == 8 and chosen[4] >= 1 and chosen[9] >= 1
+    s = policy.summary()
+    assert s["gamma_histogram"]["0"] == 8 and sum(t["probe"] for t in s["trace"]) == 2
+    assert s["decision_us_per_step"] > 0
+
+
+def test_position_acceptance_counts_only_offered_positions():
+    acc = PositionAcceptance(4)
+    acc.record([2, 0, 4], [4, 4, 4])  # row 0: accepted 2 then rejected; row 1: rejected first; row 2: all
+    assert acc.offered == [3, 2, 2, 1] and acc.accepted == [2, 2, 1, 1]
+    acc.record([1], [1])  # a one-token draft accepted: offers only position 0
+    assert acc.offered[0] == 4 and acc.accepted[0] == 3
+    assert 1.0 < acc.expected_tokens(2) < 3.0 and acc.expected_tokens(0) == 1.0
+
+
+class RandomGamma:
+    """A policy that picks gamma at random (0 included) from its own generator: exactness must hold for any
+    sequence of draft lengths chosen ahead of each round."""
+
+    def __init__(self, seed, top):
+        self.rng, self.top = random.Random(seed), top
+        self.chosen = []
+
+    def choose(self, b, room):
+        g = self.rng.randint(0, max(0, min(self.top, room - 1)))
+        self.chosen.append(g)
+        return g
+
+    def observe_round(self, *a):
+        pass
+
+    def observe_times(self, *a):
+        pass
+
+    def summary(self):
+        return {"chosen": self.chosen}
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3_moe", "olmoe"])
+@pytest.mark.parametrize("batch", [1, 3, 8])
+def test_greedy_exact_with_a_changing_gamma(tiny_model, agreeing_draft, family, batch):
+    target = tiny_model(family)
+    prompts = prompts_for(batch)
+    ar = SpecEngine(target, None, gamma=0).generate(prompts, NEW)
+    draft = agreeing_draft(target)
+    policies = []
+
+    def random_policy(seed):
+        policies.append(RandomGamma(seed + batch, 5))
+        return policies[-1]
+
+    sd = SpecEngine(target, DraftModelProposer(draft, target.vocab_size), 5,
+                    gamma_policy=random_policy).generate(prompts, NEW)
+    assert sd.token_ids == ar.token_ids
+    assert {0, 5} & set(policies[0].chosen) and len(set(policies[0].chosen)) >= 3
+    # The real rule (cost model from the perf prior of this tiny model) is exact too, with continuous batching.
+    from moesd.engine.factory import EngineSpec, make_gamma_policy
+
+    spec = EngineSpec(target="tiny", draft="tiny-draft", gamma=5, adaptive_gamma=True)
+    auto = SpecEngine(target, DraftModelProposer(draft, target.vocab_size), 5,
+                      gamma_policy=make_gamma_policy(spec, target, draft))
+    res = auto.generate(prompts, NEW, batch_size=max(1, batch - 1))
+    assert res.token_ids == ar.token_ids
+    assert res.metrics["gamma"] == "auto" and sum(res.metrics["adaptive"]["gamma_histogram"].values()) > 0
+    # Prompt lookup (ragged drafts) under auto as well.
+    lookup = SpecEngine(target, NgramProposer(target.vocab_size, 1, 3), 4,
+                        gamma_policy=lambda seed: RandomGamma(seed, 4)).generate(prompts, NEW)
+    assert lookup.token_ids == ar.token_ids
+
+
+def test_sampled_auto_keeps_the_target_distribution(tiny_model, agreeing_draft):
+    """Temperature 1, gamma chosen every step by the rule from the acceptance seen so far (stub costs that make
+    the choice depend on it): tokens 2-5 are distributed as autoregressive sampling's (chi-square)."""
+    target = tiny_model("qwen3_moe", vocab_size=32)
+    draft = agreeing_draft(target, noise=0.1)
+    prompts = [[3, 17, 5]] * 4000
+    params = SamplingParams(temperature=1.0)
+    policies = []
+
+    def rule(seed):
+        policies.append(AdaptiveGamma(4, StubCost(decode=1.0, draft=0.12, verify_fixed=1.05)))
+        return policies[-1]
+
+    ar = SpecEngine(target, None, 0, params, seed=1).generate(prompts, 6)
+    sd = SpecEngine(target, DraftModelProposer(draft, 32), 4, params, seed=2, gamma_policy=rule).generate(prompts, 6)
+    assert len(policies[0].histogram) >= 1 and policies[0].decisions >= 2
+    for pos in (1, 2, 3, 4, 5):
+        a = torch.bincount(torch.tensor([t[pos] for t in ar.token_ids]), minlength=32)
+        b = torch.bincount(torch.tensor([t[pos] for t in sd.token_ids]), minlength=32)
+        keep = (a + b) > 0
+        assert chi2_contingency(torch.stack([a[keep], b[keep]]).numpy()).pvalue > 1e-3, pos
+
+
+def run(capsys, *argv):
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_generate_cli_auto_and_bad_values(capsys, tiny_dir):
+    target = tiny_dir("qwen3_moe")
+    base = ["generate", "--target", target, "--random-weights", "--dtype", "fp32", "--draft-method", "synthetic",
+            "--alpha", "0.3", "--alpha-max", "0.9", "--prompt", "hello", "--batch-size", "4", "--max-new-tokens", "24",
+            "--quiet"]
+    rc, out, err = run(capsys, *base, "--gamma", "auto", "--max-gamma", "6", "--json")
+    assert rc == 0, err
+    m = json.loads(out)["metrics"]
+    assert m["gamma"] == "auto" and m["adaptive"]["max_gamma"] == 6
+    assert set(m["adaptive"]["stage_scales"]) == {"decode", "verify", "draft", "reject"}
+    assert all(0 <= int(g) <= 6 for g in m["adaptive"]["gamma_histogram"])
+    for argv, message in [
+        (["--gamma", "auto", "--max-gamma", "0"], "maximum draft length >= 1"),
+        (["--gamma", "sometimes"], "argument --gamma"),
+        (["--gamma", "3", "--max-gamma", "5"], "--max-gamma bounds --gamma auto"),
+        (["--gamma", "3", "--params", "p.json"], "give --gamma auto"),
+        (["--gamma", "auto", "--hardware", "H1OO"], "did you mean H100-SXM"),
+        (["--gamma", "auto", "--alpha-max", "0.1"], "below --alpha"),
+    ]:
+        rc, out, err = run(capsys, *base, *argv)
+        assert rc == 2 and err.startswith("moesd: error: ") and err.count("\n") == 1 and message in err, (argv, err)
