@@ -196,3 +196,23 @@ def test_generate_cli_auto_and_bad_values(capsys, tiny_dir):
     ]:
         rc, out, err = run(capsys, *base, *argv)
         assert rc == 2 and err.startswith("moesd: error: ") and err.count("\n") == 1 and message in err, (argv, err)
+
+
+def test_per_request_token_limits_finish_rows_at_different_times(tiny_model, agreeing_draft):
+    """Requests asking for different lengths: each row stops at its own limit, its tokens equal the prefix of the
+    longest autoregressive run, with a fixed and an automatic gamma (the batch shrinks as rows finish)."""
+    target = tiny_model("qwen3_moe")
+    prompts = prompts_for(6)
+    limits = [3, 20, 7, 1, 14, 20]
+    ar = SpecEngine(target, None, 0).generate(prompts, 20)
+    draft = agreeing_draft(target)
+    from moesd.engine.factory import EngineSpec, make_gamma_policy
+
+    spec = EngineSpec(target="tiny", draft="tiny-draft", gamma=4, adaptive_gamma=True)
+    for policy in (None, make_gamma_policy(spec, target, draft)):
+        res = SpecEngine(target, DraftModelProposer(draft, target.vocab_size), 4,
+                         gamma_policy=policy).generate(prompts, limits)
+        assert [len(t) for t in res.token_ids] == limits
+        assert res.token_ids == [row[:n] for row, n in zip(ar.token_ids, limits)]
+        sizes = [s["batch_size"] for s in res.metrics["steps"]]
+        assert sizes[0] > sizes[-1]

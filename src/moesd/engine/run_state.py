@@ -17,14 +17,16 @@ class RunState:
     expert hooks, statistics. Nothing here points back at the engine."""
 
     def __init__(self, target: LoadedModel, proposer, gamma: int, seed: int, prompts: list[list[int]],
-                 max_new_tokens: int, eos_token_id: int | None, batch_size: int):
+                 max_new_tokens: int | list[int], eos_token_id: int | None, batch_size: int):
         n = len(prompts)
         self.batch_size = min(batch_size, n)
         self.proposer = proposer  # None for the autoregressive baseline
         self.recorder: ExpertRecorder | None = None
         self.device = target.device
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        self.max_new_tokens, self.eos_token_id = max_new_tokens, eos_token_id
+        # One token limit per request (serving: requests ask for different lengths).
+        self.limits = list(max_new_tokens) if isinstance(max_new_tokens, (list, tuple)) else [max_new_tokens] * n
+        self.eos_token_id = eos_token_id
         self.outputs: list[list[int]] = [[] for _ in range(n)]
         self.reasons = ["length"] * n
         self.histories = [list(p) for p in prompts]  # prompt + output, per request (prompt lookup reads it)
@@ -53,7 +55,7 @@ class RunState:
         self.outputs[rid].append(token)
         if self.eos_token_id is not None and token == self.eos_token_id:
             self.reasons[rid] = "eos"
-        elif len(self.outputs[rid]) < self.max_new_tokens:
+        elif len(self.outputs[rid]) < self.limits[rid]:
             return True
         self.finished += 1
         return False
@@ -66,13 +68,13 @@ class RunState:
         still = []
         for rid, toks in zip(before, new_tokens):
             self.histories[rid].extend(toks)
-            toks = toks[: self.max_new_tokens - len(self.outputs[rid])]
+            toks = toks[: self.limits[rid] - len(self.outputs[rid])]
             if self.eos_token_id is not None and self.eos_token_id in toks:
                 toks = toks[: toks.index(self.eos_token_id) + 1]
                 self.reasons[rid] = "eos"
             self.outputs[rid].extend(toks)
             kept += len(toks)
-            if self.reasons[rid] != "eos" and len(self.outputs[rid]) < self.max_new_tokens:
+            if self.reasons[rid] != "eos" and len(self.outputs[rid]) < self.limits[rid]:
                 still.append(rid)
             else:
                 self.finished += 1

@@ -107,7 +107,7 @@ class SpecEngine:
         return logits, seconds, routing
 
     @torch.no_grad()
-    def generate(self, prompts: list[list[int]], max_new_tokens: int, eos_token_id: int | None = None,
+    def generate(self, prompts: list[list[int]], max_new_tokens: int | list[int], eos_token_id: int | None = None,
                  seed: int | None = None, batch_size: int | None = None, on_finish=None) -> GenerationResult:
         """`seed` (default: the engine's) seeds sampling, uniform routing and synthetic acceptance of this call.
 
@@ -116,11 +116,14 @@ class SpecEngine:
         prefilled and joins the running batch. `on_finish(n)` is told how many sequences finished each step."""
         if not prompts or any(len(p) == 0 for p in prompts):
             raise MoesdError("every prompt needs at least one token")
-        if max_new_tokens < 1:
-            raise MoesdError(f"max new tokens must be >= 1, got {max_new_tokens}")
+        limits = list(max_new_tokens) if isinstance(max_new_tokens, (list, tuple)) else [max_new_tokens]
+        if isinstance(max_new_tokens, (list, tuple)) and len(limits) != len(prompts):
+            raise MoesdError(f"{len(limits)} token limits for {len(prompts)} prompts")
+        if min(limits) < 1:
+            raise MoesdError(f"max new tokens must be >= 1, got {min(limits)}")
         longest = max(len(p) for p in prompts)
-        if self.max_context and longest + max_new_tokens + self.gamma + 1 > self.max_context:
-            raise MoesdError(f"prompt of {longest} tokens + {max_new_tokens} new tokens exceeds the model's "
+        if self.max_context and longest + max(limits) + self.gamma + 1 > self.max_context:
+            raise MoesdError(f"prompt of {longest} tokens + {max(limits)} new tokens exceeds the model's "
                              f"context of {self.max_context}")
         if batch_size is not None and batch_size < 1:
             raise MoesdError(f"batch size must be >= 1, got {batch_size}")
@@ -206,7 +209,7 @@ class SpecEngine:
         proposer = run.proposer
         draft_forward_before = proposer.forward_s if proposer is not None else 0.0
         # Never draft past the longest remaining budget: those tokens could not be kept.
-        room = max(run.max_new_tokens - len(run.outputs[r]) for r in run.active)
+        room = max(run.limits[r] - len(run.outputs[r]) for r in run.active)
         # The policy sees only the batch size and earlier rounds, never this round's drafts (lossless).
         gamma = run.policy.choose(b, room) if run.policy is not None else min(self.gamma, room - 1)
         if self.gamma == 0 or (gamma <= 0 and not first_round):
