@@ -73,21 +73,27 @@ def test_rule_chooses_zero_when_sd_loses_and_the_maximum_when_verification_is_fr
 
 
 def test_rule_probes_after_a_run_of_plain_decoding():
-    policy = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0), probe_every=5)
+    """Where SD loses it decodes, probing after 4, then 8 (doubling up to the longest wait) plain steps."""
+    policy = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0), probe_every=8, first_probe=4)
     teach(policy, 0.5)
-    chosen = [policy.choose(4, 100) for _ in range(10)]
-    assert chosen.count(0) == 8 and chosen[4] >= 1 and chosen[9] >= 1
+    chosen = [policy.choose(4, 100) for _ in range(23)]
+    assert [i for i, g in enumerate(chosen) if g] == [4, 13, 22]
     s = policy.summary()
-    assert s["gamma_histogram"]["0"] == 8 and sum(t["probe"] for t in s["trace"]) == 2
+    assert s["gamma_histogram"]["0"] == 20 and sum(t["probe"] for t in s["trace"]) == 3
     assert s["decision_us_per_step"] > 0
+    # The first round must speculate (it is merged with the target's prefill): minimum 1.
+    assert AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0)).choose(4, 100, minimum=1) >= 1
 
 
 def test_position_acceptance_counts_only_offered_positions():
     acc = PositionAcceptance(4)
     acc.record([2, 0, 4], [4, 4, 4])  # row 0: accepted 2 then rejected; row 1: rejected first; row 2: all
     assert acc.offered == [3, 2, 2, 1] and acc.accepted == [2, 2, 1, 1]
-    acc.record([1], [1])  # a one-token draft accepted: offers only position 0
-    assert acc.offered[0] == 4 and acc.accepted[0] == 3
+    # A row of a gamma-4 round whose draft had only 2 tokens, both accepted: rejected at position 2.
+    acc.record([2], [4])
+    assert acc.offered == [4, 3, 3, 1] and acc.accepted == [3, 3, 1, 1]
+    acc.record([1], [1])  # a round of draft length 1, accepted: offers only position 0
+    assert acc.offered[0] == 5 and acc.accepted[0] == 4
     assert 1.0 < acc.expected_tokens(2) < 3.0 and acc.expected_tokens(0) == 1.0
 
 
@@ -99,8 +105,8 @@ class RandomGamma:
         self.rng, self.top = random.Random(seed), top
         self.chosen = []
 
-    def choose(self, b, room):
-        g = self.rng.randint(0, max(0, min(self.top, room - 1)))
+    def choose(self, b, room, minimum=0):
+        g = self.rng.randint(minimum, max(minimum, min(self.top, room - 1)))
         self.chosen.append(g)
         return g
 
@@ -184,7 +190,7 @@ def test_generate_cli_auto_and_bad_values(capsys, tiny_dir):
     assert rc == 0, err
     m = json.loads(out)["metrics"]
     assert m["gamma"] == "auto" and m["adaptive"]["max_gamma"] == 6
-    assert set(m["adaptive"]["stage_scales"]) == {"decode", "verify", "draft", "reject"}
+    assert set(m["adaptive"]["cost_maps"]) == {"target", "draft", "reject"}
     assert all(0 <= int(g) <= 6 for g in m["adaptive"]["gamma_histogram"])
     for argv, message in [
         (["--gamma", "auto", "--max-gamma", "0"], "maximum draft length >= 1"),

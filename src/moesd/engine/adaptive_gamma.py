@@ -7,10 +7,12 @@ tokens per second, E[tokens | gamma] / T(B, gamma):
   acceptance counts, shrunk towards the pooled alpha where a position has few observations;
 - T(B, 0) is a decode step; T(B, gamma) one SD round (gamma draft tokens, a verify of gamma + 1 tokens per row,
   rejection), from Algorithm 1's step times (moesd.perf: the physical prior, or `moesd fit` parameters),
-  each stage rescaled by the median ratio of what this run measured to what the model predicted, so the choice
-  adapts to the machine it runs on.
-gamma = 0 is plain decoding: where SD loses the engine stops speculating, and after `probe_every` such steps
-it speculates once (with the best gamma >= 1) so the acceptance estimate stays current.
+  refined by what this run measures (an affine map per stage: the model's shape over token counts, the
+  machine's level and per-call overhead), so the choice adapts to the machine it runs on.
+gamma = 0 is plain decoding: where SD loses the engine stops speculating, and after a run of such steps it
+speculates once (with the best gamma >= 1) so the acceptance and cost estimates stay current; the run it waits
+doubles after each probe that changed nothing (4, 8, 16, ... up to `probe_every`), so a short generation still
+probes and a long one where SD loses pays little for probing.
 
 Why this keeps SD lossless: the chosen gamma is a function of the batch size, of acceptance outcomes of earlier
 rounds and of earlier stage timings only, never of the current round's draft tokens or of the draft / target
@@ -30,17 +32,21 @@ import numpy as np
 from moesd.errors import MoesdError
 from moesd.perf.step_time import StepContext, StepTimeParams, step_times
 
-STAGES = ("decode", "verify", "draft", "reject")
 
 
 class PositionAcceptance:
-    """Per-position acceptance counts over a run: position i is *offered* when a row drafted more than i tokens
-    and its first i were accepted; it is *accepted* when the (i+1)-th was accepted too."""
+    """Per-position acceptance counts over a run: in a round of draft length g, position i < g is *offered* to a
+    row when its first i draft tokens were accepted, and *accepted* when the (i+1)-th was too. A row that drafted
+    fewer than g tokens (prompt lookup found a short continuation, or none) counts as rejected where its draft
+    ends: what matters for the choice is the tokens a round of length g commits, drafts that never came included."""
 
-    def __init__(self, max_gamma: int, prior_strength: float = 2.0) -> None:
+    def __init__(self, max_gamma: int, prior_strength: float = 2.0, optimism: float = 0.5) -> None:
         self.offered = [0] * max_gamma
         self.accepted = [0] * max_gamma
         self.prior_strength = prior_strength
+        # Decisions use the posterior mean plus `optimism` posterior standard deviations: a few unlucky early
+        # rounds must not switch speculation off for good (the optimism fades as observations accumulate).
+        self.optimism = optimism
 
     def record(self, accepted: list[int], drafted: list[int]) -> None:
         for a, g in zip(accepted, drafted):
@@ -57,9 +63,12 @@ class PositionAcceptance:
         return (acc + 1.0) / (sum(self.offered) + 2.0)
 
     def conditional(self, i: int, alpha: float | None = None) -> float:
-        """P(accept position i | positions < i accepted), shrunk towards the pooled alpha."""
+        """P(accept position i | positions < i accepted): the mean of a Beta posterior whose prior is the pooled
+        alpha with `prior_strength` pseudo-observations, plus `optimism` standard deviations (capped at 1)."""
         k = self.prior_strength
-        return (self.accepted[i] + k * (self.alpha if alpha is None else alpha)) / (self.offered[i] + k)
+        n = self.offered[i] + k
+        mean = (self.accepted[i] + k * (self.alpha if alpha is None else alpha)) / n
+        return min(1.0, mean + self.optimism * (mean * (1.0 - mean) / (n + 1.0)) ** 0.5)
 
     def per_position(self, gamma: int) -> list[float]:
         """P(the first i + 1 draft tokens are all accepted), i < gamma (vLLM's per-position acceptance rate)."""
@@ -74,21 +83,53 @@ class PositionAcceptance:
         return 1.0 + sum(self.per_position(gamma))
 
 
+class _Affine:
+    """measured ~ fixed + scale x predicted, fitted by least squares on the last `window` pairs: the prior's shape
+    over token counts (the MoE's concave expert loading included) with this machine's level and per-call
+    overhead. With too little spread in the predictions to separate the two, only the scale (median ratio)."""
+
+    def __init__(self, window: int) -> None:
+        self.pairs: deque = deque(maxlen=window)
+        self._fit: tuple[float, float] | None = None
+
+    def add(self, predicted: float, measured: float) -> None:
+        if predicted > 0 and measured > 0:
+            self.pairs.append((predicted, measured))
+            self._fit = None
+
+    def __bool__(self) -> bool:
+        return bool(self.pairs)
+
+    def fit(self) -> tuple[float, float]:
+        if self._fit is None:
+            xs = np.array([p for p, _ in self.pairs])
+            ys = np.array([m for _, m in self.pairs])
+            fixed, scale = 0.0, float(np.median(ys / xs))
+            if len(xs) >= 4 and xs.max() > 1.2 * xs.min():
+                slope, intercept = np.polyfit(xs, ys, 1)
+                if slope > 0 and intercept >= 0:
+                    fixed, scale = float(intercept), float(slope)
+            self._fit = (fixed, scale)
+        return self._fit
+
+    def __call__(self, predicted: float) -> float:
+        fixed, scale = self.fit()
+        return fixed + scale * predicted
+
+
 class StepCostModel:
-    """Algorithm 1's stage times for this target (and draft), each rescaled by what this run measured: the median
-    of the last `window` measured / predicted ratios of that stage at that draft length (verify and draft costs
-    grow with gamma differently on different machines), else of that stage at any draft length, else of the
-    sibling forward (decode <-> verify), else 1."""
+    """Algorithm 1's stage times for this target (and draft), refined by what this run measures: every target
+    forward (decode or verify) refines one affine map of the predicted target time, every draft round one of
+    the predicted draft time, rejection a scale; until a stage is measured, the target's map stands in for it
+    (the prior alone is 3x off on the development CPU, docs/results.md section 13)."""
 
     def __init__(self, params: StepTimeParams, ctx: StepContext, num_experts: int, top_k: int,
-                 window: int = 32, source: str = "prior", max_gamma: int = 16) -> None:
+                 window: int = 64, source: str = "prior", max_gamma: int = 16) -> None:
         self.params, self.ctx, self.max_gamma = params, ctx, max_gamma
         self.num_experts, self.top_k = num_experts, top_k
-        self.window = window
-        self.ratios: dict[tuple[str, int | None], deque] = {}
+        self.maps = {"target": _Affine(window), "draft": _Affine(window), "reject": _Affine(window)}
         self.source = source
         self._cache: dict[tuple[int, int], dict] = {}
-        self._scale_cache: dict[tuple[str, int], float] = {}
 
     def predicted(self, b: int, g: int) -> dict:
         if (b, g) not in self._cache:
@@ -102,54 +143,46 @@ class StepCostModel:
             self._cache[(b, 0)] = self._cache[(b, 1)]
         return self._cache[(b, g)]
 
-    def scale(self, stage: str, g: int = 0) -> float:
-        key = (stage, g)
-        if key not in self._scale_cache:
-            sibling = {"decode": "verify", "verify": "decode"}.get(stage)
-            value = 1.0
-            for k in ((stage, g), (stage, None), (sibling, None)):
-                if k[0] is not None and self.ratios.get(k):
-                    value = statistics.median(self.ratios[k])
-                    break
-            self._scale_cache[key] = value
-        return self._scale_cache[key]
+    def _stage(self, name: str, predicted: float) -> float:
+        m = self.maps[name]
+        if m:
+            return m(predicted)
+        target = self.maps["target"]
+        return target.fit()[1] * predicted if target else predicted
 
     def round_s(self, b: int, g: int) -> float:
         p = self.predicted(b, g)
         if g == 0:
-            return self.scale("decode") * p["decode"]
-        return (g * self.scale("draft", g) * p["draft"] + self.scale("verify", g) * p["verify"]
-                + self.scale("reject", g) * p["reject"])
-
-    def _add(self, stage: str, g: int, ratio: float) -> None:
-        for key in ((stage, g), (stage, None)):
-            self.ratios.setdefault(key, deque(maxlen=self.window)).append(ratio)
+            return self._stage("target", p["decode"])
+        return self._stage("target", p["verify"]) + self._stage("draft", g * p["draft"]) + \
+            self._stage("reject", p["reject"])
 
     def observe(self, b: int, g: int, target_s: float, draft_s: float, reject_s: float) -> None:
         p = self.predicted(b, g)
-        pairs = ([("decode", target_s, p["decode"])] if g == 0 else
-                 [("verify", target_s, p["verify"]), ("draft", draft_s, g * p["draft"]),
-                  ("reject", reject_s, p["reject"])])
-        for stage, measured, predicted in pairs:
-            if measured > 0 and predicted > 0:
-                self._add(stage, g, measured / predicted)
-        self._scale_cache.clear()
+        if g == 0:
+            self.maps["target"].add(p["decode"], target_s)
+        else:
+            self.maps["target"].add(p["verify"], target_s)
+            self.maps["draft"].add(g * p["draft"], draft_s)
+            self.maps["reject"].add(p["reject"], reject_s)
 
     def scales(self) -> dict:
-        """Each stage's scale over all draft lengths (what the report shows)."""
-        return {s: statistics.median(self.ratios[(s, None)]) if self.ratios.get((s, None)) else self.scale(s)
-                for s in STAGES}
+        """Each map's fixed cost (s) and scale on the prediction, as fitted now."""
+        return {name: dict(zip(("fixed_s", "scale"), m.fit())) for name, m in self.maps.items() if m}
 
 
 class AdaptiveGamma:
     """One run's draft-length policy (a fresh one per `generate` call)."""
 
-    def __init__(self, max_gamma: int, cost: StepCostModel, probe_every: int = 16, trace_limit: int = 4096) -> None:
+    def __init__(self, max_gamma: int, cost: StepCostModel, probe_every: int = 64, first_probe: int = 4,
+                 trace_limit: int = 4096) -> None:
         if max_gamma < 1:
             raise MoesdError(f"--gamma auto needs a maximum draft length >= 1, got {max_gamma}")
-        if probe_every < 1:
-            raise MoesdError(f"probe interval must be >= 1, got {probe_every}")
+        if not 1 <= first_probe <= probe_every:
+            raise MoesdError(f"probe intervals must satisfy 1 <= first {first_probe} <= longest {probe_every}")
         self.max_gamma, self.cost, self.probe_every = max_gamma, cost, probe_every
+        self.first_probe = first_probe
+        self.wait = first_probe
         self.acceptance = PositionAcceptance(max_gamma)
         self.zero_run = 0
         self.decision_s = 0.0
@@ -158,32 +191,37 @@ class AdaptiveGamma:
         self.trace: list[dict] = []
         self.trace_limit = trace_limit
 
-    def choose(self, batch_size: int, room: int) -> int:
+    def choose(self, batch_size: int, room: int, minimum: int = 0) -> int:
         """The draft length for the next step of `batch_size` rows, of which the longest may still take `room`
-        tokens (drafting past it would be wasted)."""
+        tokens (drafting past it would be wasted); `minimum` 1 where the step must speculate (the first round,
+        merged with the target's prefill)."""
         t0 = time.perf_counter()
-        top = max(0, min(self.max_gamma, room - 1))
+        top = max(minimum, min(self.max_gamma, room - 1))
         tokens = [1.0]
         for p in self.acceptance.per_position(top):
             tokens.append(tokens[-1] + p)
-        rates = {g: tokens[g] / self.cost.round_s(batch_size, g) for g in range(top + 1)}
+        rates = {g: tokens[g] / self.cost.round_s(batch_size, g) for g in range(minimum, top + 1)}
         best = max(rates, key=lambda g: (rates[g], -g))  # ties: the shorter draft
         probe = False
         if best == 0 and top >= 1:
             self.zero_run += 1
-            if self.zero_run >= self.probe_every:
+            if self.zero_run > self.wait:  # `wait` plain steps have run: this one probes
                 best = max(range(1, top + 1), key=lambda g: rates[g])
                 probe, self.zero_run = True, 0
-        else:
-            self.zero_run = 0
+                self.wait = min(2 * self.wait, self.probe_every)
+        elif best > 0:
+            self.zero_run, self.wait = 0, self.first_probe
         self.decision_s += time.perf_counter() - t0
         self.decisions += 1
         self.histogram[best] += 1
         if len(self.trace) < self.trace_limit:
             self.trace.append({"batch_size": batch_size, "gamma": best, "probe": probe,
-                               "predicted_gain": rates[best] / rates[0],
+                               "predicted_gain": rates[best] / self._decode_rate(batch_size, tokens),
                                "expected_tokens": tokens[best]})
         return best
+
+    def _decode_rate(self, batch_size: int, tokens: list[float]) -> float:
+        return tokens[0] / self.cost.round_s(batch_size, 0)
 
     def observe_round(self, accepted: list[int], drafted: list[int]) -> None:
         self.acceptance.record(accepted, drafted)
@@ -200,4 +238,4 @@ class AdaptiveGamma:
                 "decision_us_per_step": 1e6 * self.decision_s / self.decisions if self.decisions else 0.0,
                 "alpha_estimate": self.acceptance.alpha,
                 "per_position_acceptance": self.acceptance.per_position(self.max_gamma),
-                "stage_scales": self.cost.scales(), "trace": self.trace}
+                "cost_maps": self.cost.scales(), "trace": self.trace}

@@ -211,7 +211,8 @@ class SpecEngine:
         # Never draft past the longest remaining budget: those tokens could not be kept.
         room = max(run.limits[r] - len(run.outputs[r]) for r in run.active)
         # The policy sees only the batch size and earlier rounds, never this round's drafts (lossless).
-        gamma = run.policy.choose(b, room) if run.policy is not None else min(self.gamma, room - 1)
+        gamma = (run.policy.choose(b, room, minimum=int(first_round)) if run.policy is not None
+                 else min(self.gamma, room - 1))
         if self.gamma == 0 or (gamma <= 0 and not first_round):
             kind, gamma, target_s, draft_s, reject_s, routing = phases.DECODE, 0, *self._decode(run)
         else:
@@ -221,7 +222,10 @@ class SpecEngine:
             lengths = getattr(proposer, "draft_lengths", None)
             if not first_round and lengths is not None and max(lengths) == 0:
                 # Prompt lookup found nothing in any row: a plain decode step, as transformers' prompt lookup
-                # does (decided from past tokens only, so SD stays lossless).
+                # does (decided from past tokens only, so SD stays lossless). For --gamma auto this round of
+                # length gamma committed one token per row: no draft token was accepted.
+                if run.policy is not None:
+                    run.policy.observe_round([0] * b, [gamma] * b)
                 kind, gamma, (target_s, _, reject_s, routing) = phases.DECODE, 0, self._decode(run)
             else:
                 kind = phases.PREFILL_VERIFY if first_round else phases.VERIFY
@@ -281,8 +285,8 @@ class SpecEngine:
         acc = (through - pad).tolist()
         new_tokens = [r[p: t + 1] for r, p, t in zip(out.tolist(), pad.tolist(), through.tolist())]
         run.acceptance.record(run.active, acc, list(lengths) if ragged else gamma)
-        if run.policy is not None:
-            run.policy.observe_round(acc, list(lengths) if lengths is not None else [gamma] * len(acc))
+        if run.policy is not None:  # every row was offered gamma positions; a shorter draft ends where it ends
+            run.policy.observe_round(acc, [gamma] * len(acc))
         run.proposer.accept(acc, new_tokens, gamma)
         run.pending = (new_tokens, torch.gather(out, 1, through[:, None])[:, 0])
         return target_s, reject_s, routing

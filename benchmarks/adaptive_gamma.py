@@ -1,0 +1,147 @@
+"""`--gamma auto` against every fixed gamma and autoregressive decoding (issue "Model-driven adaptive speculation").
+
+Settings (greedy, bf16 for the random-weight MoE, fp32 for the trained models, as their other benchmarks):
+- moe:    the CPU MoE (Qwen3-MoE, E = 64, K = 8, 1.7 GB bf16, random weights, uniform routing), synthetic
+          acceptance with each request's alpha drawn uniformly from [0.2, 0.9], random 32-token prompts;
+- stdlib: the trained pair models/stdlib-draft -> models/stdlib-moe-e32k4 (real acceptance) on HumanEval prompts;
+- smollm: SmolLM2-135M-Instruct with prompt lookup (no draft model) on HumanEval and MT-bench prompts
+          alternating (chat template for MT-bench).
+At each batch size every configuration generates the same prompts once, in one process, one after another:
+autoregressive (gamma 0), each fixed gamma, then auto (max gamma = the largest fixed one, the physical prior of
+the `cpu` hardware preset rescaled online). Throughput is generated tokens / (prefill + steps).
+A `mixed` run decodes one batch whose requests ask for very different lengths (half 8 tokens, half the full
+length): the batch shrinks mid-run, so the best gamma changes inside one generation.
+
+Goals: auto >= 0.97x the best fixed gamma and >= 1.10x the worst at every batch size; never < 0.97x
+autoregressive; on the mixed batch auto beats every fixed gamma.
+
+    .venv/bin/python benchmarks/adaptive_gamma.py [--settings moe,stdlib,smollm] [--batch-sizes 1,4,16,64]
+        [--gammas 1,2,4,6] [--max-new-tokens 32] [-o results/adaptive_gamma.jsonl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import time
+from datetime import date
+
+import torch
+
+from moesd.bench.workloads import batch_prompts, load_workload, tokenize_prompts
+from moesd.engine.factory import EngineSpec, ModelCache, build_engine
+
+MOE = "benchmarks/configs/cpu_moe_e64k8.json"
+
+
+def setting_specs(name: str, gamma: int, auto: bool) -> EngineSpec:
+    common = dict(gamma=gamma, adaptive_gamma=auto)
+    if name == "moe":
+        if gamma == 0:
+            return EngineSpec(target=MOE, random_weights=True, routing="uniform", gamma=0)
+        return EngineSpec(target=MOE, random_weights=True, routing="uniform", draft_method="synthetic", alpha=0.2,
+                          alpha_max=0.9, **common)
+    if name == "stdlib":
+        if gamma == 0:
+            return EngineSpec(target="models/stdlib-moe-e32k4", dtype="fp32", gamma=0)
+        return EngineSpec(target="models/stdlib-moe-e32k4", draft="models/stdlib-draft", dtype="fp32", **common)
+    if name == "smollm":
+        if gamma == 0:
+            return EngineSpec(target="smollm2-135m-instruct", dtype="fp32", gamma=0)
+        return EngineSpec(target="smollm2-135m-instruct", draft_method="ngram", dtype="fp32", **common)
+    raise SystemExit(f"unknown setting {name}")
+
+
+def prompts_for(name: str, tokenizer, batch: int, seed: int = 0) -> list[list[int]]:
+    if name == "moe":
+        rng = random.Random(seed)
+        return [[rng.randrange(1, 8192) for _ in range(32)] for _ in range(batch)]
+    if name == "stdlib":
+        return tokenize_prompts(tokenizer, batch_prompts(load_workload("humaneval"), batch), chat=False,
+                                max_tokens=256)
+    he, mt = load_workload("humaneval"), load_workload("mtbench")
+    out = []
+    for i in range(batch):
+        if i % 2 == 0:
+            out += tokenize_prompts(tokenizer, batch_prompts(he, 1, offset=i // 2), chat=False, max_tokens=256)
+        else:
+            out += tokenize_prompts(tokenizer, batch_prompts(mt, 1, offset=i // 2), chat=True, max_tokens=256)
+    return out
+
+
+def measure(name: str, batch: int, gammas: list[int], max_new, models: ModelCache, mixed: bool = False) -> dict:
+    rows = {}
+    configs = ([] if mixed else [("ar", 0, False)]) + [(f"g{g}", g, False) for g in gammas] + \
+        [("auto", max(gammas), True)]
+    prompts = None
+    for label, g, auto in configs:
+        engine = build_engine(setting_specs(name, g, auto), models)
+        tok = engine.target.tokenizer
+        if prompts is None:
+            prompts = prompts_for(name, tok, batch)
+            # Warm-up: one short generation per process and model (allocator, kernels).
+            engine.generate(prompts[:1], 4, getattr(tok, "eos_token_id", None))
+        eos = getattr(tok, "eos_token_id", None) if name != "moe" else None
+        t0 = time.perf_counter()
+        res = engine.generate(prompts, max_new, eos)
+        wall = time.perf_counter() - t0
+        st = res.metrics["stages"]
+        row = {"tokens_per_s": st["tokens_per_s"], "tokens": st["tokens"], "wall_s": wall}
+        if auto:
+            a = res.metrics["adaptive"]
+            row.update(gamma_histogram=a["gamma_histogram"], mean_gamma=a["mean_gamma"],
+                       decision_us_per_step=a["decision_us_per_step"], alpha_estimate=a["alpha_estimate"],
+                       cost_maps=a["cost_maps"])
+        if res.acceptance is not None:
+            row["alpha"] = res.acceptance.alpha
+        rows[label] = row
+        print(f"  {name} B={batch}{' mixed' if mixed else ''} {label}: {row['tokens_per_s']:.2f} tok/s "
+              f"({wall:.1f} s)" + (f", gammas {row['gamma_histogram']}" if auto else ""), flush=True)
+    fixed = {k: v["tokens_per_s"] for k, v in rows.items() if k.startswith("g")}
+    best, worst = max(fixed, key=fixed.get), min(fixed, key=fixed.get)
+    auto = rows["auto"]["tokens_per_s"]
+    out = {"setting": name, "batch_size": batch, "mixed_lengths": mixed, "runs": rows,
+           "best_fixed": best, "worst_fixed": worst, "auto_vs_best": auto / fixed[best],
+           "auto_vs_worst": auto / fixed[worst]}
+    if "ar" in rows:
+        out["auto_vs_ar"] = auto / rows["ar"]["tokens_per_s"]
+        out["best_fixed_vs_ar"] = fixed[best] / rows["ar"]["tokens_per_s"]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--settings", default="moe,stdlib,smollm")
+    ap.add_argument("--batch-sizes", default="1,4,16,64")
+    ap.add_argument("--gammas", default="1,2,4,6")
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--mixed-batch", type=int, default=16, help="batch size of the mixed-lengths run (0: none)")
+    ap.add_argument("-o", "--output", default="results/adaptive_gamma.jsonl")
+    a = ap.parse_args()
+    torch.manual_seed(0)
+    gammas = [int(x) for x in a.gammas.split(",")]
+    env = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+           "torch": torch.__version__, "date": date.today().isoformat(), "max_new_tokens": a.max_new_tokens,
+           "gammas": gammas}
+    with open(a.output, "w") as f:
+        for name in a.settings.split(","):
+            models = ModelCache()
+            for b in [int(x) for x in a.batch_sizes.split(",")]:
+                rec = dict(measure(name, b, gammas, a.max_new_tokens, models), **env)
+                f.write(json.dumps(rec) + "\n")
+                f.flush()
+                print(f"{name} B={b}: auto/best {rec['auto_vs_best']:.3f} ({rec['best_fixed']}), auto/worst "
+                      f"{rec['auto_vs_worst']:.3f}, auto/AR {rec['auto_vs_ar']:.3f}", flush=True)
+            if a.mixed_batch:
+                limits = [8 if i % 2 == 0 else a.max_new_tokens * 2 for i in range(a.mixed_batch)]
+                rec = dict(measure(name, a.mixed_batch, gammas, limits, models, mixed=True), **env)
+                f.write(json.dumps(rec) + "\n")
+                f.flush()
+                print(f"{name} mixed B={a.mixed_batch}: auto/best {rec['auto_vs_best']:.3f} ({rec['best_fixed']})",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()
