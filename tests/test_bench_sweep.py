@@ -162,3 +162,28 @@ def test_budget_sweep_rejects_bad_budgets(tiny_dir, tmp_path):
     rc = main(["bench", "--target", str(tiny_dir("qwen3_moe")), "--draft-method", "ngram", "--batch-sizes", "1",
                "--gammas", "2", "--expert-budgets", "4,x", "-o", str(tmp_path / "y.jsonl")])
     assert rc == 2
+
+
+def test_auto_gamma_series_beside_the_fixed_ones(tiny_dir, tmp_path, capsys):
+    """`--gammas 2,3,auto`: one more point per batch size whose gamma the engine chose; the report shows it as
+    its own series, fits leave it out (it is no measurement at one draft length)."""
+    cfg = config(tiny_dir, tmp_path, batch_sizes=(1, 3), repeats=1, auto_gamma=True, max_new_tokens=12)
+    assert [(p.gamma, p.adaptive) for p in points(cfg)][:3] == [(2, False), (3, False), (3, True)]
+    out = tmp_path / "r.jsonl"
+    run_sweep(cfg, str(out), progress=io.StringIO())
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    auto = [r for r in recs if r.get("gamma_policy") == "auto"]
+    assert len(recs) == 6 and len(auto) == 2 and all("gamma_policy" not in r for r in recs if r not in auto)
+    for r in auto:
+        assert r["gamma"] == 3 and 0 <= r["mean_gamma"] <= 3 and sum(r["gamma_histogram"].values()) > 0
+        assert r["speedup"] > 0 and r["active_experts_verify"] is None
+    files = write_report([str(out)], str(tmp_path / "rep"))
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "| auto |" in text and files
+    from moesd.perf.measurements import load_measurements
+
+    assert len(load_measurements(out)) == 4  # the fixed-gamma points only
+    rc = main(["bench", "--target", str(tiny_dir("qwen3_moe")), "--draft-method", "ngram", "--batch-sizes", "1",
+               "--gammas", "2,auto", "--expert-budgets", "2", "-o", str(tmp_path / "b.jsonl"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "does not combine with --expert-budgets" in err

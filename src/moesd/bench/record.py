@@ -83,6 +83,11 @@ class BenchRecord:
     budget_mode: str | None = None
     budget_scope: str | None = None
     quality: dict | None = None
+    # `--gammas ...,auto`: gamma is the maximum the engine could choose; what it chose
+    gamma_policy: str | None = None  # "auto"; None for a fixed gamma
+    gamma_histogram: dict | None = None
+    mean_gamma: float | None = None
+    decision_us_per_step: float | None = None
     extra: dict = field(default_factory=dict)  # keys this version does not know, kept as they were
     source: str = ""  # file:line it was read from (never written)
     _raw: dict | None = field(default=None, repr=False)  # the line as read, so rewriting keeps it byte-identical
@@ -101,6 +106,11 @@ class BenchRecord:
                                 self.num_rejections or 0, list(self.accepted_per_position or []))
 
     @property
+    def gamma_label(self):
+        """What a report calls the point's draft length: "auto" for the adaptive series."""
+        return "auto" if self.gamma_policy == "auto" else self.gamma
+
+    @property
     def is_moe(self) -> bool:
         return self.routing is not None
 
@@ -113,6 +123,8 @@ class BenchRecord:
 
         The routing curve averages forwards by token count; later forwards of a run may have fewer rows, so
         a plain average over a phase would mix batch sizes."""
+        if phase == "verify" and self.gamma_policy == "auto":
+            return None  # verify forwards of the auto series have every gamma it chose
         tokens = self.batch_size * (self.gamma + 1 if phase == "verify" else 1)
         for t, d in self.routing_curve or []:
             if int(t) == tokens:
@@ -127,8 +139,9 @@ class BenchRecord:
             if f.name in ("extra", "source", "_raw"):
                 continue
             value = getattr(self, f.name)
-            if f.name in ("budget_mode", "budget_scope", "quality") and value is None:
-                continue  # only budget sweeps carry these
+            if f.name in ("budget_mode", "budget_scope", "quality", "gamma_policy", "gamma_histogram", "mean_gamma",
+                          "decision_us_per_step") and value is None:
+                continue  # only budget sweeps / the auto series carry these
             out[f.name] = value
         out.update(self.extra)
         return out

@@ -67,7 +67,7 @@ def curves(records: list[BenchRecord], by) -> dict:
 
 def fig_speedup(records, path: Path) -> str:
     def draw(fig, ax):
-        for (lab, g), rs in curves(records, lambda r: (label(r), r.gamma)).items():
+        for (lab, g), rs in curves(records, lambda r: (label(r), r.gamma_label)).items():
             b = [r.batch_size for r in rs]
             ax.plot(b, [r.speedup for r in rs], marker="o", ms=3, ls="-" if rs[0].is_moe else "--",
                     label=f"{lab}, gamma={g}")
@@ -82,7 +82,7 @@ def fig_speedup(records, path: Path) -> str:
 def fig_efficiency(records, path: Path) -> str:
     def draw(fig, ax):
         alpha_ax = ax.twinx()
-        for (lab, g), rs in curves(records, lambda r: (label(r), r.gamma)).items():
+        for (lab, g), rs in curves(records, lambda r: (label(r), r.gamma_label)).items():
             b = [r.batch_size for r in rs]
             (line,) = ax.plot(b, [r.target_efficiency for r in rs], marker="o", ms=3, label=f"{lab}, gamma={g}")
             alpha_ax.plot(b, [r.alpha for r in rs], ls=":", color=line.get_color(), alpha=0.7)
@@ -96,7 +96,7 @@ def fig_efficiency(records, path: Path) -> str:
 def sparsity_summary(records) -> list[dict]:
     rows = []
     moe = _k_sweep(records)
-    for (k, g, routing), rs in curves(moe, lambda r: (r.experts_per_token, r.gamma, r.routing)).items():
+    for (k, g, routing), rs in curves(moe, lambda r: (r.experts_per_token, r.gamma_label, r.routing)).items():
         b = [r.batch_size for r in rs]
         sp = np.array([r.speedup for r in rs])
         i = int(np.argmax(sp))
@@ -108,7 +108,7 @@ def sparsity_summary(records) -> list[dict]:
 def fig_sparsity(records, path: Path) -> str:
     def draw(fig, ax):
         moe = _k_sweep(records)
-        for (k, g, routing), rs in curves(moe, lambda r: (r.experts_per_token, r.gamma, r.routing)).items():
+        for (k, g, routing), rs in curves(moe, lambda r: (r.experts_per_token, r.gamma_label, r.routing)).items():
             b = np.array([r.batch_size for r in rs])
             sp = np.array([r.speedup for r in rs])
             i = int(np.argmax(sp))
@@ -188,7 +188,7 @@ def markdown(records, figures: list[str], sparsity: list[dict], groups: list[dic
               "| target | B | gamma | speedup [IQR] | target eff. | alpha | sigma | T_T(B,1) ms | T_T(B,verify) ms | "
               "T_D ms | experts decode / Eq. 8 | experts verify / Eq. 8 |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(records, key=lambda r: (label(r), r.gamma, r.batch_size)):
+    for r in sorted(records, key=lambda r: (label(r), str(r.gamma_label), r.batch_size)):
         e, k = r.num_experts, r.experts_per_token
         experts = ("-", "-")
         if r.experts_at("verify") is not None and r.experts_at("decode") is not None:
@@ -196,7 +196,7 @@ def markdown(records, figures: list[str], sparsity: list[dict], groups: list[dic
                        f"{r.experts_at('verify'):.1f} / "
                        f"{float(expected_active_experts(r.batch_size * (r.gamma + 1), e, k)):.1f}")
         iqr = r.speedup_iqr or [r.speedup] * 2
-        lines.append(f"| {label(r)} | {r.batch_size} | {r.gamma} | {r.speedup:.2f} "
+        lines.append(f"| {label(r)} | {r.batch_size} | {r.gamma_label} | {r.speedup:.2f} "
                      f"[{iqr[0]:.2f}, {iqr[1]:.2f}] | {r.target_efficiency:.3f} | {r.alpha:.2f} | "
                      f"{r.sigma:.3f} | {1e3 * r.target_decode_s:.1f} | {1e3 * r.target_verify_s:.1f} | "
                      f"{_fmt(1e3 * r.draft_s if r.draft_s else None, 2)} | {experts[0]} | {experts[1]} |")

@@ -53,6 +53,7 @@ class BenchConfig:
     budget_mode: str = "substitution"
     budget_scope: str = "batch"
     execute_code: bool = False  # HumanEval pass@1 per budget (runs generated code in a subprocess)
+    auto_gamma: bool = False  # one more series: `--gamma auto` with the largest gamma as its maximum
 
     @property
     def budgeted(self) -> bool:
@@ -75,19 +76,25 @@ class Point:
     temperature: float
     routing: str
     expert_budget: int | None = None
+    adaptive: bool = False  # gamma is then the maximum of `--gamma auto`
 
 
 def points(cfg: BenchConfig) -> list[Point]:
     # K and routing outermost: the target is reloaded only when K changes. Budgets innermost, after
-    # the unbudgeted reference they are compared with.
+    # the unbudgeted reference they are compared with. The auto series after the fixed gammas of each B.
     budgets = sorted(cfg.expert_budgets, key=lambda c: -1 if c is None else c)
-    return [Point(b, g, k, t, r, c) for k, r, t, b, g, c in
-            itertools.product(cfg.experts_per_token, cfg.routings, cfg.temperatures, cfg.batch_sizes, cfg.gammas,
-                              budgets)]
+    out = []
+    for k, r, t, b in itertools.product(cfg.experts_per_token, cfg.routings, cfg.temperatures, cfg.batch_sizes):
+        out += [Point(b, g, k, t, r, c) for g, c in itertools.product(cfg.gammas, budgets)]
+        if cfg.auto_gamma:
+            out.append(Point(b, max(cfg.gammas), k, t, r, None, adaptive=True))
+    return out
 
 
 def point_key(cfg: BenchConfig, p: Point) -> str:
     coords = asdict(p)
+    if not p.adaptive:
+        coords.pop("adaptive")  # keys of fixed-gamma points stay as they were
     if not cfg.budgeted:
         coords.pop("expert_budget")  # keys of sweeps without budgets stay as they were
     return json.dumps({**cfg.identity(), **coords}, sort_keys=True)
@@ -114,6 +121,8 @@ def validate(cfg: BenchConfig) -> None:
         check_routing(r)
     for c in cfg.expert_budgets:
         check_budget(c, cfg.budget_mode, cfg.budget_scope)
+    if cfg.auto_gamma and cfg.budgeted:
+        raise MoesdError("--gammas auto prices lossless rounds; it does not combine with --expert-budgets")
     if cfg.execute_code and cfg.workload != "humaneval":
         raise MoesdError("--execute-code scores HumanEval completions; use --workload humaneval")
     method = cfg.draft_method or ("model" if cfg.draft else None)
@@ -127,8 +136,8 @@ def engine_spec(cfg: BenchConfig, p: Point, gamma: int, budget: int | None = Non
     """The engine for one point: gamma 0 is the autoregressive baseline (no draft)."""
     from moesd.engine.factory import EngineSpec
 
-    draft = dict(draft=cfg.draft, draft_method=cfg.draft_method or "model", alpha=cfg.alpha) if gamma > 0 \
-        else dict(draft_method="none")
+    draft = dict(draft=cfg.draft, draft_method=cfg.draft_method or "model", alpha=cfg.alpha,
+                 adaptive_gamma=p.adaptive) if gamma > 0 else dict(draft_method="none")
     return EngineSpec(target=cfg.target, gamma=gamma, temperature=p.temperature, seed=cfg.seed, device=cfg.device,
                       dtype=cfg.dtype, experts_per_token=p.experts_per_token,
                       experts_implementation=cfg.experts_implementation, routing=p.routing, tokenizer=cfg.tokenizer,
@@ -178,8 +187,9 @@ def _distinct_at(results, phase: str, tokens: int) -> float | None:
     return float(np.mean(per_run)) if per_run else None
 
 
-def summarize_point(ar: list, sd: list, gamma: int) -> dict:
-    """A point's measured fields from its autoregressive and SD `GenerationResult`s."""
+def summarize_point(ar: list, sd: list, gamma: int, adaptive: bool = False) -> dict:
+    """A point's measured fields from its autoregressive and SD `GenerationResult`s; `adaptive`: gamma is the
+    maximum of `--gamma auto`, whose choices are recorded instead of a per-gamma expert count."""
     from moesd.engine import phases
     from moesd.perf.acceptance_counts import AcceptanceCounts
 
@@ -199,12 +209,21 @@ def summarize_point(ar: list, sd: list, gamma: int) -> dict:
     out["draft_s"], out["draft_s_iqr"] = _stage(sd, "draft_token_s")
     out["reject_s"], out["reject_s_iqr"] = _stage(sd, "reject_s")
     out["outside_forward_fraction"] = float(np.median([r.stages["outside_forward_fraction"] for r in sd]))
+    if adaptive:
+        hist: dict[str, int] = {}
+        for r in sd:
+            for g, n in r.metrics["adaptive"]["gamma_histogram"].items():
+                hist[g] = hist.get(g, 0) + n
+        steps = sum(hist.values())
+        out.update(gamma_policy="auto", gamma_histogram=hist,
+                   mean_gamma=sum(int(g) * n for g, n in hist.items()) / steps if steps else 0.0,
+                   decision_us_per_step=float(np.median([r.metrics["adaptive"]["decision_us_per_step"] for r in sd])))
     if sd[0].experts is not None:
         # Rows finish at different steps, so later forwards run with fewer rows: take the experts at
         # this point's own token counts, B for decode and B (gamma + 1) for verify.
         b = len(sd[0].token_ids)
         out["active_experts_decode"] = _distinct_at(ar, phases.DECODE, b)
-        out["active_experts_verify"] = _distinct_at(sd, phases.VERIFY, b * (gamma + 1))
+        out["active_experts_verify"] = None if adaptive else _distinct_at(sd, phases.VERIFY, b * (gamma + 1))
         curve: dict[int, list[float]] = {}
         for r in ar + sd:
             for t, d in r.experts.routing_curve()["points"]:
@@ -308,7 +327,7 @@ def _sweep(cfg: BenchConfig, results: ResultsFile, output: str, progress, quiet:
             hardware=cfg.hardware, tp=1, batch_size=p.batch_size, gamma=p.gamma, experts_per_token=target.top_k,
             temperature=p.temperature, routing=p.routing if target.is_moe else None, expert_budget=p.expert_budget,
             num_experts=target.num_experts, synthetic_alpha=cfg.alpha,
-            **summarize_point(baselines[base_key], sd_runs, p.gamma),
+            **summarize_point(baselines[base_key], sd_runs, p.gamma, p.adaptive),
             conditions=conditions(cfg, target, length_stats(prompts)),
         )
         if cfg.budgeted:
@@ -322,7 +341,8 @@ def _sweep(cfg: BenchConfig, results: ResultsFile, output: str, progress, quiet:
             q = record.quality
             budget_note = (f" C={p.expert_budget or 'none'}: experts {record.active_experts_verify or 0:.1f}, "
                            f"KL {q.get('mean_kl_per_token') or 0:.4f}, match {q.get('token_match_rate', float('nan')):.3f}")
-        print(f"[{done_before + i}/{len(points(cfg))}] B={p.batch_size} gamma={p.gamma} K={record.experts_per_token} "
+        print(f"[{done_before + i}/{len(points(cfg))}] B={p.batch_size} gamma={record.gamma_label} "
+              f"K={record.experts_per_token} "
               f"T={p.temperature} {record.routing or 'dense'}{budget_note}: speedup {record.speedup:.2f} "
               f"(alpha {record.alpha:.2f}) | {elapsed:.0f} s elapsed, ETA {eta:.0f} s", file=progress, flush=True)
         meter.update(1)

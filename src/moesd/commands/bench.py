@@ -23,6 +23,14 @@ def _budgets(text: str | None) -> tuple:
     return tuple(out)
 
 
+def _gammas(text: str) -> list:
+    """'2,4' -> [2, 4]; 'auto' among them adds the adaptive series."""
+    parts = [x.strip().lower() for x in text.split(",")]
+    fixed = ",".join(x for x in parts if x != "auto")
+    out: list = int_list(fixed) if fixed else []
+    return out + ["auto"] if "auto" in parts else out
+
+
 HELP = "sweep B x gamma x K x temperature x routing; one JSON line per point"
 EXAMPLES = 'examples:\n  moesd bench --target benchmarks/configs/cpu_moe_e64k8.json --draft benchmarks/configs/cpu_draft.json \\\n      --draft-method synthetic --alpha 0.44 --routing uniform --batch-sizes 1,4,16 --gammas 2,4 -o r.jsonl\n  moesd bench ... -o r.jsonl --resume'
 
@@ -31,7 +39,9 @@ def add_arguments(p) -> None:
     engine_model_args(p, draft_methods=("model", "ngram", "synthetic"), routing_list=True)
     p.add_argument("--alpha", type=float, help="acceptance probability for --draft-method synthetic")
     p.add_argument("--batch-sizes", type=int_list, required=True, help="e.g. 1,4,16 or 1-8")
-    p.add_argument("--gammas", type=int_list, required=True, help="draft lengths, e.g. 2,4")
+    p.add_argument("--gammas", type=_gammas, required=True,
+                   help="draft lengths, e.g. 2,4; add auto for one more series whose gamma the engine chooses every "
+                        "step (0..the largest listed), e.g. 1,2,4,auto")
     p.add_argument("--experts-per-token", type=int_list, help="sparsity sweep: top-K values")
     p.add_argument("--temperatures", type=float_list, default=(0.0,), help="comma list, e.g. 0,1")
     workload_args(p, max_new_tokens=32)
@@ -56,7 +66,8 @@ def run(a: argparse.Namespace) -> str:
     from moesd.bench.sweep import BenchConfig, run_sweep
 
     cfg = BenchConfig(
-        target=a.target, workload=a.workload, batch_sizes=tuple(a.batch_sizes), gammas=tuple(a.gammas),
+        target=a.target, workload=a.workload, batch_sizes=tuple(a.batch_sizes),
+        gammas=tuple(g for g in a.gammas if g != "auto"), auto_gamma="auto" in a.gammas,
         draft=a.draft, draft_method=a.draft_method, alpha=a.alpha,
         experts_per_token=tuple(a.experts_per_token) if a.experts_per_token else (None,),
         temperatures=tuple(a.temperatures), routings=tuple(r.strip() for r in a.routing.split(",")),

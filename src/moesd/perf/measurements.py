@@ -90,9 +90,11 @@ def load_measurements(path: str | Path, num_experts: int | None = None, experts_
 
 def measurements_from_records(records: list[tuple[str, dict]], num_experts: int | None = None,
                               experts_per_token: int | None = None, source: str = "") -> Measurements:
-    """Validate (where, record) pairs, e.g. `moesd bench` lines, into arrays."""
+    """Validate (where, record) pairs, e.g. `moesd bench` lines, into arrays. Points of a `--gammas ...,auto`
+    series are left out: their gamma changed every step, so they are no measurement at one draft length."""
+    records = [(w, r) for w, r in records if not (isinstance(r, dict) and r.get("gamma_policy") == "auto")]
     if not records:
-        raise MoesdError(f"{source or 'measurements'}: no measurements")
+        raise MoesdError(f"{source or 'measurements'}: no measurements (at a fixed draft length)")
     cols: dict[str, list[float]] = {c: [] for c in
                                     ("batch_size", "gamma", "experts_per_token", "num_experts", "sigma", "speedup")}
     stages: dict[str, list[float]] = {c: [] for c in STAGE_COLUMNS}
