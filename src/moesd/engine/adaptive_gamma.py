@@ -3,8 +3,9 @@
 Each step, for the B rows still generating, the policy picks gamma in 0..G_max maximising expected committed
 tokens per second, E[tokens | gamma] / T(B, gamma):
 - E[tokens | gamma] = 1 + sum_{i < gamma} p_i, with p_i the probability that the first i + 1 draft tokens are all
-  accepted (vLLM's per-position acceptance rate), estimated from this run's past rounds: per-position conditional
-  acceptance counts, shrunk towards the pooled alpha where a position has few observations;
+  accepted (vLLM's per-position acceptance rate), from this run's past rounds: Beta posteriors of per-position
+  conditional acceptance, shrunk towards the pooled alpha where a position has few observations, and each
+  step one draw from them (Thompson sampling: uncertain draft lengths get tried, certain ones exploited);
 - T(B, 0) is a decode step; T(B, gamma) one SD round (gamma draft tokens, a verify of gamma + 1 tokens per row,
   rejection), from Algorithm 1's step times (moesd.perf: the physical prior, or `moesd fit` parameters),
   refined by what this run measures (an affine map per stage: the model's shape over token counts, the
@@ -15,8 +16,8 @@ doubles after each probe that changed nothing (4, 8, 16, ... up to `probe_every`
 probes and a long one where SD loses pays little for probing.
 
 Why this keeps SD lossless: the chosen gamma is a function of the batch size, of acceptance outcomes of earlier
-rounds and of earlier stage timings only, never of the current round's draft tokens or of the draft / target
-probabilities being compared. Given the history, each round is then an ordinary speculative-sampling round with
+rounds, of earlier stage timings and of the policy's own random draws only, never of the current round's draft
+tokens or of the draft / target probabilities being compared. Given the history, each round is then an ordinary speculative-sampling round with
 a fixed draft length, whose output is distributed exactly as the target's (Leviathan et al., Theorem 1; greedy:
 identical tokens); a gamma chosen in advance from the past cannot bias which tokens the round accepts.
 """
@@ -38,15 +39,17 @@ class PositionAcceptance:
     """Per-position acceptance counts over a run: in a round of draft length g, position i < g is *offered* to a
     row when its first i draft tokens were accepted, and *accepted* when the (i+1)-th was too. A row that drafted
     fewer than g tokens (prompt lookup found a short continuation, or none) counts as rejected where its draft
-    ends: what matters for the choice is the tokens a round of length g commits, drafts that never came included."""
+    ends: what matters for the choice is the tokens a round of length g commits, drafts that never came included.
 
-    def __init__(self, max_gamma: int, prior_strength: float = 2.0, optimism: float = 0.5) -> None:
+    Estimates are Beta posteriors: the pooled alpha has a uniform prior, each position's conditional acceptance a
+    prior centred on the pooled alpha with `prior_strength` pseudo-observations. Decisions draw from them
+    (Thompson sampling): an uncertain estimate is sometimes tried long, so a few unlucky early rounds cannot switch
+    SD off for good, and the draws concentrate as rounds accumulate."""
+
+    def __init__(self, max_gamma: int, prior_strength: float = 2.0) -> None:
         self.offered = [0] * max_gamma
         self.accepted = [0] * max_gamma
         self.prior_strength = prior_strength
-        # Decisions use the posterior mean plus `optimism` posterior standard deviations: a few unlucky early
-        # rounds must not switch speculation off for good (the optimism fades as observations accumulate).
-        self.optimism = optimism
 
     def record(self, accepted: list[int], drafted: list[int]) -> None:
         for a, g in zip(accepted, drafted):
@@ -58,76 +61,82 @@ class PositionAcceptance:
 
     @property
     def alpha(self) -> float:
-        """Pooled per-token acceptance with a uniform Beta(1, 1) prior: 0.5 before any round."""
-        acc = sum(self.accepted)
-        return (acc + 1.0) / (sum(self.offered) + 2.0)
+        """Posterior mean of the pooled per-token acceptance (uniform prior: 0.5 before any round)."""
+        return (sum(self.accepted) + 1.0) / (sum(self.offered) + 2.0)
 
-    def conditional(self, i: int, alpha: float | None = None) -> float:
-        """P(accept position i | positions < i accepted): the mean of a Beta posterior whose prior is the pooled
-        alpha with `prior_strength` pseudo-observations, plus `optimism` standard deviations (capped at 1)."""
-        k = self.prior_strength
-        n = self.offered[i] + k
-        mean = (self.accepted[i] + k * (self.alpha if alpha is None else alpha)) / n
-        return min(1.0, mean + self.optimism * (mean * (1.0 - mean) / (n + 1.0)) ** 0.5)
-
-    def per_position(self, gamma: int) -> list[float]:
-        """P(the first i + 1 draft tokens are all accepted), i < gamma (vLLM's per-position acceptance rate)."""
-        out, survive, alpha = [], 1.0, self.alpha
+    def per_position(self, gamma: int, rng=None) -> list[float]:
+        """P(the first i + 1 draft tokens are all accepted), i < gamma (vLLM's per-position acceptance rate): the
+        posterior means, or one joint draw from the posteriors with `rng` (a numpy Generator)."""
+        acc, off, k = sum(self.accepted), sum(self.offered), self.prior_strength
+        alpha = rng.beta(acc + 1.0, off - acc + 1.0) if rng is not None else self.alpha
+        out, survive = [], 1.0
         for i in range(gamma):
-            survive *= self.conditional(i, alpha)
+            a = self.accepted[i] + k * alpha
+            b = self.offered[i] - self.accepted[i] + k * (1.0 - alpha)
+            survive *= rng.beta(a, b) if rng is not None else a / (a + b)
             out.append(survive)
         return out
 
     def expected_tokens(self, gamma: int) -> float:
-        """Tokens one row commits in a round of draft length gamma, the bonus token included."""
+        """Tokens one row commits in a round of draft length gamma, the bonus token included (posterior means)."""
         return 1.0 + sum(self.per_position(gamma))
 
 
-class _Affine:
-    """measured ~ fixed + scale x predicted, fitted by least squares on the last `window` pairs: the prior's shape
-    over token counts (the MoE's concave expert loading included) with this machine's level and per-call
-    overhead. With too little spread in the predictions to separate the two, only the scale (median ratio)."""
+class _OnlineMap:
+    """measured ~ w . features, w >= 0, by non-negative least squares on the last `window` observations. Until
+    the observations span enough to pin every weight (`min_distinct` distinct feature rows), only a scale on the
+    first feature that is not the constant (the prior's prediction): the median measured / predicted ratio."""
 
-    def __init__(self, window: int) -> None:
-        self.pairs: deque = deque(maxlen=window)
-        self._fit: tuple[float, float] | None = None
+    def __init__(self, window: int, min_distinct: int) -> None:
+        self.rows: deque = deque(maxlen=window)
+        self.min_distinct = min_distinct
+        self._w: np.ndarray | None = None
 
-    def add(self, predicted: float, measured: float) -> None:
-        if predicted > 0 and measured > 0:
-            self.pairs.append((predicted, measured))
-            self._fit = None
+    def add(self, features: tuple, measured: float) -> None:
+        if measured > 0 and features[1] > 0:
+            self.rows.append((features, measured))
+            self._w = None
 
     def __bool__(self) -> bool:
-        return bool(self.pairs)
+        return bool(self.rows)
 
-    def fit(self) -> tuple[float, float]:
-        if self._fit is None:
-            xs = np.array([p for p, _ in self.pairs])
-            ys = np.array([m for _, m in self.pairs])
-            fixed, scale = 0.0, float(np.median(ys / xs))
-            if len(xs) >= 4 and xs.max() > 1.2 * xs.min():
-                slope, intercept = np.polyfit(xs, ys, 1)
-                if slope > 0 and intercept >= 0:
-                    fixed, scale = float(intercept), float(slope)
-            self._fit = (fixed, scale)
-        return self._fit
+    def weights(self) -> np.ndarray:
+        if self._w is None:
+            from scipy.optimize import nnls
 
-    def __call__(self, predicted: float) -> float:
-        fixed, scale = self.fit()
-        return fixed + scale * predicted
+            x = np.array([f for f, _ in self.rows], dtype=float)
+            y = np.array([m for _, m in self.rows], dtype=float)
+            w = np.zeros(x.shape[1])
+            w[1] = float(np.median(y / x[:, 1]))
+            if len({tuple(np.round(r / max(r.max(), 1e-30), 6)) for r in x}) >= self.min_distinct:
+                norm = x.max(axis=0)
+                norm[norm == 0] = 1.0
+                fitted, _ = nnls(x / norm, y)
+                if np.any(fitted > 0):
+                    w = fitted / norm
+            self._w = w
+        return self._w
+
+    def __call__(self, features: tuple) -> float:
+        return float(np.dot(self.weights(), features))
 
 
 class StepCostModel:
-    """Algorithm 1's stage times for this target (and draft), refined by what this run measures: every target
-    forward (decode or verify) refines one affine map of the predicted target time, every draft round one of
-    the predicted draft time, rejection a scale; until a stage is measured, the target's map stands in for it
-    (the prior alone is 3x off on the development CPU, docs/results.md section 13)."""
+    """Algorithm 1's stage times for this target (and draft), refined by what this run measures.
+
+    A target forward of n tokens costs w0 + w1 * prior(n) + w2 * n (non-negative weights fitted to every decode
+    and verify forward of the run): the prior's shape over token counts (the MoE's concave expert loading
+    included) with this machine's level, a per-forward overhead and a per-token term where the machine is more
+    compute-bound than the prior says (the CPU prior alone is ~3x off, docs/results.md section 13). A draft round
+    of g forwards costs g (v0 + v1 * prior draft forward); rejection a scale on its prior. Until a stage has been
+    measured, the target's scale stands in for it."""
 
     def __init__(self, params: StepTimeParams, ctx: StepContext, num_experts: int, top_k: int,
                  window: int = 64, source: str = "prior", max_gamma: int = 16) -> None:
         self.params, self.ctx, self.max_gamma = params, ctx, max_gamma
         self.num_experts, self.top_k = num_experts, top_k
-        self.maps = {"target": _Affine(window), "draft": _Affine(window), "reject": _Affine(window)}
+        self.maps = {"target": _OnlineMap(window, 3), "draft": _OnlineMap(window, 2),
+                     "reject": _OnlineMap(window, 99)}
         self.source = source
         self._cache: dict[tuple[int, int], dict] = {}
 
@@ -143,39 +152,43 @@ class StepCostModel:
             self._cache[(b, 0)] = self._cache[(b, 1)]
         return self._cache[(b, g)]
 
-    def _stage(self, name: str, predicted: float) -> float:
+    def _features(self, b: int, g: int) -> dict:
+        p = self.predicted(b, g)
+        tokens = b * (g + 1) if g else b
+        return {"target": (1.0, p["verify"] if g else p["decode"], float(tokens)),
+                "draft": (float(g), g * p["draft"]), "reject": (0.0, p["reject"])}
+
+    def _stage(self, name: str, features: tuple) -> float:
         m = self.maps[name]
         if m:
-            return m(predicted)
+            return m(features)
         target = self.maps["target"]
-        return target.fit()[1] * predicted if target else predicted
+        return (target.weights()[1] if target else 1.0) * features[1]
 
     def round_s(self, b: int, g: int) -> float:
-        p = self.predicted(b, g)
+        f = self._features(b, g)
         if g == 0:
-            return self._stage("target", p["decode"])
-        return self._stage("target", p["verify"]) + self._stage("draft", g * p["draft"]) + \
-            self._stage("reject", p["reject"])
+            return self._stage("target", f["target"])
+        return self._stage("target", f["target"]) + self._stage("draft", f["draft"]) + self._stage("reject", f["reject"])
 
     def observe(self, b: int, g: int, target_s: float, draft_s: float, reject_s: float) -> None:
-        p = self.predicted(b, g)
-        if g == 0:
-            self.maps["target"].add(p["decode"], target_s)
-        else:
-            self.maps["target"].add(p["verify"], target_s)
-            self.maps["draft"].add(g * p["draft"], draft_s)
-            self.maps["reject"].add(p["reject"], reject_s)
+        f = self._features(b, g)
+        self.maps["target"].add(f["target"], target_s)
+        if g:
+            self.maps["draft"].add(f["draft"], draft_s)
+            self.maps["reject"].add(f["reject"], reject_s)
 
     def scales(self) -> dict:
-        """Each map's fixed cost (s) and scale on the prediction, as fitted now."""
-        return {name: dict(zip(("fixed_s", "scale"), m.fit())) for name, m in self.maps.items() if m}
+        """The fitted weights of each map (target: per forward s, x prior, per token s; draft: per forward s,
+        x prior; reject: x prior)."""
+        return {name: [float(w) for w in m.weights()] for name, m in self.maps.items() if m}
 
 
 class AdaptiveGamma:
     """One run's draft-length policy (a fresh one per `generate` call)."""
 
     def __init__(self, max_gamma: int, cost: StepCostModel, probe_every: int = 64, first_probe: int = 4,
-                 trace_limit: int = 4096) -> None:
+                 trace_limit: int = 4096, seed: int = 0) -> None:
         if max_gamma < 1:
             raise MoesdError(f"--gamma auto needs a maximum draft length >= 1, got {max_gamma}")
         if not 1 <= first_probe <= probe_every:
@@ -184,6 +197,8 @@ class AdaptiveGamma:
         self.first_probe = first_probe
         self.wait = first_probe
         self.acceptance = PositionAcceptance(max_gamma)
+        # Its own generator: the draws never touch the sampling generator, so outputs do not depend on them.
+        self.rng = np.random.default_rng(seed + 104729)
         self.zero_run = 0
         self.decision_s = 0.0
         self.decisions = 0
@@ -198,7 +213,7 @@ class AdaptiveGamma:
         t0 = time.perf_counter()
         top = max(minimum, min(self.max_gamma, room - 1))
         tokens = [1.0]
-        for p in self.acceptance.per_position(top):
+        for p in self.acceptance.per_position(top, self.rng):
             tokens.append(tokens[-1] + p)
         rates = {g: tokens[g] / self.cost.round_s(batch_size, g) for g in range(minimum, top + 1)}
         best = max(rates, key=lambda g: (rates[g], -g))  # ties: the shorter draft

@@ -209,7 +209,7 @@ def make_gamma_policy(spec: EngineSpec, target: LoadedModel, draft: LoadedModel 
 
     def factory(seed: int) -> AdaptiveGamma:
         return AdaptiveGamma(spec.gamma, StepCostModel(params, ctx, num_experts, top_k, source=source,
-                                                       max_gamma=spec.gamma))
+                                                       max_gamma=spec.gamma), seed=seed)
 
     factory(0)  # a bad configuration fails here, before any generation
     return factory
