@@ -40,13 +40,15 @@ class StubCost:
 
 
 def teach(policy, alpha, rounds=400, gamma=4, seed=0):
-    """Feed the policy rounds whose acceptance is i.i.d. with probability alpha."""
+    """Feed the policy rounds whose acceptance is i.i.d. with probability alpha, and one timed round at its
+    longest draft length (so its trust region spans every draft length)."""
     rng = random.Random(seed)
     for _ in range(rounds):
         a = 0
         while a < gamma and rng.random() < alpha:
             a += 1
         policy.observe_round([a], [gamma])
+    policy.observe_times(1, policy.max_gamma, 1.0, 0.0, 0.0)
 
 
 def test_rule_chooses_zero_when_sd_loses_and_the_maximum_when_verification_is_free():
@@ -70,6 +72,15 @@ def test_rule_chooses_zero_when_sd_loses_and_the_maximum_when_verification_is_fr
     teach(bad, 0.3)
     teach(good, 0.9)
     assert bad.choose(1, 100) < good.choose(1, 100)
+
+
+def test_rule_extrapolates_at_most_one_draft_length_beyond_what_it_measured():
+    policy = AdaptiveGamma(8, StubCost(decode=1.0, verify_fixed=1.0, draft=0.0))
+    assert policy.choose(8, room=100, minimum=1) == 1  # nothing measured yet
+    policy.observe_times(8, 1, 1.0, 0.0, 0.0)
+    assert policy.choose(8, room=100) == 2
+    policy.observe_times(8, 2, 1.0, 0.0, 0.0)
+    assert policy.choose(8, room=100) == 3
 
 
 def test_rule_probes_after_a_run_of_plain_decoding():

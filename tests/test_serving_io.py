@@ -200,3 +200,13 @@ def test_malformed_result_files(capsys, tmp_path):
     metrics = tmp_path / "m.txt"
     metrics.write_text('vllm:spec_decode_num_drafts_total{engine="0" 5\n')
     one_line(*run(capsys, "import", "--metrics", metrics, "--batch-size", 2), "not a Prometheus sample line")
+
+
+def test_tensor_parallel_prediction_states_its_link_traffic(capsys):
+    rc, text, err = run(capsys, "predict", "--target", "Qwen3-30B-A3B", "--hardware", "H100", "--tp", "2", "--alpha",
+                        "0.7", "--gamma", "3", "--batch-sizes", "1")
+    # 48 layers x 2 all-reduces x 2048 x 2 bytes x 2 (tp - 1) / tp = 393 kB per token; 450 GB/s NVLink.
+    assert rc == 0 and "393 kB per token, 0.87 us per token on 450 GB/s" in text
+    rc, text, err = run(capsys, "predict", "--target", "Qwen3-30B-A3B", "--hardware", "L40", "--tp", "2", "--alpha",
+                        "0.7", "--gamma", "3", "--batch-sizes", "1")
+    assert rc == 0 and "no scale-up link" in text

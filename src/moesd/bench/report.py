@@ -200,6 +200,15 @@ def markdown(records, figures: list[str], sparsity: list[dict], groups: list[dic
                      f"[{iqr[0]:.2f}, {iqr[1]:.2f}] | {r.target_efficiency:.3f} | {r.alpha:.2f} | "
                      f"{r.sigma:.3f} | {1e3 * r.target_decode_s:.1f} | {1e3 * r.target_verify_s:.1f} | "
                      f"{_fmt(1e3 * r.draft_s if r.draft_s else None, 2)} | {experts[0]} | {experts[1]} |")
+    auto = [r for r in records if r.gamma_policy == "auto"]
+    if auto:
+        lines += ["", "## `--gamma auto`: what the engine chose", "",
+                  "| target | B | speedup | mean gamma | gammas chosen (gamma: steps) | decision us/step |",
+                  "|---|---|---|---|---|---|"]
+        for r in sorted(auto, key=lambda r: (label(r), r.batch_size)):
+            hist = ", ".join(f"{g}: {n}" for g, n in sorted((r.gamma_histogram or {}).items(), key=lambda x: int(x[0])))
+            lines.append(f"| {label(r)} | {r.batch_size} | {r.speedup:.2f} | {_fmt(r.mean_gamma, 2)} | {hist} | "
+                         f"{_fmt(r.decision_us_per_step, 0)} |")
     if sparsity:
         lines += ["", "## Peak and >= peak/sqrt(2) band per sparsity", "",
                   "| K / E | gamma | routing | peak speedup | at B | band (batch sizes) |", "|---|---|---|---|---|---|"]

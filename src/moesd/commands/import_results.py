@@ -99,6 +99,10 @@ def run(a) -> str:
             p["tp"] = a.tp
     text = "".join(render.to_json(p, indent=None) for p in points)
     if not a.output:
+        import sys
+
+        for n in notes:  # standard output carries the JSONL only
+            print(f"moesd: note: {n}", file=sys.stderr)
         return text
     write_text_atomic(a.output, text)
     out = render.import_text(points) + "".join(f"note: {n}\n" for n in notes)

@@ -10,7 +10,8 @@ tokens per second, E[tokens | gamma] / T(B, gamma):
   rejection), from Algorithm 1's step times (moesd.perf: the physical prior, or `moesd fit` parameters),
   refined by what this run measures (an affine map per stage: the model's shape over token counts, the
   machine's level and per-call overhead), so the choice adapts to the machine it runs on.
-gamma = 0 is plain decoding: where SD loses the engine stops speculating, and after a run of such steps it
+The choice goes at most one draft length beyond the longest whose round the run has measured (a trust region
+on the cost model's extrapolation). gamma = 0 is plain decoding: where SD loses the engine stops speculating, and after a run of such steps it
 speculates once (with the best gamma >= 1) so the acceptance and cost estimates stay current; the run it waits
 doubles after each probe that changed nothing (4, 8, 16, ... up to `probe_every`), so a short generation still
 probes and a long one where SD loses pays little for probing.
@@ -200,6 +201,7 @@ class AdaptiveGamma:
         # Its own generator: the draws never touch the sampling generator, so outputs do not depend on them.
         self.rng = np.random.default_rng(seed + 104729)
         self.zero_run = 0
+        self.longest_measured = 0  # the longest draft length whose round the cost model has seen
         self.decision_s = 0.0
         self.decisions = 0
         self.histogram: Counter = Counter()
@@ -211,7 +213,10 @@ class AdaptiveGamma:
         tokens (drafting past it would be wasted); `minimum` 1 where the step must speculate (the first round,
         merged with the target's prefill)."""
         t0 = time.perf_counter()
-        top = max(minimum, min(self.max_gamma, room - 1))
+        # A trust region on the cost model: at most one draft length beyond the longest it has measured. Its
+        # shape over token counts comes from the prior, which can be far off (a CPU is more compute-bound than its
+        # roofline), and one extrapolated round of a long draft at a large batch costs many decode steps.
+        top = max(minimum, min(self.max_gamma, room - 1, self.longest_measured + 1))
         tokens = [1.0]
         for p in self.acceptance.per_position(top, self.rng):
             tokens.append(tokens[-1] + p)
@@ -243,6 +248,7 @@ class AdaptiveGamma:
 
     def observe_times(self, batch_size: int, gamma: int, target_s: float, draft_s: float, reject_s: float) -> None:
         self.cost.observe(batch_size, gamma, target_s, draft_s, reject_s)
+        self.longest_measured = max(self.longest_measured, gamma)
 
     def summary(self) -> dict:
         return {"max_gamma": self.max_gamma, "cost_model": self.cost.source,

@@ -156,7 +156,23 @@ def build_scenario(target: str, hardware: str, draft: str | None = None, tp: int
                      + (" (memory check only: fitted parameters carry their runs' KV reads)" if params else ""))
     if expert_budget is not None:
         notes.append(f"verify capped at {expert_budget} experts per layer (MoE-Spec): not lossless")
+    if tp > 1:
+        notes.append(allreduce_note(target_arch, hw, tp))
     return scenario, notes
+
+
+def allreduce_note(target: ArchSpec, hw, tp: int) -> str:
+    """What tensor parallelism's all-reduces move per token over the device's scale-up link: two per layer (after
+    attention and after the FFN) of hidden x 2 bytes, a ring moving 2 (tp - 1) / tp of it. The step-time model
+    charges TP only through the profile's per-hop latency; this says when the bandwidth term matters too."""
+    per_token_bytes = 2 * target.num_layers * target.hidden_size * 2 * 2 * (tp - 1) / tp
+    if not hw.interconnect_bytes_per_s:
+        return (f"TP {tp}: {per_token_bytes / 1e3:.0f} kB of all-reduce traffic per token and {hw.name} has no "
+                f"scale-up link (PCIe only): at large B x (gamma+1) this bandwidth cost is not in the model")
+    us = 1e6 * per_token_bytes / hw.interconnect_bytes_per_s
+    return (f"TP {tp}: all-reduce traffic {per_token_bytes / 1e3:.0f} kB per token, {us:.2f} us per token on "
+            f"{hw.interconnect_bytes_per_s / 1e9:.0f} GB/s links (a verify of B x (gamma+1) tokens pays it per "
+            f"token; the model charges TP only the profile's per-hop latency)")
 
 
 def _check_provenance(path: str, context: dict, target: ArchSpec, hw, force: bool, notes: list[str]) -> None:
