@@ -86,17 +86,22 @@ class PositionAcceptance:
 class _OnlineMap:
     """measured ~ w . features, w >= 0, by non-negative least squares on the last `window` observations. Until
     the observations span enough to pin every weight (`min_distinct` distinct feature rows), only a scale on the
-    first feature that is not the constant (the prior's prediction): the median measured / predicted ratio."""
+    first feature that is not the constant (the prior's prediction): the median measured / predicted ratio. The
+    decision runs every step, so the fit is redone only after `refit_every` new observations once it has 16."""
 
-    def __init__(self, window: int, min_distinct: int) -> None:
+    def __init__(self, window: int, min_distinct: int, refit_every: int = 8) -> None:
         self.rows: deque = deque(maxlen=window)
         self.min_distinct = min_distinct
+        self.refit_every = refit_every
         self._w: np.ndarray | None = None
+        self._since_fit = 0
 
     def add(self, features: tuple, measured: float) -> None:
         if measured > 0 and features[1] > 0:
             self.rows.append((features, measured))
-            self._w = None
+            self._since_fit += 1
+            if len(self.rows) < 16 or self._since_fit >= self.refit_every:
+                self._w = None
 
     def __bool__(self) -> bool:
         return bool(self.rows)
@@ -109,13 +114,15 @@ class _OnlineMap:
             y = np.array([m for _, m in self.rows], dtype=float)
             w = np.zeros(x.shape[1])
             w[1] = float(np.median(y / x[:, 1]))
-            if len({tuple(np.round(r / max(r.max(), 1e-30), 6)) for r in x}) >= self.min_distinct:
+            scaled = x / np.maximum(x.max(axis=0), 1e-30)
+            if len(np.unique(np.round(scaled, 4), axis=0)) >= self.min_distinct:
                 norm = x.max(axis=0)
                 norm[norm == 0] = 1.0
                 fitted, _ = nnls(x / norm, y)
                 if np.any(fitted > 0):
                     w = fitted / norm
             self._w = w
+            self._since_fit = 0
         return self._w
 
     def __call__(self, features: tuple) -> float:
@@ -143,14 +150,17 @@ class StepCostModel:
 
     def predicted(self, b: int, g: int) -> dict:
         if (b, g) not in self._cache:
-            # One vectorised evaluation per batch size, for every draft length (the decision runs every step).
-            gs = np.arange(1, max(self.max_gamma, g) + 1)
-            t = step_times(self.params, self.ctx, np.full(gs.shape, b), gs, self.num_experts, self.top_k)
-            for i, gi in enumerate(gs.tolist()):
-                self._cache[(b, gi)] = {"decode": float(t["target_decode_s"][i]),
-                                        "verify": float(t["target_verify_s"][i]),
-                                        "draft": float(t["draft_s"][i]), "reject": float(t["reject_s"][i])}
-            self._cache[(b, 0)] = self._cache[(b, 1)]
+            # One vectorised evaluation for every batch size up to this one (at least 64) and every draft length:
+            # batch sizes change as rows finish, and the decision runs every step.
+            top = max(self.max_gamma, g)
+            bs, gs = np.meshgrid(np.arange(1, max(b, 64) + 1), np.arange(1, top + 1), indexing="ij")
+            t = step_times(self.params, self.ctx, bs.ravel(), gs.ravel(), self.num_experts, self.top_k)
+            for i, (bi, gi) in enumerate(zip(bs.ravel().tolist(), gs.ravel().tolist())):
+                self._cache[(bi, gi)] = {"decode": float(t["target_decode_s"][i]),
+                                         "verify": float(t["target_verify_s"][i]),
+                                         "draft": float(t["draft_s"][i]), "reject": float(t["reject_s"][i])}
+                if gi == 1:
+                    self._cache[(bi, 0)] = self._cache[(bi, 1)]
         return self._cache[(b, g)]
 
     def _features(self, b: int, g: int) -> dict:
