@@ -15,7 +15,8 @@ FORMATS = ("vllm", "vllm-ranges", "vllm-dynamic", "vllm-table", "trtllm", "sglan
 HELP = "best gamma per batch size, as the config a serving engine takes (vLLM, TensorRT-LLM, SGLang)"
 EXAMPLES = """examples:
   moesd schedule --target Qwen3-30B-A3B --hardware H100 --draft-kind eagle --spec-model yuhuili/EAGLE3-Qwen3-30B-A3B \\
-      --alpha 0.7 --max-batch-size 256 -o speculative_config.json    # then: vllm serve ... --speculative-config "$(cat speculative_config.json)"
+      --alpha 0.7 --max-batch-size 256 -o speculative_config.json
+  vllm serve Qwen/Qwen3-30B-A3B --speculative-config "$(cat speculative_config.json)"
   moesd schedule ... --params params.json --format vllm-dynamic      # batch_stats from predicted step times
   moesd schedule ... --format trtllm | sglang | table
 formats:

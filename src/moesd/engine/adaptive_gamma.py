@@ -8,24 +8,24 @@ tokens per second, E[tokens | gamma] / T(B, gamma):
   step one draw from them (Thompson sampling: uncertain draft lengths get tried, certain ones exploited);
 - T(B, 0) is a decode step; T(B, gamma) one SD round (gamma draft tokens, a verify of gamma + 1 tokens per row,
   rejection), from Algorithm 1's step times (moesd.perf: the physical prior, or `moesd fit` parameters),
-  refined by what this run measures (an affine map per stage: the model's shape over token counts, the
-  machine's level and per-call overhead), so the choice adapts to the machine it runs on.
+  refined by what this run measures (StepCostModel: the target's forward as w0 + w1 x prior(n tokens) + w2 x n
+  fitted to the run's forwards, draft and rejection maps), so the choice adapts to the machine it runs on.
 The choice goes at most one draft length beyond the longest whose round the run has measured (a trust region
-on the cost model's extrapolation). gamma = 0 is plain decoding: where SD loses the engine stops speculating, and after a run of such steps it
-speculates once (with the best gamma >= 1) so the acceptance and cost estimates stay current; the run it waits
-doubles after each probe that changed nothing (4, 8, 16, ... up to `probe_every`), so a short generation still
-probes and a long one where SD loses pays little for probing.
+on the cost model's extrapolation). gamma = 0 is plain decoding: where SD loses the engine stops speculating,
+and after a run of such steps it speculates once (with the best gamma >= 1) so the acceptance and cost
+estimates stay current; the run it waits doubles after each probe that changed nothing (4, 8, 16, ... up to
+`probe_every`), so a short generation still probes and a long one where SD loses pays little for probing.
 
 Why this keeps SD lossless: the chosen gamma is a function of the batch size, of acceptance outcomes of earlier
 rounds, of earlier stage timings and of the policy's own random draws only, never of the current round's draft
-tokens or of the draft / target probabilities being compared. Given the history, each round is then an ordinary speculative-sampling round with
-a fixed draft length, whose output is distributed exactly as the target's (Leviathan et al., Theorem 1; greedy:
-identical tokens); a gamma chosen in advance from the past cannot bias which tokens the round accepts.
+tokens or of the draft / target probabilities being compared. Given the history, each round is then an
+ordinary speculative-sampling round with a fixed draft length, whose output is distributed exactly as the
+target's (Leviathan et al., Theorem 1; greedy: identical tokens); a gamma chosen in advance from the past
+cannot bias which tokens the round accepts.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections import Counter, deque
 

@@ -88,9 +88,9 @@ VLLM_FORMS = {
             "docs/features/speculative_decoding/dynamic_speculative_decoding.md)",
     "vllm-ranges": "complete speculative_config; table as a dict of inclusive \"start-end\" keys (the final "
                    "description of vllm PR #32374: gaps inherit the previous K)",
-    "vllm-dynamic": "DynamicSpeculativeConfig (vllm/v1/spec_decode/dynamic; PR #32374's generate_config.py writes "
-                    "it): batch_stats = predicted ITL in ms per batch size and K (K = 0 and 1 always present), "
-                    "acceptance_rate_per_pos; vLLM picks K online by acceptance length / ITL",
+    "vllm-dynamic": "DynamicSpeculativeConfig (vllm/v1/spec_decode/dynamic in the dynamic-SD branch of PR #32374, "
+                    "whose generate_config.py writes it; upstream status unverified): batch_stats = predicted ITL "
+                    "in ms per batch size and K (K = 0 and 1 always present), acceptance_rate_per_pos; vLLM picks K online by acceptance length / ITL",
     "vllm-table": "only num_speculative_tokens_per_batch_size rows (what moesd printed before the complete form)",
 }
 
