@@ -50,6 +50,38 @@ def _hf(repo: str) -> str:
     return f"https://huggingface.co/{repo}/blob/main/config.json"
 
 
+# Configs that several presets share: a released sibling (R1 is V3's architecture, Qwen3-Coder-30B is Qwen3-30B's)
+# or a family whose sizes differ in a few keys (Llama 4 Scout / Maverick, gpt-oss 20b / 120b).
+_DEEPSEEK_V3 = dict(model_type="deepseek_v3", hidden_size=7168, intermediate_size=18432,
+                    moe_intermediate_size=2048, num_hidden_layers=61, num_attention_heads=128,
+                    num_key_value_heads=128, n_routed_experts=256, n_shared_experts=1,
+                    num_experts_per_tok=8, first_k_dense_replace=3, moe_layer_freq=1,
+                    kv_lora_rank=512, q_lora_rank=1536, qk_nope_head_dim=128, qk_rope_head_dim=64,
+                    v_head_dim=128, vocab_size=129280, tie_word_embeddings=False,
+                    torch_dtype="bfloat16", quantization_config={"quant_method": "fp8"})
+_QWEN3_30B_A3B = dict(model_type="qwen3_moe", hidden_size=2048, intermediate_size=6144,
+                      moe_intermediate_size=768, num_experts=128, num_experts_per_tok=8,
+                      num_hidden_layers=48, num_attention_heads=32, num_key_value_heads=4, head_dim=128,
+                      vocab_size=151936, decoder_sparse_step=1, mlp_only_layers=[],
+                      norm_topk_prob=True, tie_word_embeddings=False, torch_dtype="bfloat16")
+
+
+def _llama4(**text) -> dict:
+    """A Llama 4 multimodal config; `text` holds what differs between the text models."""
+    return dict(model_type="llama4", tie_word_embeddings=False, torch_dtype="bfloat16",
+                text_config=dict(model_type="llama4_text", hidden_size=5120, intermediate_size=8192,
+                                 intermediate_size_mlp=16384, num_hidden_layers=48, num_attention_heads=40,
+                                 num_key_value_heads=8, head_dim=128, num_experts_per_tok=1, vocab_size=202048,
+                                 attention_bias=False, **text))
+
+
+def _gpt_oss(**sizes) -> dict:
+    return dict(model_type="gpt_oss", hidden_size=2880, intermediate_size=2880, num_attention_heads=64,
+                num_key_value_heads=8, head_dim=64, num_experts_per_tok=4, vocab_size=201088, attention_bias=True,
+                tie_word_embeddings=False, torch_dtype="bfloat16", quantization_config={"quant_method": "mxfp4"},
+                **sizes)
+
+
 MODEL_PRESETS: dict[str, ModelPreset] = {
     p.name: p
     for p in [
@@ -135,11 +167,7 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
         ),
         ModelPreset(
             "Qwen3-30B-A3B",
-            dict(model_type="qwen3_moe", hidden_size=2048, intermediate_size=6144,
-                 moe_intermediate_size=768, num_experts=128, num_experts_per_tok=8,
-                 num_hidden_layers=48, num_attention_heads=32, num_key_value_heads=4, head_dim=128,
-                 vocab_size=151936, decoder_sparse_step=1, mlp_only_layers=[],
-                 norm_topk_prob=True, tie_word_embeddings=False, torch_dtype="bfloat16"),
+            _QWEN3_30B_A3B,
             _hf("Qwen/Qwen3-30B-A3B"),
             30.5e9, 3.3e9, "all", "Qwen3-30B-A3B model card: 30.5B total, 3.3B activated",
         ),
@@ -153,23 +181,13 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
         ),
         ModelPreset(
             "gpt-oss-20b",
-            dict(model_type="gpt_oss", hidden_size=2880, intermediate_size=2880, num_hidden_layers=24,
-                 num_attention_heads=64, num_key_value_heads=8, head_dim=64, num_local_experts=32,
-                 num_experts_per_tok=4, vocab_size=201088, attention_bias=True,
-                 tie_word_embeddings=False, torch_dtype="bfloat16",
-                 quantization_config={"quant_method": "mxfp4"}),
+            _gpt_oss(num_hidden_layers=24, num_local_experts=32),
             _hf("openai/gpt-oss-20b"),
             20.91e9, 3.61e9, "excl_input_embedding", "gpt-oss model card (arXiv 2508.10925) Table 1: 20.91B total, 3.61B active",
         ),
         ModelPreset(
             "DeepSeek-V3",
-            dict(model_type="deepseek_v3", hidden_size=7168, intermediate_size=18432,
-                 moe_intermediate_size=2048, num_hidden_layers=61, num_attention_heads=128,
-                 num_key_value_heads=128, n_routed_experts=256, n_shared_experts=1,
-                 num_experts_per_tok=8, first_k_dense_replace=3, moe_layer_freq=1,
-                 kv_lora_rank=512, q_lora_rank=1536, qk_nope_head_dim=128, qk_rope_head_dim=64,
-                 v_head_dim=128, vocab_size=129280, tie_word_embeddings=False,
-                 torch_dtype="bfloat16", quantization_config={"quant_method": "fp8"}),
+            _DEEPSEEK_V3,
             _hf("deepseek-ai/DeepSeek-V3"),
             # 671B main model; the released 685B adds the 14B multi-token-prediction module,
             # which transformers does not load and we do not count.
@@ -178,13 +196,7 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
         ModelPreset(
             "DeepSeek-R1",
             # The same architecture as DeepSeek-V3 (R1 is its reasoning post-training).
-            dict(model_type="deepseek_v3", hidden_size=7168, intermediate_size=18432,
-                 moe_intermediate_size=2048, num_hidden_layers=61, num_attention_heads=128,
-                 num_key_value_heads=128, n_routed_experts=256, n_shared_experts=1,
-                 num_experts_per_tok=8, first_k_dense_replace=3, moe_layer_freq=1,
-                 kv_lora_rank=512, q_lora_rank=1536, qk_nope_head_dim=128, qk_rope_head_dim=64,
-                 v_head_dim=128, vocab_size=129280, tie_word_embeddings=False,
-                 torch_dtype="bfloat16", quantization_config={"quant_method": "fp8"}),
+            _DEEPSEEK_V3,
             _hf("deepseek-ai/DeepSeek-R1"),
             671e9, 37e9, "all", "DeepSeek-R1 model card: 671B total, 37B activated (the V3 base architecture)",
         ),
@@ -200,46 +212,26 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
         ),
         ModelPreset(
             "Qwen3-Coder-30B-A3B-Instruct",
-            dict(model_type="qwen3_moe", hidden_size=2048, intermediate_size=6144,
-                 moe_intermediate_size=768, num_experts=128, num_experts_per_tok=8,
-                 num_hidden_layers=48, num_attention_heads=32, num_key_value_heads=4, head_dim=128,
-                 vocab_size=151936, decoder_sparse_step=1, mlp_only_layers=[],
-                 norm_topk_prob=True, tie_word_embeddings=False, torch_dtype="bfloat16"),
+            _QWEN3_30B_A3B,
             _hf("Qwen/Qwen3-Coder-30B-A3B-Instruct"),
             30.5e9, 3.3e9, "all", "Qwen3-Coder-30B-A3B-Instruct model card: 30.5B total, 3.3B activated",
         ),
         ModelPreset(
             "Llama-4-Scout-17B-16E",
-            dict(model_type="llama4", tie_word_embeddings=False, torch_dtype="bfloat16",
-                 text_config=dict(model_type="llama4_text", hidden_size=5120, intermediate_size=8192,
-                                  intermediate_size_mlp=16384, num_hidden_layers=48,
-                                  num_attention_heads=40, num_key_value_heads=8, head_dim=128,
-                                  num_local_experts=16, num_experts_per_tok=1,
-                                  interleave_moe_layer_step=1, vocab_size=202048,
-                                  attention_bias=False, use_qk_norm=True)),
+            _llama4(num_local_experts=16, interleave_moe_layer_step=1, use_qk_norm=True),
             _hf("meta-llama/Llama-4-Scout-17B-16E"),
             # The card's 109B includes the vision encoder (~1B) we do not count (it does not run while decoding).
             109e9, 17e9, "all", "Llama 4 model card: Scout 17B active, 109B total (vision encoder included)",
         ),
         ModelPreset(
             "Llama-4-Maverick-17B-128E",
-            dict(model_type="llama4", tie_word_embeddings=False, torch_dtype="bfloat16",
-                 text_config=dict(model_type="llama4_text", hidden_size=5120, intermediate_size=8192,
-                                  intermediate_size_mlp=16384, num_hidden_layers=48,
-                                  num_attention_heads=40, num_key_value_heads=8, head_dim=128,
-                                  num_local_experts=128, num_experts_per_tok=1,
-                                  interleave_moe_layer_step=2, vocab_size=202048,
-                                  attention_bias=False, use_qk_norm=False)),
+            _llama4(num_local_experts=128, interleave_moe_layer_step=2, use_qk_norm=False),
             _hf("meta-llama/Llama-4-Maverick-17B-128E"),
             400e9, 17e9, "all", "Llama 4 model card: Maverick 17B active, 400B total (vision encoder included)",
         ),
         ModelPreset(
             "gpt-oss-120b",
-            dict(model_type="gpt_oss", hidden_size=2880, intermediate_size=2880, num_hidden_layers=36,
-                 num_attention_heads=64, num_key_value_heads=8, head_dim=64, num_local_experts=128,
-                 num_experts_per_tok=4, vocab_size=201088, attention_bias=True,
-                 tie_word_embeddings=False, torch_dtype="bfloat16",
-                 quantization_config={"quant_method": "mxfp4"}),
+            _gpt_oss(num_hidden_layers=36, num_local_experts=128),
             _hf("openai/gpt-oss-120b"),
             116.83e9, 5.13e9, "excl_input_embedding",
             "gpt-oss model card (arXiv 2508.10925) Table 1: 116.83B total, 5.13B active",
