@@ -9,12 +9,12 @@ import pytest
 torch = pytest.importorskip("torch")
 from scipy.stats import chi2_contingency  # noqa: E402
 
-from moesd.cli import main  # noqa: E402
 from moesd.engine.adaptive_gamma import AdaptiveGamma, PositionAcceptance  # noqa: E402
 from moesd.engine.proposers import DraftModelProposer, NgramProposer  # noqa: E402
 from moesd.engine.sampling import SamplingParams  # noqa: E402
 from moesd.engine.spec_engine import SpecEngine  # noqa: E402
 from test_engine_exactness import NEW, prompts_for  # noqa: E402
+from cli_helpers import run  # noqa: E402
 
 
 class StubCost:
@@ -91,7 +91,7 @@ def test_rule_probes_after_a_run_of_plain_decoding():
     assert [i for i, g in enumerate(chosen) if g] == [4, 13, 22]
     s = policy.summary()
     assert s["gamma_histogram"]["0"] == 20 and sum(t["probe"] for t in s["trace"]) == 3
-    assert s["decision_us_per_step"] > 0
+    assert "decision_us_per_step" in s  # reported; its value is a timing, checked in benchmarks/ only
     # The first round must speculate (it is merged with the target's prefill): minimum 1.
     assert AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0)).choose(4, 100, minimum=1) >= 1
 
@@ -184,12 +184,6 @@ def test_sampled_auto_keeps_the_target_distribution(tiny_model, agreeing_draft):
         b = torch.bincount(torch.tensor([t[pos] for t in sd.token_ids]), minlength=32)
         keep = (a + b) > 0
         assert chi2_contingency(torch.stack([a[keep], b[keep]]).numpy()).pvalue > 1e-3, pos
-
-
-def run(capsys, *argv):
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def test_generate_cli_auto_and_bad_values(capsys, tiny_dir):

@@ -7,23 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from moesd.cli import main
+from cli_helpers import run, one_line  # noqa: E402
 
 torch = pytest.importorskip("torch")
 
 QWEN = ["--target", "Qwen2-57B-A14B-Instruct", "--hardware", "H800", "--tp", "2", "--alpha", "0.7"]
-
-
-def run(capsys, *argv):
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_line(rc, out, err, message):
-    assert rc == 2 and out == "", (rc, out, err)
-    assert err.startswith("moesd: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
-    assert message in err, err
 
 
 def tiny_config(tmp_path, **overrides):

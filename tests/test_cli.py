@@ -8,20 +8,14 @@ import sys
 import numpy as np
 import pytest
 
-from moesd.cli import main
 from moesd.perf.hardware import hardware_preset
 from moesd.perf.model_presets import MODEL_PRESETS, model_preset
 from moesd.perf.prior import physical_prior
 from moesd.perf.speedup import speedup
 from moesd.perf.step_time import StepContext, step_times
+from cli_helpers import run  # noqa: E402
 
 QWEN_ARGS = ["--target", "Qwen2-57B-A14B-Instruct", "--draft", "Qwen2-0.5B-Instruct", "--hardware", "H800", "--tp", "2"]
-
-
-def run(capsys, *argv):
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def test_presets(capsys):

@@ -6,17 +6,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from moesd.cli import main  # noqa: E402
 from moesd.engine.loading import LoadedModel, load_model  # noqa: E402
 from moesd.engine.proposers import NgramProposer, check_vocabularies  # noqa: E402
 from moesd.engine.spec_engine import SpecEngine  # noqa: E402
 from moesd.errors import MoesdError  # noqa: E402
-
-
-def run(capsys, *argv):
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
+from cli_helpers import run  # noqa: E402
 
 
 def test_generate_json(capsys, tiny_dir, tmp_path):

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from moesd.cli import main
 from moesd.errors import MoesdError
 from moesd.perf.acceptance import (acceptance_rate_from_alpha, alpha_from_acceptance_rate,
                                    alpha_from_mean_acceptance_length, mean_acceptance_length)
@@ -22,14 +21,9 @@ from moesd.perf.paper_tables import cells
 from moesd.perf.prediction import Acceptance, Scenario, predict
 from moesd.perf.profiles import PROFILES
 from moesd.perf.step_time import step_times
+from cli_helpers import run  # noqa: E402
 
 QWEN = ["--target", "Qwen2-57B-A14B-Instruct", "--draft", "Qwen2-0.5B-Instruct", "--hardware", "H800", "--tp", "2"]
-
-
-def run(capsys, *argv):
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 # --- acceptance inputs -------------------------------------------------------------------------

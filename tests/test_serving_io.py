@@ -10,24 +10,12 @@ from pathlib import Path
 import pytest
 
 from moesd.bench.prometheus import Snapshot
-from moesd.cli import main
+from cli_helpers import run, one_line  # noqa: E402
 
 FIX = Path(__file__).parent / "fixtures" / "serving"
 VLLM_SD = [FIX / f"vllm_serve_eagle3_c{c}.json" for c in (1, 8, 32)]
 VLLM_OFF = [FIX / f"vllm_serve_off_c{c}.json" for c in (1, 8, 32)]
 TARGET = ["--target", "Qwen3-30B-A3B", "--hardware", "H100"]
-
-
-def run(capsys, *argv):
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_line(rc, out, err, message):
-    assert rc == 2 and out == "", (rc, out, err)
-    assert err.startswith("moesd: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
-    assert message in err, err
 
 
 def lines(path):

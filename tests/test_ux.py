@@ -6,14 +6,9 @@ import json
 import pytest
 
 from moesd.cli import build_parser, main
+from cli_helpers import run  # noqa: E402
 
 QWEN = ["--target", "Qwen2-57B-A14B-Instruct", "--hardware", "H800", "--tp", "2", "--alpha", "0.7"]
-
-
-def run(capsys, *argv):
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def test_bare_command_prints_help_and_version(capsys):
