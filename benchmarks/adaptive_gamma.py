@@ -17,6 +17,7 @@ autoregressive; on the mixed batch auto beats every fixed gamma.
 
     .venv/bin/python benchmarks/adaptive_gamma.py [--settings moe,stdlib,smollm] [--batch-sizes 1,4,16,64]
         [--gammas 1,2,4,6] [--max-new-tokens 32] [-o results/adaptive_gamma.jsonl]
+    .venv/bin/python benchmarks/adaptive_gamma.py --decision-only   # the decision's own cost, outside any run
 """
 
 from __future__ import annotations
@@ -111,8 +112,31 @@ def measure(name: str, batch: int, gammas: list[int], max_new, models: ModelCach
     return out
 
 
+def decision_cost_us(calls: int = 200) -> float:
+    """Mean cost of one `choose` for a 16-row batch, max gamma 6, after 40 observed rounds, on the
+    Qwen3-30B-A3B prior for the `cpu` preset: the decision alone, without a model running beside it."""
+    from moesd.engine.adaptive_gamma import AdaptiveGamma, StepCostModel
+    from moesd.perf.fit import fit_context
+    from moesd.perf.hardware import resolve_hardware
+    from moesd.perf.model_presets import model_preset
+    from moesd.perf.prior import physical_prior
+
+    arch, hw = model_preset("Qwen3-30B-A3B").arch(), resolve_hardware("cpu")
+    policy = AdaptiveGamma(6, StepCostModel(physical_prior(arch, hw), fit_context(hw, arch), arch.num_experts,
+                                            arch.experts_per_token, max_gamma=6))
+    for _ in range(40):
+        g = policy.choose(16, 100)
+        policy.observe_times(16, g, 0.05 + 0.01 * g, 0.002 * g, 0.0003)
+        policy.observe_round([min(g, 2)] * 16, [g] * 16)
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        policy.choose(16, 100)
+    return 1e6 * (time.perf_counter() - t0) / calls
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--decision-only", action="store_true", help="time the decision alone and exit")
     ap.add_argument("--settings", default="moe,stdlib,smollm")
     ap.add_argument("--batch-sizes", default="1,4,16,64")
     ap.add_argument("--gammas", default="1,2,4,6")
@@ -120,6 +144,9 @@ def main() -> None:
     ap.add_argument("--mixed-batch", type=int, default=16, help="batch size of the mixed-lengths run (0: none)")
     ap.add_argument("-o", "--output", default="results/adaptive_gamma.jsonl")
     a = ap.parse_args()
+    if a.decision_only:
+        print(f"decision: {decision_cost_us():.0f} us per step (16 rows, max gamma 6, no model running)")
+        return
     torch.manual_seed(0)
     gammas = [int(x) for x in a.gammas.split(",")]
     env = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
