@@ -113,9 +113,10 @@ def test_cache_stays_bounded_and_compaction_keeps_outputs_exact(tiny_model, monk
     monkeypatch.setattr(RaggedKV, "__init__", lambda self, model, device, compact_threshold=0.05:
                         init(self, model, device, compact_threshold))
     prompts = prompts_for(4)
-    ar = SpecEngine(target, None, 0).generate(prompts, 120)
+    ar = SpecEngine(target, None, 0, kv_cache="ragged").generate(prompts, 120)
     stranger = noisy_copy(target, 0.05)  # rejects many drafts: most steps leave holes in some rows
-    res = SpecEngine(target, DraftModelProposer(stranger, target.vocab_size), 5).generate(prompts, 120)
+    res = SpecEngine(target, DraftModelProposer(stranger, target.vocab_size, kv_cache="ragged"), 5,
+                     kv_cache="ragged").generate(prompts, 120)
     steps = res.metrics["stages"]["steps"]
     assert steps > 40  # many rounds, each appending gamma + 1 = 6 slots
     assert compactions, "the target cache was never compacted: the test does not exercise compaction"
@@ -124,3 +125,46 @@ def test_cache_stays_bounded_and_compaction_keeps_outputs_exact(tiny_model, monk
     # Without cropping and compaction the cache would hold ~steps * 6 slots.
     assert res.metrics["cache"]["max_slots"] <= 2 * (longest + 120) + 6
     assert res.metrics["cache"]["max_slots"] < steps * 6 / 2
+
+
+def test_static_cache_needs_no_compaction_and_holds_exactly_the_sequence(tiny_model):
+    """The static cache overwrites rejected slots in place: the longest row never uses more slots than its
+    prompt + output, however many drafts were rejected, and outputs equal autoregressive decoding."""
+    target = tiny_model("qwen3_moe")
+    prompts = prompts_for(4)
+    ar = SpecEngine(target, None, 0).generate(prompts, 120)
+    stranger = noisy_copy(target, 0.05)
+    res = SpecEngine(target, DraftModelProposer(stranger, target.vocab_size), 5).generate(prompts, 120)
+    assert res.token_ids == ar.token_ids
+    cache = res.metrics["cache"]
+    assert cache["kind"] == "static" and cache["compact_threshold"] is None
+    assert cache["max_slots"] <= max(len(p) + len(o) for p, o in zip(prompts, res.token_ids))
+    assert res.metrics["acceptance"]["alpha"] < 0.9  # rejections happened
+
+
+@pytest.mark.parametrize("family", ["llama", "mixtral", "qwen2_moe"])
+def test_ragged_and_static_caches_agree(tiny_model, agreeing_draft, family):
+    """The ragged DynamicCache path (kept for mixed attention layer types) stays exact too, greedy and sampled."""
+    from moesd.engine.sampling import SamplingParams
+
+    target = tiny_model(family)
+    prompts = prompts_for(3)
+    out = {}
+    for kind in ("static", "ragged"):
+        for temp in (0.0, 1.0):
+            proposer = DraftModelProposer(agreeing_draft(target), target.vocab_size, kv_cache=kind)
+            out[kind, temp] = SpecEngine(target, proposer, 3, SamplingParams(temperature=temp), seed=5,
+                                         kv_cache=kind).generate(prompts, NEW).token_ids
+    assert out["static", 0.0] == out["ragged", 0.0] == hf_generate(target.model, prompts, NEW)
+    # Same seed, same random stream, same probabilities up to fp32 rounding: the same samples.
+    assert out["static", 1.0] == out["ragged", 1.0]
+
+
+def test_sliding_window_is_applied_by_the_static_cache(tiny_model):
+    """A window shorter than the sequence: the static cache's own mask must cut attention as transformers does."""
+    target = tiny_model("mixtral", sliding_window=6)
+    prompts = prompts_for(3)
+    ar = SpecEngine(target, None, 0).generate(prompts, NEW)
+    assert ar.token_ids == hf_generate(target.model, prompts, NEW)
+    full = tiny_model("mixtral")
+    assert ar.token_ids != SpecEngine(full, None, 0).generate(prompts, NEW).token_ids  # the window mattered

@@ -67,7 +67,8 @@ def test_small_budget_changes_the_verifier_and_kl_is_measured_without_side_effec
 
 def test_sequence_scope_caps_each_sequence(tiny_model, agreeing_draft):
     target = tiny_model("olmoe")
-    rec = ExpertRecorder(target.model, target.num_experts, target.top_k, budget=ExpertBudget(2, scope="sequence"))
+    rec = ExpertRecorder(target.model, target.num_experts, target.top_k, budget=ExpertBudget(2, scope="sequence"),
+                         keep_indices=True)
     try:
         ids = torch.randint(0, 512, (3, 4), generator=torch.Generator().manual_seed(0))
         valid = torch.ones(3, 4, dtype=torch.bool)

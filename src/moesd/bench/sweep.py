@@ -45,6 +45,8 @@ class BenchConfig:
     device: str = "cpu"
     seed: int = 0
     experts_implementation: str = "grouped_mm"
+    kv_cache: str = "static"
+    cuda_graphs: bool = False
     chat: bool = False
     upcycle_experts: int | None = None  # dense target -> MoE twin with this many experts
     hardware: str | None = None  # recorded for `moesd fit`
@@ -142,7 +144,8 @@ def engine_spec(cfg: BenchConfig, p: Point, gamma: int, budget: int | None = Non
                       dtype=cfg.dtype, experts_per_token=p.experts_per_token,
                       experts_implementation=cfg.experts_implementation, routing=p.routing, tokenizer=cfg.tokenizer,
                       upcycle_experts=cfg.upcycle_experts, expert_budget=budget, budget_mode=cfg.budget_mode,
-                      budget_scope=cfg.budget_scope, merge_prefill=not cfg.budgeted, **draft)
+                      budget_scope=cfg.budget_scope, merge_prefill=not cfg.budgeted, kv_cache=cfg.kv_cache,
+                      cuda_graphs=cfg.cuda_graphs, **draft)
 
 
 def conditions(cfg: BenchConfig, target, prompt_stats: dict) -> dict:
@@ -164,6 +167,8 @@ def conditions(cfg: BenchConfig, target, prompt_stats: dict) -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "experts_implementation": target.experts_implementation,
+        "kv_cache": cfg.kv_cache,
+        "cuda_graphs": cfg.cuda_graphs,
         "seed": cfg.seed,
         "repeats": cfg.repeats,
         "warmup": cfg.warmup,

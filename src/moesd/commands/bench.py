@@ -75,7 +75,7 @@ def run(a: argparse.Namespace) -> str:
         dtype=a.dtype, device=a.device, seed=a.seed, experts_implementation=a.experts_implementation, chat=a.chat,
         upcycle_experts=a.upcycle, hardware=a.hardware or ("cpu" if a.device == "cpu" else None),
         tokenizer=a.tokenizer, expert_budgets=_budgets(a.expert_budgets), budget_mode=a.budget_mode,
-        budget_scope=a.budget_scope, execute_code=a.execute_code,
+        budget_scope=a.budget_scope, execute_code=a.execute_code, kv_cache=a.kv_cache, cuda_graphs=a.cuda_graphs,
     )
     results = run_sweep(cfg, a.output, a.resume, a.skip_bad_lines, append=a.append, quiet=a.quiet)
     return f"{len(results.records)} points in {a.output}\n"

@@ -41,7 +41,8 @@ def run(a) -> str:
         raise MoesdError("--max-new-tokens must be >= 2")
     spec = EngineSpec(target=a.target, draft=a.draft, draft_method=a.draft_method, gamma=a.gamma,
                       temperature=a.temperature, seed=a.seed, device=a.device, dtype=a.dtype, routing=a.routing,
-                      tokenizer=a.tokenizer, budget_mode=a.budget_mode, budget_scope=a.budget_scope)
+                      tokenizer=a.tokenizer, budget_mode=a.budget_mode, budget_scope=a.budget_scope,
+                      kv_cache=a.kv_cache, cuda_graphs=a.cuda_graphs)
     res = calibrate(spec, a.workload, a.batch_sizes, a.budgets, a.max_kl, a.min_exact_match, a.max_new_tokens, a.chat,
                     a.max_prompt_tokens, a.num_prompts, quiet=a.quiet)
     if a.output:

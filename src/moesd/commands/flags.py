@@ -153,6 +153,11 @@ def engine_model_args(p: argparse.ArgumentParser, draft_methods=DRAFT_METHODS, r
                    help="default: model with --draft, else none")
     p.add_argument("--dtype", default="bf16", help="bf16 (timing), fp16, or fp32 (exactness)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--kv-cache", default="static", choices=["static", "ragged"],
+                   help="static: preallocated, slot = position (default); ragged: transformers' DynamicCache with "
+                        "rejected slots masked (models that mix attention kinds always use it)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="capture decode/verify/draft forwards as CUDA graphs (needs --device cuda and the static cache)")
     p.add_argument("--seed", type=int, default=0, help="seeds sampling, random weights and uniform routing")
     if routing_list:
         p.add_argument("--routing", default="model", help=f"comma list of {', '.join(ROUTINGS)}")

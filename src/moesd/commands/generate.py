@@ -86,7 +86,8 @@ def run(a) -> str:
                       experts_per_token=a.experts_per_token, experts_implementation=a.experts_implementation,
                       routing=a.routing, random_weights=True if a.random_weights else None, tokenizer=a.tokenizer,
                       expert_budget=a.expert_budget, budget_mode=a.budget_mode, budget_scope=a.budget_scope,
-                      budget_static=a.budget_static, measure_kl=a.measure_kl)
+                      budget_static=a.budget_static, measure_kl=a.measure_kl, kv_cache=a.kv_cache,
+                      cuda_graphs=a.cuda_graphs)
     return _run(spec, a.prompt, a.prompts, a.batch_size, a.max_new_tokens, a.chat, a.json, a.quiet)
 
 

@@ -2,8 +2,10 @@
 
 A pre-hook on every experts module (hf_compat.find_experts_modules) sees each token's routing without
 forking model code. The hook asks the routing policies (engine/routing_policy.py: uniform, budget) for the
-final decision, hands it to the module, and keeps a reference to the index tensor; counting happens after
-the timed forward, so recording costs nothing measurable.
+final decision, hands it to the module, and adds the decision into a per-forward [layers, experts] count
+tensor on the model's device. Nothing in the hook waits for the device (no boolean indexing, no `.item()`):
+padding tokens are counted in a spare column that is dropped, and the counts are read once, after the timed
+forward, when the run absorbs them.
 """
 
 from __future__ import annotations
@@ -23,14 +25,24 @@ find_experts_modules = hf_compat.find_experts_modules
 @dataclass
 class ForwardRouting:
     phase: str  # engine/phases.py
-    num_tokens: int  # valid (non-padding) tokens in the forward
-    indices: list[torch.Tensor] = field(default_factory=list)  # per layer, [valid tokens, K]
+    valid: torch.Tensor  # [rows * tokens] which tokens of the forward are real
+    counts: torch.Tensor  # [MoE layers, experts + 1] tokens routed to each expert; the last column is padding
+    layers_seen: int = 0  # MoE layers the forward went through
+    indices: list[torch.Tensor] = field(default_factory=list)  # per layer [valid tokens, K]: keep_indices only
+
+    @property
+    def num_tokens(self) -> int:
+        """Valid (non-padding) tokens in the forward."""
+        return int(self.valid.sum())
+
+    def _counts(self) -> torch.Tensor:
+        return self.counts[: self.layers_seen, :-1].cpu()
 
     def distinct_experts(self) -> list[int]:
-        return [int(torch.unique(ix).numel()) for ix in self.indices]
+        return (self._counts() > 0).sum(dim=1).tolist()
 
     def tokens_per_expert(self, num_experts: int) -> list[torch.Tensor]:
-        return [torch.bincount(ix.reshape(-1), minlength=num_experts) for ix in self.indices]
+        return list(self._counts())
 
 
 class ExpertRecorder:
@@ -38,12 +50,14 @@ class ExpertRecorder:
     budget) and recording of the experts each MoE layer loads in each forward. `remove()` uninstalls."""
 
     def __init__(self, model, num_experts: int, top_k: int, routing: str = "model", seed: int = 0,
-                 budget: ExpertBudget | None = None):
+                 budget: ExpertBudget | None = None, keep_indices: bool = False):
         check_routing(routing)
         self.num_experts, self.top_k, self.routing = num_experts, top_k, routing
         self.modules = find_experts_modules(model)
         self.layer_of = {id(m): i for i, m in enumerate(self.modules)}
-        self.policies: list = [UniformRouting(num_experts, top_k, seed)] if routing == "uniform" else []
+        self.device = next(model.parameters()).device
+        self.keep_indices = keep_indices  # also keep each layer's [valid tokens, K] choices (tests, analysis)
+        self.policies: list = [UniformRouting(num_experts, top_k, seed, self.device)] if routing == "uniform" else []
         self.budget_policy = None
         if budget is not None:
             budget.validate(num_experts, top_k, len(self.modules))
@@ -60,7 +74,8 @@ class ExpertRecorder:
 
     def begin(self, phase: str, valid: torch.Tensor) -> None:
         self.ctx = ForwardContext(phase, valid.reshape(-1), int(valid.shape[0]))
-        self.current = ForwardRouting(phase, int(self.ctx.valid.sum()))
+        counts = torch.zeros(len(self.modules), self.num_experts + 1, dtype=torch.long, device=self.device)
+        self.current = ForwardRouting(phase, self.ctx.valid, counts)
         if self.budget_policy is not None:
             self.budget_policy.begin(phase)
 
@@ -82,10 +97,18 @@ class ExpertRecorder:
         if decision.changed:
             args, kwargs = hf_compat.with_routing(args, kwargs, decision.index, decision.weights)
         if self.current is not None:
-            valid = self.ctx.valid
-            ix = decision.index if valid is None or valid.numel() != decision.index.shape[0] else decision.index[valid]
-            self.current.indices.append(ix)
+            self._count(layer, decision.index)
         return args, kwargs
+
+    def _count(self, layer: int, index: torch.Tensor) -> None:
+        valid = self.ctx.valid
+        if valid is not None and valid.numel() == index.shape[0]:
+            index = torch.where(valid[:, None].to(index.device), index, self.num_experts)  # padding: spare column
+        flat = index.reshape(-1).long()
+        self.current.counts[layer].scatter_add_(0, flat, torch.ones_like(flat))
+        self.current.layers_seen = max(self.current.layers_seen, layer + 1)
+        if self.keep_indices:
+            self.current.indices.append(index[index[:, 0] < self.num_experts])
 
     def remove(self) -> None:
         handles = self._handles + (self.budget_policy.handles if self.budget_policy is not None else [])

@@ -18,6 +18,7 @@ from moesd.engine.options import (DRAFT_METHODS, check_alpha, check_budget, chec
 from moesd.engine.proposers import DraftModelProposer, NgramProposer, SyntheticProposer, check_vocabularies
 from moesd.engine.sampling import SamplingParams
 from moesd.engine.spec_engine import SpecEngine
+from moesd.engine.static_kv import KV_CACHES
 from moesd.engine.tokenizer import ByteTokenizer
 from moesd.errors import MoesdError
 
@@ -52,6 +53,8 @@ class EngineSpec:
     adaptive_gamma: bool = False  # `--gamma auto`: gamma is then the largest draft length the policy may pick
     cost_params: str | None = None  # `moesd fit` output pricing the steps of --gamma auto (default: the prior)
     hardware: str | None = None  # hardware of the prior for --gamma auto (default: cpu, or the GPU's preset)
+    kv_cache: str = "static"  # engine/static_kv.py: "static" or "ragged"
+    cuda_graphs: bool = False  # engine/cuda_graphs.py: capture decode / verify / draft forwards (CUDA only)
 
     def __post_init__(self) -> None:
         method = self.method
@@ -90,6 +93,10 @@ class EngineSpec:
                 raise MoesdError("--gamma auto prices lossless rounds; it does not combine with --expert-budget")
         elif self.cost_params or self.hardware:
             raise MoesdError("--params and --hardware price the steps of --gamma auto; give --gamma auto")
+        if self.kv_cache not in KV_CACHES:
+            raise MoesdError(f"kv cache must be one of {', '.join(KV_CACHES)}, got {self.kv_cache!r}")
+        if self.cuda_graphs and (self.device != "cuda" or self.kv_cache != "static"):
+            raise MoesdError("--cuda-graphs needs --device cuda and the static KV cache")
 
     @property
     def method(self) -> str:
@@ -151,11 +158,12 @@ def build_engine(spec: EngineSpec, models: ModelCache | None = None) -> SpecEngi
     target = models.target(spec)
     draft = models.draft(spec, target)
     factory = (lambda seed: make_proposer(spec.method, target, draft, spec.alpha, seed, spec.ngram_min,
-                                          spec.ngram_max, spec.alpha_max)) if spec.gamma > 0 else None
+                                          spec.ngram_max, spec.alpha_max, spec.kv_cache)) if spec.gamma > 0 else None
     policy = make_gamma_policy(spec, target, draft) if spec.adaptive_gamma else None
     return SpecEngine(target, factory, spec.gamma, SamplingParams(spec.temperature, spec.top_p), spec.seed,
                       spec.routing, budget=make_budget(spec, target), measure_kl=spec.measure_kl,
-                      merge_prefill=spec.merge_prefill, gamma_policy=policy)
+                      merge_prefill=spec.merge_prefill, gamma_policy=policy, kv_cache=spec.kv_cache,
+                      cuda_graphs=spec.cuda_graphs)
 
 
 def make_gamma_policy(spec: EngineSpec, target: LoadedModel, draft: LoadedModel | None):
@@ -237,10 +245,10 @@ def load_draft(source: str, target: LoadedModel, **load_kw) -> LoadedModel:
 
 
 def make_proposer(method: str, target: LoadedModel, draft: LoadedModel | None, alpha: float | None, seed: int,
-                  ngram_min: int = 2, ngram_max: int = 4, alpha_max: float | None = None):
+                  ngram_min: int = 2, ngram_max: int = 4, alpha_max: float | None = None, kv_cache: str = "static"):
     """A fresh proposer (no state carried between generations). Synthetic acceptance with a draft
     still runs the draft model, so its cost is real."""
-    inner = DraftModelProposer(draft, target.vocab_size) if draft is not None else None
+    inner = DraftModelProposer(draft, target.vocab_size, kv_cache=kv_cache) if draft is not None else None
     if method == "model":
         return inner
     if method == "ngram":

@@ -14,6 +14,8 @@ What we rely on beyond transformers' public API, and why:
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -118,3 +120,111 @@ def concat_cache_rows(cache, other) -> None:
     for layer, extra in zip(cache.layers, other.layers):
         layer.keys = torch.cat([layer.keys, extra.keys], dim=0)
         layer.values = torch.cat([layer.values, extra.values], dim=0)
+
+
+# --- the static (positional) cache of engine/static_kv.py ---------------------------------------------
+@functools.cache
+def _positional_layer_class():
+    from transformers.cache_utils import CacheLayerMixin
+
+    class PositionalLayer(CacheLayerMixin):
+        """Keys/values [B, H, capacity, D] written at each token's own position (set per block by the owner);
+        attention reads the first `view` slots. Masking is the owner's 4D mask, never transformers'."""
+
+        is_sliding = False  # the window, if any, is in the owner's mask
+        is_compileable = True
+
+        def __init__(self, owner):
+            super().__init__()
+            self.owner = owner
+
+        def lazy_initialization(self, key_states, value_states):
+            _, h, _, d = key_states.shape
+            b = self.owner.max_rows or key_states.shape[0]  # fixed shapes (CUDA graphs): every row up front
+            c = self.owner.capacity
+            self.keys = torch.zeros(b, h, c, d, dtype=key_states.dtype, device=key_states.device)
+            self.values = torch.zeros(b, h, c, value_states.shape[3], dtype=value_states.dtype,
+                                      device=value_states.device)
+            self.device = key_states.device
+            self.is_initialized = True
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            pos = self.owner.positions[:, None, :, None]
+            n, view = key_states.shape[0], self.owner.view  # rows of this forward (a prefix of the buffer's)
+            keys, values = self.keys[:n], self.values[:n]
+            keys.scatter_(2, pos.expand(-1, key_states.shape[1], -1, key_states.shape[3]), key_states)
+            values.scatter_(2, pos.expand(-1, value_states.shape[1], -1, value_states.shape[3]), value_states)
+            return keys[:, :, :view], values[:, :, :view]
+
+        def get_mask_sizes(self, query_length):
+            return self.owner.view, 0
+
+        def get_seq_length(self):
+            return self.owner.view
+
+        def get_max_length(self):
+            return self.owner.capacity
+
+        def batch_select_indices(self, indices):
+            if not self.is_initialized:
+                return
+            if self.owner.max_rows:  # in place: captured graphs hold these buffers' addresses
+                n = indices.numel()
+                self.keys[:n] = self.keys[indices]
+                self.values[:n] = self.values[indices]
+            else:
+                self.keys, self.values = self.keys[indices], self.values[indices]
+
+        def put_rows(self, other, start: int):
+            """Rows start.. of a fixed-shape buffer take all of `other`'s rows (continuous batching)."""
+            m, c = other.keys.shape[0], other.keys.shape[2]
+            self.keys[start: start + m, :, :c] = other.keys
+            self.values[start: start + m, :, :c] = other.values
+
+    return PositionalLayer
+
+
+@functools.cache
+def _positional_cache_class():
+    from transformers.cache_utils import Cache
+
+    class PositionalCache(Cache):
+        def __init__(self):
+            super().__init__(layer_class_to_replicate=functools.partial(_positional_layer_class(), self))
+            self.positions = None  # [B, T] of the block being written
+            self.capacity = 0
+            self.view = 0
+            self.max_rows = None  # fixed shapes: buffers hold this many rows from the start
+
+        def begin_block(self, positions, capacity, view):
+            self.positions, self.capacity, self.view = positions, capacity, view
+
+    return PositionalCache
+
+
+def new_positional_cache(model):
+    """A transformers Cache whose layers write each token at its own position (engine/static_kv.py)."""
+    return _positional_cache_class()()
+
+
+def grow_positional_cache(cache, capacity: int) -> None:
+    """More slots per row, the old ones kept (a block would not fit)."""
+    cache.capacity = capacity
+    for layer in _layers(cache):
+        for name in ("keys", "values"):
+            t = getattr(layer, name)
+            if t.shape[2] < capacity:
+                grown = torch.zeros(*t.shape[:2], capacity, t.shape[3], dtype=t.dtype, device=t.device)
+                grown[:, :, : t.shape[2]] = t
+                setattr(layer, name, grown)
+
+
+def put_cache_rows(cache, other, start: int) -> None:
+    """Fixed-shape positional cache: rows start.. take `other`'s rows (a fresh prefill's cache)."""
+    for layer, extra in zip(cache.layers, other.layers):
+        if extra.is_initialized:
+            if not layer.is_initialized:
+                layer.lazy_initialization(extra.keys, extra.values)
+            layer.put_rows(extra, start)

@@ -222,7 +222,10 @@ def load_model(source: str, *, dtype: str = "bf16", device: str = "cpu", seed: i
             _check_fits(config, torch_dtype, dev)
             torch.manual_seed(seed)
             kwargs = {"experts_implementation": experts_implementation} if _moe_shape(config)[0] > 1 else {}
-            model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, **kwargs)
+            # Built where it will run: a 7B model initialised on the CPU and then copied took minutes on the
+            # H200 host (docs/notes/gpu-h200.md); on the GPU the initialisation kernels take seconds.
+            with torch.device(dev):
+                model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, **kwargs)
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir) if tokenizer_dir else ByteTokenizer(config.vocab_size)
             name, is_random = (source if not path.exists() else path.stem), True
             vocab_map = None

@@ -15,6 +15,7 @@ import torch
 
 from moesd.engine.loading import LoadedModel
 from moesd.engine.ragged_kv import RaggedKV
+from moesd.engine.static_kv import StaticKV, new_kv
 from moesd.engine.sampling import SamplingParams, probs_from_logits
 from moesd.errors import MoesdError
 
@@ -47,8 +48,10 @@ def check_vocabularies(target: LoadedModel, draft: LoadedModel) -> None:
 class DraftModelProposer:
     kind = "draft_model"
 
-    def __init__(self, draft: LoadedModel, target_vocab_size: int, unknown_id: int = 0):
+    def __init__(self, draft: LoadedModel, target_vocab_size: int, unknown_id: int = 0, kv_cache: str = "static"):
         self.draft = draft
+        self.kv_cache = kv_cache  # engine/static_kv.py: "static" or "ragged"
+        self.graphs = None  # engine/cuda_graphs.GraphPlan of the run, if any
         self.target_vocab = target_vocab_size
         # One mechanism for every vocabulary mismatch: draft id d stands for target id to_target[d],
         # and target id t is read by the draft as to_draft[t]. A draft that lacks some target ids
@@ -72,7 +75,7 @@ class DraftModelProposer:
             if input_vocab < target_vocab_size:
                 ids = torch.arange(target_vocab_size, device=device)
                 self.to_draft = torch.where(ids < input_vocab, ids, torch.full_like(ids, unknown_id))
-        self.kv: RaggedKV | None = None
+        self.kv: RaggedKV | StaticKV | None = None
         self.pending: list[list[int]] = []  # per row: sequence tokens not yet in the draft cache
         self.next_logits: torch.Tensor | None = None  # prefill logits, consumed by the first round
         self.block_valid: torch.Tensor | None = None
@@ -88,9 +91,13 @@ class DraftModelProposer:
         full[..., self.to_target] = logits
         return full
 
+    def use_graphs(self, plan) -> None:
+        """Fixed-shape caches whose one-token forwards are captured (engine/cuda_graphs.py)."""
+        self.graphs = plan
+
     def start(self, prompts: list[list[int]]) -> None:
         """Prefill the prompts; their last logits give the first round's first draft token."""
-        self.kv = RaggedKV(self.draft.model, self.draft.device)
+        self.kv = new_kv(self.kv_cache, self.draft.model, self.draft.device, self.graphs)
         self.pending = [[] for _ in prompts]
         ids, valid = left_pad(prompts, self.draft.device)
         t0 = time.perf_counter()
@@ -154,13 +161,17 @@ class DraftModelProposer:
     def add_rows(self, histories: list[list[int]], last_tokens: list[list[int]], replace: bool = False) -> None:
         """New sequences join the batch (continuous batching): prefill their history except the newest token,
         which stays pending like every other row's. `replace`: they are the whole batch now."""
-        kv = RaggedKV(self.draft.model, self.draft.device)
+        kv = new_kv(self.kv_cache, self.draft.model, self.draft.device)
         ids, valid = left_pad(histories, self.draft.device)
         t0 = time.perf_counter()
         with torch.no_grad():
             kv.extend(self._readable(ids), valid, logits_to_keep=1)
         self.forward_s += time.perf_counter() - t0
-        if replace or self.kv is None:
+        if replace and getattr(self.kv, "max_rows", None):  # fixed shapes: the same buffers, refilled
+            self.kv.select_rows(torch.zeros(0, dtype=torch.long, device=self.draft.device))
+            self.kv.add_rows(kv)
+            self.pending = [list(t) for t in last_tokens]
+        elif replace or self.kv is None:
             self.kv, self.pending = kv, [list(t) for t in last_tokens]
         else:
             self.kv.add_rows(kv)
@@ -242,6 +253,10 @@ class SyntheticProposer:
     @property
     def forward_s(self) -> float:
         return self.inner.forward_s if self.inner is not None else 0.0
+
+    def use_graphs(self, plan) -> None:
+        if self.inner is not None:
+            self.inner.use_graphs(plan)
 
     def start(self, prompts) -> None:
         if self.alpha_max is not None:

@@ -37,12 +37,14 @@ class ForwardContext:
 class UniformRouting:
     """Every token picks K distinct experts uniformly at random, i.i.d. across tokens: Eq. 8 holds exactly."""
 
-    def __init__(self, num_experts: int, top_k: int, seed: int):
+    def __init__(self, num_experts: int, top_k: int, seed: int, device: torch.device = torch.device("cpu")):
         self.num_experts, self.top_k = num_experts, top_k
-        self.generator = torch.Generator().manual_seed(seed)
+        # On the model's device: a CPU generator would cost a host-to-device copy (and a sync) per layer.
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.device = device
 
     def apply(self, layer: int, r: Routing, ctx: ForwardContext) -> None:
-        scores = torch.rand(r.index.shape[0], self.num_experts, generator=self.generator)
+        scores = torch.rand(r.index.shape[0], self.num_experts, generator=self.generator, device=self.device)
         r.index = scores.topk(self.top_k, dim=-1).indices.to(r.index.device, r.index.dtype)
         # Its random scores stand in for router probabilities if a budget ranks experts afterwards.
         r.probs = (scores / scores.sum(dim=1, keepdim=True)).to(r.index.device)

@@ -9,7 +9,7 @@ import torch
 from moesd.engine.expert_hooks import ExpertRecorder
 from moesd.engine.loading import LoadedModel
 from moesd.engine.metrics import AcceptanceStats, ExpertStats, StepRecord
-from moesd.engine.ragged_kv import RaggedKV
+from moesd.engine.static_kv import new_kv
 
 
 class RunState:
@@ -17,7 +17,8 @@ class RunState:
     expert hooks, statistics. Nothing here points back at the engine."""
 
     def __init__(self, target: LoadedModel, proposer, gamma: int, seed: int, prompts: list[list[int]],
-                 max_new_tokens: int | list[int], eos_token_id: int | None, batch_size: int):
+                 max_new_tokens: int | list[int], eos_token_id: int | None, batch_size: int,
+                 kv_cache: str = "static", graphs=None):
         n = len(prompts)
         self.batch_size = min(batch_size, n)
         self.proposer = proposer  # None for the autoregressive baseline
@@ -35,7 +36,11 @@ class RunState:
         self.finished = 0  # requests that have ended (EOS or their token limit)
         self.last: torch.Tensor | None = None  # [active] the newest token, not yet in the target cache
         self.pending: tuple[list[list[int]], torch.Tensor] | None = None  # this step's tokens per row
-        self.kv = RaggedKV(target.model, self.device)
+        self.kv_cache = kv_cache
+        self.graphs = graphs  # engine/cuda_graphs.GraphPlan: fixed shapes (captured on CUDA), or None
+        self.kv = new_kv(kv_cache, target.model, self.device, graphs)
+        if graphs is not None and proposer is not None and hasattr(proposer, "use_graphs"):
+            proposer.use_graphs(graphs)
         self.acceptance = AcceptanceStats(gamma, n)
         self.experts = ExpertStats(target.num_experts, target.top_k) if target.is_moe else None
         self.steps: list[StepRecord] = []

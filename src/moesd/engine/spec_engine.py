@@ -20,6 +20,7 @@ from moesd.engine.metrics import ExpertStats, StageClock, StepRecord, stage_summ
 from moesd.engine.options import MAX_GAMMA, check_gamma, check_routing, check_sampling
 from moesd.engine.proposers import left_pad
 from moesd.engine.ragged_kv import RaggedKV
+from moesd.engine.static_kv import KV_CACHES, StaticKV, new_kv
 from moesd.engine.run_state import RunState
 from moesd.engine.sampling import (SamplingParams, forced_acceptance, greedy_verify, probs_from_logits,
                                    rejection_sample, select_tokens)
@@ -61,7 +62,8 @@ class SpecEngine:
     def __init__(self, target: LoadedModel, proposer=None, gamma: int = 4,
                  sampling: SamplingParams = SamplingParams(), seed: int = 0, routing: str = "model",
                  max_context: int | None = None, budget: ExpertBudget | None = None, measure_kl: bool = False,
-                 merge_prefill: bool = True, gamma_policy=None):
+                 merge_prefill: bool = True, gamma_policy=None,
+                 kv_cache: str = "static", cuda_graphs: bool = False):
         check_gamma(gamma)
         if gamma > 0 and proposer is None:
             raise MoesdError("gamma > 0 needs a draft: a draft model, ngram or synthetic")
@@ -91,6 +93,15 @@ class SpecEngine:
         if gamma_policy is not None and (gamma == 0 or budget is not None):
             raise MoesdError("--gamma auto needs a draft and a maximum draft length >= 1, and no expert budget")
         self._gamma_policy = gamma_policy
+        # engine/static_kv.py (position-indexed, preallocated) unless the model needs the ragged DynamicCache.
+        if kv_cache not in KV_CACHES:
+            raise MoesdError(f"kv cache must be one of {', '.join(KV_CACHES)}, got {kv_cache!r}")
+        self.kv_cache = kv_cache
+        # engine/cuda_graphs.py: fixed-shape static caches whose decode/verify/draft forwards are captured on
+        # CUDA (on the CPU the same fixed-shape path runs uncaptured, which is how the tests check it).
+        if cuda_graphs and kv_cache != "static":
+            raise MoesdError("CUDA graphs need the static KV cache")
+        self.cuda_graphs = cuda_graphs
 
     def _new_proposer(self, seed: int):
         if self.gamma == 0 or self._proposer is None:
@@ -99,7 +110,7 @@ class SpecEngine:
         return self._proposer if hasattr(self._proposer, "propose") else self._proposer(seed)
 
     def _forward(self, run: RunState, phase: str, ids: torch.Tensor, valid: torch.Tensor, keep: int = 0,
-                 kv: RaggedKV | None = None):
+                 kv: RaggedKV | StaticKV | None = None):
         if run.recorder is not None:
             run.recorder.begin(phase, valid)
         logits, seconds = self.clock.run((kv or run.kv).extend, ids, valid, logits_to_keep=keep)
@@ -128,14 +139,17 @@ class SpecEngine:
         if batch_size is not None and batch_size < 1:
             raise MoesdError(f"batch size must be >= 1, got {batch_size}")
         seed = self.seed if seed is None else seed
+        plan = self._graph_plan(longest, max(limits), min(batch_size or len(prompts), len(prompts)))
         run = RunState(self.target, self._new_proposer(seed), self.gamma, seed, prompts, max_new_tokens, eos_token_id,
-                   batch_size or len(prompts))
+                       batch_size or len(prompts), self.kv_cache, plan)
         run.policy = self._gamma_policy(seed) if self._gamma_policy is not None else None
         # Hooks live only inside one call: engines share model objects, and a hook left behind by a
         # uniform-routing engine would silently rewrite the routing of every later engine.
         if self.target.is_moe:
             run.recorder = ExpertRecorder(self.target.model, self.target.num_experts, self.target.top_k,
                                           self.routing, seed, self.budget)
+            if getattr(run.kv, "runner", None) is not None:
+                run.kv.runner.recorder = run.recorder
         try:
             if self.gamma == 0 or not self.merge_prefill:
                 self._prefill(run)
@@ -165,12 +179,20 @@ class SpecEngine:
             if run.recorder is not None:
                 run.recorder.remove()
 
+    def _graph_plan(self, longest: int, most_new: int, rows: int):
+        if not self.cuda_graphs or self.budget is not None:  # budgets rank experts on the host: uncaptured
+            return None
+        from moesd.engine.cuda_graphs import GraphPlan
+
+        slots = longest + most_new + 2 * (self.gamma + 1)
+        return GraphPlan(rows, -(-slots // 64) * 64, capture=self.target.device.type == "cuda")
+
     def _admit(self, run: RunState) -> None:
         """Continuous batching: prefill the next prompts into free rows. Their first token comes from their own
         prefill (never merged with a verify); rows that end right there (EOS, or one new token) never join."""
         rids = run.queue[: run.batch_size - len(run.active)]
         del run.queue[: len(rids)]
-        kv = RaggedKV(self.target.model, run.device)
+        kv = new_kv(self.kv_cache, self.target.model, run.device)
         ids, valid = left_pad([run.histories[r] for r in rids], run.device)
         logits, seconds, routing = self._forward(run, phases.PREFILL, ids, valid, keep=1, kv=kv)
         run.prefill_s += seconds
@@ -184,7 +206,11 @@ class SpecEngine:
             kv.select_rows(idx)
         new_ids = [rids[i] for i in joining]
         replace = not run.active  # every earlier row has finished: the new rows are the whole batch
-        if replace:
+        if replace and getattr(run.kv, "max_rows", None):  # fixed shapes: the same buffers, refilled
+            run.kv.select_rows(idx[:0])
+            run.kv.add_rows(kv)
+            run.last = first[idx]
+        elif replace:
             run.kv, run.last = kv, first[idx]
         else:
             run.kv.add_rows(kv)
@@ -311,7 +337,8 @@ class SpecEngine:
             "top_p": self.sampling.top_p,
             "prefill_s": run.prefill_s,
             # Target KV slots per row, holes included: bounded by compaction, not by the step count.
-            "cache": {"max_slots": run.max_slots, "longest_prompt": longest,
+            "cache": {"kind": "static" if isinstance(run.kv, StaticKV) else "ragged",
+                      "max_slots": run.max_slots, "longest_prompt": longest,
                       "compact_threshold": run.kv.compact_threshold},
             "stages": stage_summary(run.steps, None if run.policy is not None else self.gamma, run.prefill_s,
                                     sum(len(o) for o in run.outputs)),
@@ -322,6 +349,9 @@ class SpecEngine:
                        "dtype": str(self.target.dtype).replace("torch.", ""), "device": str(run.device),
                        "random_weights": self.target.random_weights},
         }
+        if self.cuda_graphs:
+            metrics["cuda_graphs"] = (run.graphs.summary() if run.graphs is not None else
+                                      {"off_reason": "expert budgets rank experts on the host: forwards ran eagerly"})
         if run.policy is not None:
             metrics["gamma"] = "auto"
             metrics["adaptive"] = run.policy.summary()
