@@ -66,6 +66,9 @@ class StaticKV:
         self.max_rows = max_rows
         self.cache.max_rows = max_rows
         self.runner = None
+        # A host-side upper bound of the longest row: lengths only grow by the block width, so graphed forwards
+        # check capacity without reading `lengths` back from the device (a sync per forward).
+        self._upper = 0
         self.lengths = torch.zeros(0, dtype=torch.long, device=device)  # [B] valid tokens = next position
         # Rows' valid slot count per column appended since the last keep_last_block (a draft round spans
         # several extends): what keep_last_block counts its drops against.
@@ -114,13 +117,17 @@ class StaticKV:
         if self.lengths.numel() != rows:  # the first block of an empty cache
             self.lengths = torch.zeros(rows, dtype=torch.long, device=self.device)
         positions = self.block_positions(valid)
-        end = int(self.lengths.max()) + t
+        graphed = self.runner is not None and self.runner.handles(rows, t)
+        end = self._upper + t
+        if not graphed or end > self.capacity:  # eager forwards attend exactly up to the longest row's end
+            end = int(self.lengths.max()) + t
+        self._upper = end
         if end > self.capacity:
             self.capacity = max(end, 2 * self.capacity)
             hf_compat.grow_positional_cache(self.cache, self.capacity)
             if self.runner is not None:
                 self.runner.reset()  # captured graphs point at the old buffers
-        if self.runner is not None and self.runner.handles(rows, t):
+        if graphed:
             logits = self.runner.run(input_ids, valid, positions, logits_to_keep)
         else:
             logits = self.forward(input_ids, positions, end, logits_to_keep)
@@ -166,6 +173,7 @@ class StaticKV:
         else:
             hf_compat.concat_cache_rows(self.cache, other.cache)
         self.lengths = torch.cat([self.lengths, other.lengths])
+        self._upper = max(self._upper, other._upper)
         self._recent_valid = []
 
 
