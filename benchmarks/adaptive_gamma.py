@@ -113,8 +113,9 @@ def measure(name: str, batch: int, gammas: list[int], max_new, models: ModelCach
 
 
 def decision_cost_us(calls: int = 200) -> float:
-    """Mean cost of one `choose` for a 16-row batch, max gamma 6, after 40 observed rounds, on the
-    Qwen3-30B-A3B prior for the `cpu` preset: the decision alone, without a model running beside it."""
+    """Mean cost per step of the policy's work inside a run (`choose`, then `observe_times` and `observe_round`
+    of that round, so cost-map refits are included) for a 16-row batch, max gamma 6, after 40 observed rounds, on
+    the Qwen3-30B-A3B prior for the `cpu` preset: the decision alone, without a model running beside it."""
     from moesd.engine.adaptive_gamma import AdaptiveGamma, StepCostModel
     from moesd.perf.fit import fit_context
     from moesd.perf.hardware import resolve_hardware
@@ -129,8 +130,10 @@ def decision_cost_us(calls: int = 200) -> float:
         policy.observe_times(16, g, 0.05 + 0.01 * g, 0.002 * g, 0.0003)
         policy.observe_round([min(g, 2)] * 16, [g] * 16)
     t0 = time.perf_counter()
-    for _ in range(calls):
-        policy.choose(16, 100)
+    for i in range(calls):
+        g = policy.choose(16, 100)
+        policy.observe_times(16, g, 0.05 + 0.01 * g + 1e-4 * (i % 7), 0.002 * g, 0.0003)
+        policy.observe_round([min(g, 2)] * 16, [g] * 16)
     return 1e6 * (time.perf_counter() - t0) / calls
 
 
@@ -145,7 +148,8 @@ def main() -> None:
     ap.add_argument("-o", "--output", default="results/adaptive_gamma.jsonl")
     a = ap.parse_args()
     if a.decision_only:
-        print(f"decision: {decision_cost_us():.0f} us per step (16 rows, max gamma 6, no model running)")
+        print(f"decision: {decision_cost_us():.0f} us per step, observations and refits included (16 rows, max "
+              f"gamma 6, no model running)")
         return
     torch.manual_seed(0)
     gammas = [int(x) for x in a.gammas.split(",")]

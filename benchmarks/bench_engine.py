@@ -9,7 +9,7 @@
    SmolLM2-135M-Instruct as target. Goal: >= 1.2x. Two drafts: the target itself (every draft accepted)
    and a tiny random draft (almost nothing accepted), so both extremes of the bookkeeping are covered.
 
-Medians over repeats after a warm-up. Usage: python benchmarks/bench_engine.py [--quick]
+Medians over repeats after a warm-up. Usage: python benchmarks/bench_engine.py [--quick] [--parts 123]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import json
 import platform
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -46,11 +47,14 @@ def write_config(d: Path, name: str, cfg: dict) -> str:
     return str(p)
 
 
-def outside_forward(d: Path, repeats: int, new_tokens: int) -> None:
+def outside_forward(d: Path, repeats: int, new_tokens: int, parts: str = "12") -> None:
     target = load_model(write_config(d, "moe", MOE), dtype="bf16", seed=0, random_weights=True)
     draft = load_model(write_config(d, "draft", DRAFT), dtype="bf16", seed=1, random_weights=True)
     g = torch.Generator().manual_seed(0)
     prompts = [torch.randint(0, 8192, (128,), generator=g).tolist() for _ in range(8)]
+    if "1" not in parts:
+        engine_vs_generate(target, prompts, repeats, new_tokens)
+        return
     fractions, step_ms, verify_ms = [], [], []
     for r in range(repeats + 1):
         res = SpecEngine(target, DraftModelProposer(draft, 8192), 4).generate(prompts, new_tokens)
@@ -64,7 +68,8 @@ def outside_forward(d: Path, repeats: int, new_tokens: int) -> None:
           f"{100 * statistics.median(fractions):.2f} % of step time (runs: "
           + ", ".join(f"{100 * f:.2f}" for f in fractions) + f"); step {statistics.median(step_ms):.1f} ms, "
           f"verify {statistics.median(verify_ms):.1f} ms; goal <= 5 %")
-    engine_vs_generate(target, prompts, repeats, new_tokens)
+    if "2" in parts:
+        engine_vs_generate(target, prompts, repeats, new_tokens)
 
 
 def engine_vs_generate(target, prompts, repeats: int, new_tokens: int) -> None:
@@ -75,13 +80,23 @@ def engine_vs_generate(target, prompts, repeats: int, new_tokens: int) -> None:
             target.model.generate(ids, attention_mask=valid.long(), max_new_tokens=new_tokens, do_sample=False,
                                   min_new_tokens=new_tokens, pad_token_id=0)
 
-    def ours():
-        SpecEngine(target, None, 0).generate(prompts, new_tokens)
-
-    t_hf, t_ours = median_seconds(hf, repeats), median_seconds(ours, repeats)
+    # Interleaved (hf, static, ragged) rounds, so drift in this machine's speed hits all three alike.
+    runs = {"generate()": hf,
+            "static": lambda: SpecEngine(target, None, 0, kv_cache="static").generate(prompts, new_tokens),
+            "ragged": lambda: SpecEngine(target, None, 0, kv_cache="ragged").generate(prompts, new_tokens)}
+    times = {k: [] for k in runs}
+    for r in range(repeats + 1):
+        for k, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            if r:  # round 0 is the warm-up
+                times[k].append(time.perf_counter() - t0)
+    t = {k: statistics.median(v) for k, v in times.items()}
     tokens = len(prompts) * new_tokens
-    print(f"2. autoregressive, B={len(prompts)}, {new_tokens} new tokens: engine {tokens / t_ours:.1f} tok/s, "
-          f"transformers generate() {tokens / t_hf:.1f} tok/s, ratio {t_hf / t_ours:.2f} (goal >= 1)")
+    print(f"2. autoregressive, B={len(prompts)}, {new_tokens} new tokens: transformers generate() "
+          f"{tokens / t['generate()']:.1f} tok/s; engine, static KV cache {tokens / t['static']:.1f} tok/s "
+          f"(ratio {t['generate()'] / t['static']:.2f}, goal >= 1), ragged KV cache {tokens / t['ragged']:.1f} tok/s "
+          f"(ratio {t['generate()'] / t['ragged']:.2f})")
 
 
 def vs_assisted(d: Path, repeats: int, new_tokens: int) -> None:
@@ -113,14 +128,17 @@ def vs_assisted(d: Path, repeats: int, new_tokens: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer repeats and tokens (smoke run)")
+    ap.add_argument("--parts", default="123", help="which of the three measurements to run, e.g. 2")
     args = ap.parse_args()
     repeats, new_tokens = (1, 8) if args.quick else (5, 32)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}; "
           f"median of {repeats} after 1 warm-up")
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        outside_forward(d, repeats, new_tokens)
-        vs_assisted(d, repeats, new_tokens)
+        if "1" in args.parts or "2" in args.parts:
+            outside_forward(d, repeats, new_tokens, args.parts)
+        if "3" in args.parts:
+            vs_assisted(d, repeats, new_tokens)
 
 
 if __name__ == "__main__":

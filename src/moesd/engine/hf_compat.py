@@ -8,8 +8,9 @@ What we rely on beyond transformers' public API, and why:
 - routers: the `gate` beside `experts` in a sparse-MoE block, a `*TopKRouter` returning
   (router_logits, weights, indices) and carrying `norm_topk_prob`;
 - the cache: `DynamicCache(config=...)`, its `crop`, `batch_select_indices` and per-layer `keys` / `values`,
-  passed as `past_key_values` (transformers 5.24 marks that name deprecated for removal in 5.40, hence the
-  upper bound in pyproject.toml).
+  passed as `cache` where the model's forward takes it (5.24) and as `past_key_values` before (5.17); and our own
+  `Cache` of `CacheLayerMixin` layers (the static cache), which relies on a 4D attention mask being used as
+  given (masking_utils returns it unchanged).
 """
 
 from __future__ import annotations
@@ -74,9 +75,18 @@ def new_cache(model):
     return DynamicCache(config=model.config)
 
 
+@functools.cache
+def _cache_argument(model_class) -> str:
+    """transformers 5.24 renamed `past_key_values` to `cache` (the old name warns, and goes in 5.40); 5.17 has only
+    the old one."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
 def forward_with_cache(model, cache, input_ids, attention_mask, position_ids, logits_to_keep: int) -> torch.Tensor:
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                past_key_values=cache, use_cache=True, logits_to_keep=logits_to_keep)
+                use_cache=True, logits_to_keep=logits_to_keep, **{_cache_argument(type(model)): cache})
     return out.logits
 
 
