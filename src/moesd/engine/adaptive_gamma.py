@@ -84,17 +84,19 @@ class PositionAcceptance:
 
 
 class _OnlineMap:
-    """measured ~ w . features, w >= 0, by non-negative least squares on the last `window` observations. Until
-    the observations span enough to pin every weight (`min_distinct` distinct feature rows), only a scale on the
-    first feature that is not the constant (the prior's prediction): the median measured / predicted ratio. The
-    decision runs every step and a refit costs ~0.2 ms of numpy/scipy (what made the in-run decision cost
+    """measured ~ w . features, w >= 0, by non-negative least squares on the last `window` observations, using as
+    many leading features as distinct feature rows have been seen (at most `max_features`): with one, only a scale
+    on feature 1 (the prior's prediction; the median measured / predicted ratio); with two, the first two (the
+    target: a per-forward constant and a scale on the prior, pinned by one decode and one verify size); with three,
+    all. Using what two points pin matters: the prior's shape over token counts can be far off (a CPU prior prices
+    a 2-token verify at ~2 decodes where the machine takes ~1.35), and a scale alone keeps that shape.
+    The decision runs every step and a refit costs ~0.2 ms of numpy/scipy (what made the in-run decision cost
     0.6-1.7 ms per step before), so the fit is redone after the 1st, 2nd, 4th and 8th observation and then every
-    `refit_every`, and at once when a new feature row brings the map to the `min_distinct` it needs for a full
-    fit."""
+    `refit_every`, and at once when a new feature row adds a usable feature."""
 
-    def __init__(self, window: int, min_distinct: int, refit_every: int = 8) -> None:
+    def __init__(self, window: int, max_features: int, refit_every: int = 8) -> None:
         self.rows: deque = deque(maxlen=window)
-        self.min_distinct = min_distinct
+        self.max_features = max_features
         self.refit_every = refit_every
         self._w: np.ndarray | None = None
         self._since_fit = 0
@@ -108,7 +110,7 @@ class _OnlineMap:
             new = key not in self._seen
             self._seen.add(key)
             n = len(self.rows)
-            if (new and len(self._seen) <= self.min_distinct) or n in (1, 2, 4, 8) \
+            if (new and len(self._seen) <= self.max_features) or n in (1, 2, 4, 8) \
                     or self._since_fit >= self.refit_every:
                 self._w = None
 
@@ -123,12 +125,14 @@ class _OnlineMap:
             y = np.array([m for _, m in self.rows], dtype=float)
             w = np.zeros(x.shape[1])
             w[1] = float(np.median(y / x[:, 1]))
-            if len(self._seen) >= self.min_distinct:
-                norm = x.max(axis=0)
+            k = min(len(self._seen), self.max_features, x.shape[1])
+            if k >= 2:
+                norm = x[:, :k].max(axis=0)
                 norm[norm == 0] = 1.0
-                fitted, _ = nnls(x / norm, y)
+                fitted, _ = nnls(x[:, :k] / norm, y)
                 if np.any(fitted > 0):
-                    w = fitted / norm
+                    w = np.zeros(x.shape[1])
+                    w[:k] = fitted / norm
             self._w = w
             self._since_fit = 0
         return self._w
@@ -148,13 +152,16 @@ class StepCostModel:
     measured, the target's scale stands in for it."""
 
     def __init__(self, params: StepTimeParams, ctx: StepContext, num_experts: int, top_k: int,
-                 window: int = 64, source: str = "prior", max_gamma: int = 16) -> None:
+                 window: int = 64, source: str = "prior", max_gamma: int = 16,
+                 predictions: dict | None = None) -> None:
         self.params, self.ctx, self.max_gamma = params, ctx, max_gamma
         self.num_experts, self.top_k = num_experts, top_k
         self.maps = {"target": _OnlineMap(window, 3), "draft": _OnlineMap(window, 2),
-                     "reject": _OnlineMap(window, 99)}
+                     "reject": _OnlineMap(window, 1)}
         self.source = source
-        self._cache: dict[tuple[int, int], dict] = {}
+        # Prior predictions per (batch size, gamma): the same for every run of one engine, so its factory shares
+        # one table between the policies it makes (the first fill, ~ms, then happens before any run).
+        self._cache: dict[tuple[int, int], dict] = predictions if predictions is not None else {}
 
     def predicted(self, b: int, g: int) -> dict:
         if (b, g) not in self._cache:
@@ -243,7 +250,9 @@ class AdaptiveGamma:
         probe = False
         if best == 0 and top >= 1:
             self.zero_run += 1
-            if self.zero_run > self.wait:  # `wait` plain steps have run: this one probes
+            # `wait` plain steps have run, or no SD round has been measured yet (the merged first round is not
+            # priced, and until one is, a "SD loses" verdict rests on the prior's shape alone): this one probes.
+            if self.zero_run > self.wait or self.longest_measured == 0:
                 best = max(range(1, top + 1), key=lambda g: rates[g])
                 probe, self.zero_run = True, 0
                 self.wait = min(2 * self.wait, self.probe_every)

@@ -215,11 +215,13 @@ def make_gamma_policy(spec: EngineSpec, target: LoadedModel, draft: LoadedModel 
     ctx = fit_context(hw, target_arch)
     num_experts, top_k = max(target.num_experts, 1), max(target.top_k, 1)
 
+    predictions: dict = {}
+
     def factory(seed: int) -> AdaptiveGamma:
         return AdaptiveGamma(spec.gamma, StepCostModel(params, ctx, num_experts, top_k, source=source,
-                                                       max_gamma=spec.gamma), seed=seed)
+                                                       max_gamma=spec.gamma, predictions=predictions), seed=seed)
 
-    factory(0)  # a bad configuration fails here, before any generation
+    factory(0).cost.predicted(64, spec.gamma)  # a bad configuration fails here, and the shared table is filled
     return factory
 
 
