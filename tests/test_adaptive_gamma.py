@@ -96,6 +96,25 @@ def test_rule_probes_after_a_run_of_plain_decoding():
     assert AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0)).choose(4, 100, minimum=1) >= 1
 
 
+def test_rule_uses_each_requests_own_acceptance():
+    """Rows that accept more finish first: the rows left must be priced by their own acceptance, not the pool's."""
+    policy = AdaptiveGamma(6, StubCost(decode=1.0, draft=0.1, verify_fixed=1.2))
+    rng = random.Random(0)
+    for _ in range(200):  # request 0 accepts 90 % of drafts, request 1 10 %
+        accepted = []
+        for alpha in (0.9, 0.1):
+            a = 0
+            while a < 6 and rng.random() < alpha:
+                a += 1
+            accepted.append(a)
+        policy.observe_round(accepted, [6, 6], rows=[0, 1])
+    policy.observe_times(2, 6, 1.0, 0.0, 0.0)
+    good = [policy.choose(1, 100, rows=[0]) for _ in range(20)]
+    poor = [policy.choose(1, 100, rows=[1]) for _ in range(20)]
+    assert min(good) >= 4 and poor.count(0) >= 17  # the others are its probes after runs of plain decoding
+    assert 0 < policy.choose(2, 100, rows=[0, 1])  # together: the good row still pays for the round
+
+
 def test_position_acceptance_counts_only_offered_positions():
     acc = PositionAcceptance(4)
     acc.record([2, 0, 4], [4, 4, 4])  # row 0: accepted 2 then rejected; row 1: rejected first; row 2: all
@@ -116,7 +135,7 @@ class RandomGamma:
         self.rng, self.top = random.Random(seed), top
         self.chosen = []
 
-    def choose(self, b, room, minimum=0):
+    def choose(self, b, room, minimum=0, rows=None):
         g = self.rng.randint(minimum, max(minimum, min(self.top, room - 1)))
         self.chosen.append(g)
         return g

@@ -83,6 +83,44 @@ class PositionAcceptance:
         return 1.0 + sum(self.per_position(gamma))
 
 
+class RequestAcceptance:
+    """Each request's own acceptance, relative to the pooled one. Requests differ (the synthetic spread, or real
+    prompts: code that copies its context vs free text), and which ones are still running is not random: rows that
+    accept more finish first, so at the end of a static batch the survivors accept less than the pool says (one
+    stdlib run's last row committed 1 token per round at gamma 2-4 while the pooled estimate said 2.1-3.2).
+
+    A request's alpha is a Beta posterior centred on the pooled alpha with `prior_strength` pseudo-observations;
+    its per-position acceptance is the pooled curve rescaled by (alpha_r / alpha)^(i + 1), capped at 1."""
+
+    def __init__(self, prior_strength: float = 4.0) -> None:
+        self.accepted: dict[int, int] = {}
+        self.rejected: dict[int, int] = {}
+        self.prior_strength = prior_strength
+
+    def record(self, rows: list[int], accepted: list[int], drafted: list[int]) -> None:
+        for r, a, g in zip(rows, accepted, drafted):
+            self.accepted[r] = self.accepted.get(r, 0) + a
+            self.rejected[r] = self.rejected.get(r, 0) + int(a < g)
+
+    def ratios(self, rows: list[int], pooled_alpha: float) -> np.ndarray:
+        """alpha_r / alpha per row (1 for a request not seen yet)."""
+        k = self.prior_strength
+        acc = np.array([self.accepted.get(r, 0) for r in rows], dtype=float)
+        rej = np.array([self.rejected.get(r, 0) for r in rows], dtype=float)
+        alpha_r = (acc + k * pooled_alpha) / (acc + rej + k)
+        return alpha_r / max(pooled_alpha, 1e-9)
+
+    @staticmethod
+    def mean_tokens(per_position: list[float], ratios: np.ndarray) -> list[float]:
+        """Mean over the rows of the tokens a round of each draft length 0..len(per_position) commits."""
+        if len(ratios) == 0:
+            ratios = np.ones(1)
+        p = np.asarray(per_position, dtype=float)
+        i = np.arange(1, len(p) + 1)
+        rows = np.minimum(1.0, p[None, :] * ratios[:, None] ** i[None, :])  # [rows, positions]
+        return [1.0] + (1.0 + np.cumsum(rows, axis=1)).mean(axis=0).tolist()
+
+
 class _OnlineMap:
     """measured ~ w . features, w >= 0, by non-negative least squares on the last `window` observations, using as
     many leading features as distinct feature rows have been seen (at most `max_features`): with one, only a scale
@@ -223,6 +261,7 @@ class AdaptiveGamma:
         self.first_probe = first_probe
         self.wait = first_probe
         self.acceptance = PositionAcceptance(max_gamma)
+        self.requests = RequestAcceptance()
         # Its own generator: the draws never touch the sampling generator, so outputs do not depend on them.
         self.rng = np.random.default_rng(seed + 104729)
         self.zero_run = 0
@@ -233,18 +272,23 @@ class AdaptiveGamma:
         self.trace: list[dict] = []
         self.trace_limit = trace_limit
 
-    def choose(self, batch_size: int, room: int, minimum: int = 0) -> int:
+    def choose(self, batch_size: int, room: int, minimum: int = 0, rows: list[int] | None = None) -> int:
         """The draft length for the next step of `batch_size` rows, of which the longest may still take `room`
         tokens (drafting past it would be wasted); `minimum` 1 where the step must speculate (the first round,
-        merged with the target's prefill)."""
+        merged with the target's prefill). `rows`: the request ids of the rows, so each request's own acceptance
+        counts (without them every row is taken to accept like the pool)."""
         t0 = time.perf_counter()
         # A trust region on the cost model: at most one draft length beyond the longest it has measured. Its
         # shape over token counts comes from the prior, which can be far off (a CPU is more compute-bound than its
         # roofline), and one extrapolated round of a long draft at a large batch costs many decode steps.
         top = max(minimum, min(self.max_gamma, room - 1, self.longest_measured + 1))
-        tokens = [1.0]
-        for p in self.acceptance.per_position(top, self.rng):
-            tokens.append(tokens[-1] + p)
+        per_position = self.acceptance.per_position(top, self.rng)
+        if rows:
+            tokens = self.requests.mean_tokens(per_position, self.requests.ratios(rows, self.acceptance.alpha))
+        else:
+            tokens = [1.0]
+            for p in per_position:
+                tokens.append(tokens[-1] + p)
         rates = {g: tokens[g] / self.cost.round_s(batch_size, g) for g in range(minimum, top + 1)}
         best = max(rates, key=lambda g: (rates[g], -g))  # ties: the shorter draft
         probe = False
@@ -270,8 +314,10 @@ class AdaptiveGamma:
     def _decode_rate(self, batch_size: int, tokens: list[float]) -> float:
         return tokens[0] / self.cost.round_s(batch_size, 0)
 
-    def observe_round(self, accepted: list[int], drafted: list[int]) -> None:
+    def observe_round(self, accepted: list[int], drafted: list[int], rows: list[int] | None = None) -> None:
         self.acceptance.record(accepted, drafted)
+        if rows is not None:
+            self.requests.record(rows, accepted, drafted)
 
     def observe_times(self, batch_size: int, gamma: int, target_s: float, draft_s: float, reject_s: float) -> None:
         self.cost.observe(batch_size, gamma, target_s, draft_s, reject_s)

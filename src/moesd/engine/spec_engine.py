@@ -237,7 +237,7 @@ class SpecEngine:
         # Never draft past the longest remaining budget: those tokens could not be kept.
         room = max(run.limits[r] - len(run.outputs[r]) for r in run.active)
         # The policy sees only the batch size and earlier rounds, never this round's drafts (lossless).
-        gamma = (run.policy.choose(b, room, minimum=int(first_round)) if run.policy is not None
+        gamma = (run.policy.choose(b, room, minimum=int(first_round), rows=run.active) if run.policy is not None
                  else min(self.gamma, room - 1))
         if self.gamma == 0 or (gamma <= 0 and not first_round):
             kind, gamma, target_s, draft_s, reject_s, routing = phases.DECODE, 0, *self._decode(run)
@@ -251,7 +251,7 @@ class SpecEngine:
                 # does (decided from past tokens only, so SD stays lossless). For --gamma auto this round of
                 # length gamma committed one token per row: no draft token was accepted.
                 if run.policy is not None:
-                    run.policy.observe_round([0] * b, [gamma] * b)
+                    run.policy.observe_round([0] * b, [gamma] * b, run.active)
                 kind, gamma, (target_s, _, reject_s, routing) = phases.DECODE, 0, self._decode(run)
             else:
                 kind = phases.PREFILL_VERIFY if first_round else phases.VERIFY
@@ -312,7 +312,7 @@ class SpecEngine:
         new_tokens = [r[p: t + 1] for r, p, t in zip(out.tolist(), pad.tolist(), through.tolist())]
         run.acceptance.record(run.active, acc, list(lengths) if ragged else gamma)
         if run.policy is not None:  # every row was offered gamma positions; a shorter draft ends where it ends
-            run.policy.observe_round(acc, [gamma] * len(acc))
+            run.policy.observe_round(acc, [gamma] * len(acc), run.active)
         run.proposer.accept(acc, new_tokens, gamma)
         run.pending = (new_tokens, torch.gather(out, 1, through[:, None])[:, 0])
         return target_s, reject_s, routing
