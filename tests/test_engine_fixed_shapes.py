@@ -27,7 +27,8 @@ def test_fixed_shapes_are_exact(tiny_model, agreeing_draft, family, batch):
     ar = SpecEngine(target, None, 0, cuda_graphs=True).generate(prompts, NEW)
     assert ar.token_ids == reference
     graphs = ar.metrics["cuda_graphs"]
-    assert graphs["capture"] is False and graphs["graphs"] == 0 and graphs["fixed_shape_eager_forwards"] >= NEW - 1
+    assert graphs["capture"] is False and graphs["graphs_captured_this_run"] == 0
+    assert graphs["fixed_shape_eager_forwards"] >= NEW - 1
     for gamma in (1, 3, 5):
         proposer = DraftModelProposer(agreeing_draft(target), target.vocab_size)
         sd = SpecEngine(target, proposer, gamma, cuda_graphs=True).generate(prompts, NEW)
@@ -69,3 +70,21 @@ def test_sampled_output_matches_the_plain_path(tiny_model, agreeing_draft):
                       SamplingParams(temperature=1.0), seed=11, cuda_graphs=g).generate(prompts, NEW).token_ids
            for g in (False, True)]
     assert out[0] == out[1]
+
+
+def test_an_engine_keeps_its_fixed_shape_buffers_between_runs(tiny_model, agreeing_draft):
+    """Graphs are bound to buffer addresses: the engine keeps one fixed-shape cache per role and shape, and a
+    later run (other prompts, fewer rows finishing differently) must start from a clean state in the same buffers."""
+    target = tiny_model("olmoe")
+    draft = agreeing_draft(target)
+    engine = SpecEngine(target, lambda seed: DraftModelProposer(draft, target.vocab_size), 3, cuda_graphs=True)
+    plain = SpecEngine(target, lambda seed: DraftModelProposer(draft, target.vocab_size), 3)
+    first = engine.generate(prompts_for(4), NEW)
+    (plan,) = engine._plans.values()
+    kvs = dict(plan.kvs)
+    assert set(kvs) == {"target", "draft"}
+    for seed in (3, 4):
+        prompts = prompts_for(4, seed=seed)
+        assert engine.generate(prompts, NEW).token_ids == plain.generate(prompts, NEW).token_ids
+    assert len(engine._plans) == 1 and all(plan.kvs[r] is kvs[r] for r in kvs)
+    assert engine.generate(prompts_for(4), NEW).token_ids == first.token_ids

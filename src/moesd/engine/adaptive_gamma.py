@@ -253,7 +253,7 @@ class AdaptiveGamma:
     """One run's draft-length policy (a fresh one per `generate` call)."""
 
     def __init__(self, max_gamma: int, cost: StepCostModel, probe_every: int = 64, first_probe: int = 4,
-                 trace_limit: int = 4096, seed: int = 0) -> None:
+                 trace_limit: int = 4096, seed: int = 0, thompson: bool = True) -> None:
         if max_gamma < 1:
             raise MoesdError(f"--gamma auto needs a maximum draft length >= 1, got {max_gamma}")
         if not 1 <= first_probe <= probe_every:
@@ -265,6 +265,7 @@ class AdaptiveGamma:
         self.requests = RequestAcceptance()
         # Its own generator: the draws never touch the sampling generator, so outputs do not depend on them.
         self.rng = np.random.default_rng(seed + 104729)
+        self.thompson = thompson  # False: decide on posterior means (exploration only by probes and the trust region)
         self.zero_run = 0
         self.longest_measured = 0  # the longest draft length whose round the cost model has seen
         self.decision_s = 0.0
@@ -283,7 +284,7 @@ class AdaptiveGamma:
         # shape over token counts comes from the prior, which can be far off (a CPU is more compute-bound than its
         # roofline), and one extrapolated round of a long draft at a large batch costs many decode steps.
         top = max(minimum, min(self.max_gamma, room - 1, self.longest_measured + 1))
-        per_position = self.acceptance.per_position(top, self.rng)
+        per_position = self.acceptance.per_position(top, self.rng if self.thompson else None)
         if rows:
             tokens = self.requests.mean_tokens(per_position, self.requests.ratios(rows, self.acceptance.alpha))
         else:

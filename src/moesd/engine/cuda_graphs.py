@@ -35,26 +35,48 @@ def row_bucket(rows: int, max_rows: int) -> int:
     return min(1 << max(rows - 1, 0).bit_length(), max_rows)
 
 
+def plan_capacity(slots: int) -> int:
+    """Slots per row of a fixed-shape cache: the next power of two (at least 256), so runs of similar lengths
+    share one plan and its captured graphs."""
+    return max(256, 1 << max(slots - 1, 0).bit_length())
+
+
 @dataclass
 class GraphPlan:
-    """Fixed shapes for one generation: `max_rows` rows, `capacity` slots; capture only on CUDA."""
+    """Fixed shapes (`max_rows` rows, `capacity` slots) and what is built for them: one static cache and graph
+    runner per role (target, draft), kept by the engine for every run with these shapes (runs of one engine must
+    not overlap). Capture only on CUDA."""
 
     max_rows: int
     capacity: int
     capture: bool
     max_tokens: int = MAX_GAMMA + 1  # longer blocks (prefills) run eagerly
-    runners: list = field(default_factory=list)
+    kvs: dict = field(default_factory=dict)  # role -> StaticKV with its runner
 
-    def runner(self, kv) -> "GraphedForward":
-        r = GraphedForward(kv, self.capture, self.max_tokens)
-        self.runners.append(r)
-        return r
+    def kv(self, model, device, role: str):
+        from moesd.engine.static_kv import StaticKV
+
+        kv = self.kvs.get(role)
+        if kv is None or kv.model is not model:
+            kv = StaticKV(model, device, capacity=self.capacity, max_rows=self.max_rows)
+            kv.runner = GraphedForward(kv, self.capture, self.max_tokens)
+            self.kvs[role] = kv
+        else:
+            kv.clear()
+        return kv
+
+    def start_run(self) -> None:
+        for kv in self.kvs.values():
+            kv.runner.start_run()
 
     def summary(self) -> dict:
-        off = [r.off_reason for r in self.runners if r.off_reason]
-        return {"capture": self.capture, "graphs": sum(r.captured for r in self.runners),
-                "replays": sum(r.replays for r in self.runners),
-                "fixed_shape_eager_forwards": sum(r.eager for r in self.runners),
+        runners = [kv.runner for kv in self.kvs.values()]
+        off = [r.off_reason for r in runners if r.off_reason]
+        return {"capture": self.capture, "max_rows": self.max_rows, "capacity": self.capacity,
+                "graphs_captured_this_run": sum(r.captured for r in runners),
+                "graphs_held": sum(len(r.slots) for r in runners) if self.capture else 0,
+                "replays": sum(r.replays for r in runners),
+                "fixed_shape_eager_forwards": sum(r.eager for r in runners),
                 "off_reason": off[0] if off else None}
 
 
@@ -78,6 +100,10 @@ class GraphedForward:
         self.pool = None
         self.off_reason: str | None = None
         self.captured = self.replays = self.eager = 0
+
+    def start_run(self) -> None:
+        self.captured = self.replays = self.eager = 0
+        self.recorder = None
 
     def handles(self, rows: int, tokens: int) -> bool:
         return tokens <= self.max_tokens

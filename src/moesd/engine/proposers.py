@@ -97,7 +97,7 @@ class DraftModelProposer:
 
     def start(self, prompts: list[list[int]]) -> None:
         """Prefill the prompts; their last logits give the first round's first draft token."""
-        self.kv = new_kv(self.kv_cache, self.draft.model, self.draft.device, self.graphs)
+        self.kv = new_kv(self.kv_cache, self.draft.model, self.draft.device, self.graphs, role="draft")
         self.pending = [[] for _ in prompts]
         ids, valid = left_pad(prompts, self.draft.device)
         t0 = time.perf_counter()

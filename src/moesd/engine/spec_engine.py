@@ -102,6 +102,7 @@ class SpecEngine:
         if cuda_graphs and kv_cache != "static":
             raise MoesdError("CUDA graphs need the static KV cache")
         self.cuda_graphs = cuda_graphs
+        self._plans: dict = {}  # (rows, capacity) -> GraphPlan: buffers and graphs kept between runs
 
     def _new_proposer(self, seed: int):
         if self.gamma == 0 or self._proposer is None:
@@ -182,10 +183,16 @@ class SpecEngine:
     def _graph_plan(self, longest: int, most_new: int, rows: int):
         if not self.cuda_graphs or self.budget is not None:  # budgets rank experts on the host: uncaptured
             return None
-        from moesd.engine.cuda_graphs import GraphPlan
+        from moesd.engine.cuda_graphs import GraphPlan, plan_capacity
 
-        slots = longest + most_new + 2 * (self.gamma + 1)
-        return GraphPlan(rows, -(-slots // 64) * 64, capture=self.target.device.type == "cuda")
+        key = (rows, plan_capacity(longest + most_new + 2 * (self.gamma + 1)))
+        plan = self._plans.get(key)
+        if plan is None:
+            while len(self._plans) >= 4:  # each holds a KV cache of rows x capacity slots per layer
+                del self._plans[next(iter(self._plans))]
+            plan = self._plans[key] = GraphPlan(*key, capture=self.target.device.type == "cuda")
+        plan.start_run()
+        return plan
 
     def _admit(self, run: RunState) -> None:
         """Continuous batching: prefill the next prompts into free rows. Their first token comes from their own

@@ -143,6 +143,12 @@ class StaticKV:
         mask = self.attention_mask(positions, view, self.model.dtype)
         return hf_compat.forward_with_cache(self.model, self.cache, input_ids, mask, positions, logits_to_keep)
 
+    def clear(self) -> None:
+        """No rows (a fixed-shape cache reused by the next run; its buffers and graphs stay)."""
+        self.lengths = self.lengths[:0]
+        self._recent_valid = []
+        self._upper = 0
+
     def keep_last_block(self, keep: torch.Tensor) -> None:
         """Of the last T appended columns, keep only the slots where keep [B, T] is True (a prefix of the
         row's valid slots there: accepted drafts); the rest become free again."""
@@ -177,17 +183,16 @@ class StaticKV:
         self._recent_valid = []
 
 
-def new_kv(kind: str, model, device: torch.device, graphs=None):
+def new_kv(kind: str, model, device: torch.device, graphs=None, role: str = "target"):
     """The cache a run uses for this model: the static one unless the model needs the ragged one.
 
     `graphs` (engine/cuda_graphs.GraphPlan): fixed shapes for that many rows and slots, forwards run by a
-    GraphedForward (captured on CUDA)."""
+    GraphedForward (captured on CUDA); the plan keeps one such cache per role ("target", "draft") for every run
+    of its engine with these shapes, so graphs are captured once, not per `generate` call."""
     from moesd.engine.ragged_kv import RaggedKV
 
     if kind == "static" and unsupported_reason(model.config) is None:
         if graphs is None:
             return StaticKV(model, device)
-        kv = StaticKV(model, device, capacity=graphs.capacity, max_rows=graphs.max_rows)
-        kv.runner = graphs.runner(kv)
-        return kv
+        return graphs.kv(model, device, role)
     return RaggedKV(model, device)
