@@ -49,6 +49,7 @@ def teach(policy, alpha, rounds=400, gamma=4, seed=0):
             a += 1
         policy.observe_round([a], [gamma])
     policy.observe_times(1, policy.max_gamma, 1.0, 0.0, 0.0)
+    policy.observe_times(1, 0, 1.0, 0.0, 0.0)  # and one plain decode step: both sides of the choice measured
 
 
 def test_rule_chooses_zero_when_sd_loses_and_the_maximum_when_verification_is_free():
@@ -78,9 +79,22 @@ def test_rule_extrapolates_at_most_one_draft_length_beyond_what_it_measured():
     policy = AdaptiveGamma(8, StubCost(decode=1.0, verify_fixed=1.0, draft=0.0))
     assert policy.choose(8, room=100, minimum=1) == 1  # nothing measured yet
     policy.observe_times(8, 1, 1.0, 0.0, 0.0)
+    policy.observe_times(8, 0, 1.0, 0.0, 0.0)
     assert policy.choose(8, room=100) == 2
     policy.observe_times(8, 2, 1.0, 0.0, 0.0)
     assert policy.choose(8, room=100) == 3
+
+
+def test_rule_measures_a_decode_step_before_trusting_a_verdict_for_sd():
+    """Until a plain decode step has been timed, its cost is an extrapolation from verify forwards: after the first
+    measured SD round the policy decodes once (a probe), then decides on both measurements."""
+    policy = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=1.0, draft=0.0))
+    teach_acceptance = [policy.observe_round([3], [4]) for _ in range(50)]
+    assert teach_acceptance and policy.choose(8, 100, minimum=1) >= 1  # the merged first round speculates
+    policy.observe_times(8, 1, 1.0, 0.0, 0.0)
+    assert policy.choose(8, 100) == 0 and policy.trace[-1]["probe"]
+    policy.observe_times(8, 0, 1.0, 0.0, 0.0)
+    assert policy.choose(8, 100) == 2  # free verification: speculate, one beyond the longest measured
 
 
 def test_rule_probes_after_a_run_of_plain_decoding():
@@ -109,6 +123,7 @@ def test_rule_uses_each_requests_own_acceptance():
             accepted.append(a)
         policy.observe_round(accepted, [6, 6], rows=[0, 1])
     policy.observe_times(2, 6, 1.0, 0.0, 0.0)
+    policy.observe_times(2, 0, 1.0, 0.0, 0.0)
     good = [policy.choose(1, 100, rows=[0]) for _ in range(20)]
     poor = [policy.choose(1, 100, rows=[1]) for _ in range(20)]
     assert min(good) >= 4 and poor.count(0) >= 17  # the others are its probes after runs of plain decoding

@@ -253,7 +253,7 @@ class AdaptiveGamma:
     """One run's draft-length policy (a fresh one per `generate` call)."""
 
     def __init__(self, max_gamma: int, cost: StepCostModel, probe_every: int = 64, first_probe: int = 4,
-                 trace_limit: int = 4096, seed: int = 0, thompson: bool = True) -> None:
+                 trace_limit: int = 4096, seed: int = 0) -> None:
         if max_gamma < 1:
             raise MoesdError(f"--gamma auto needs a maximum draft length >= 1, got {max_gamma}")
         if not 1 <= first_probe <= probe_every:
@@ -265,9 +265,9 @@ class AdaptiveGamma:
         self.requests = RequestAcceptance()
         # Its own generator: the draws never touch the sampling generator, so outputs do not depend on them.
         self.rng = np.random.default_rng(seed + 104729)
-        self.thompson = thompson  # False: decide on posterior means (exploration only by probes and the trust region)
         self.zero_run = 0
         self.longest_measured = 0  # the longest draft length whose round the cost model has seen
+        self.decode_measured = False  # whether the cost model has seen a plain decode step
         self.decision_s = 0.0
         self.decisions = 0
         self.histogram: Counter = Counter()
@@ -284,7 +284,7 @@ class AdaptiveGamma:
         # shape over token counts comes from the prior, which can be far off (a CPU is more compute-bound than its
         # roofline), and one extrapolated round of a long draft at a large batch costs many decode steps.
         top = max(minimum, min(self.max_gamma, room - 1, self.longest_measured + 1))
-        per_position = self.acceptance.per_position(top, self.rng if self.thompson else None)
+        per_position = self.acceptance.per_position(top, self.rng)
         if rows:
             tokens = self.requests.mean_tokens(per_position, self.requests.ratios(rows, self.acceptance.alpha))
         else:
@@ -302,6 +302,10 @@ class AdaptiveGamma:
                 best = max(range(1, top + 1), key=lambda g: rates[g])
                 probe, self.zero_run = True, 0
                 self.wait = min(2 * self.wait, self.probe_every)
+        elif best > 0 and not self.decode_measured and self.longest_measured > 0 and minimum == 0:
+            # The other side of the comparison must be measured too: a decode cost extrapolated from verify
+            # forwards alone kept one stdlib run speculating at B = 64 (0.79x autoregressive) where decoding wins.
+            best, probe = 0, True
         elif best > 0:
             self.zero_run, self.wait = 0, self.first_probe
         self.decision_s += time.perf_counter() - t0
@@ -324,6 +328,7 @@ class AdaptiveGamma:
     def observe_times(self, batch_size: int, gamma: int, target_s: float, draft_s: float, reject_s: float) -> None:
         self.cost.observe(batch_size, gamma, target_s, draft_s, reject_s)
         self.longest_measured = max(self.longest_measured, gamma)
+        self.decode_measured |= gamma == 0
 
     def summary(self) -> dict:
         return {"max_gamma": self.max_gamma, "cost_model": self.cost.source,
