@@ -81,6 +81,8 @@ BAD = [
     (["--draft-method", "ngram", "--experts-implementation", "batched_mm"], "batched_mm copies weights"),
     (["--draft-method", "ngram", "--experts-per-token", "9"], "experts per token must lie in [1, 8]"),
     (["--draft-method", "ngram", "--batch-size", "0"], "batch size must lie in 1..4096"),
+    (["--draft-method", "ngram", "--cuda-graphs"], "--cuda-graphs needs --device cuda"),
+    (["--draft-method", "ngram", "--kv-cache", "paged"], "invalid choice: 'paged'"),
 ]
 
 
@@ -157,3 +159,16 @@ def test_smollm2_from_gguf_real_text():
     sd = SpecEngine(model, NgramProposer(model.vocab_size), 4).generate(prompts, 24, tok.eos_token_id)
     assert sd.token_ids == ar.token_ids
     assert "fibonacci" in tok.decode(sd.token_ids[0]) or "n - 1" in tok.decode(sd.token_ids[0])
+
+
+def test_generate_with_either_kv_cache(capsys, tiny_dir):
+    outs = {}
+    for kind in ("static", "ragged"):
+        rc, out, err = run(capsys, "generate", "--target", str(tiny_dir("olmoe")), "--draft-method", "ngram",
+                           "--gamma", "3", "--prompt", "abcabcabcabc", "--max-new-tokens", "12", "--dtype", "fp32",
+                           "--kv-cache", kind, "--json")
+        assert rc == 0, err
+        data = json.loads(out)
+        assert data["metrics"]["cache"]["kind"] == kind
+        outs[kind] = data["outputs"][0]["token_ids"]
+    assert outs["static"] == outs["ragged"]
