@@ -37,17 +37,9 @@ from moesd.engine.proposers import DraftModelProposer, NgramProposer, left_pad
 from moesd.engine.spec_engine import SpecEngine
 
 HERE = Path(__file__).parent
-TINY_BASE = dict(vocab_size=512, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                 max_position_embeddings=512, initializer_range=0.2, tie_word_embeddings=False)
-TINY = {  # as tests/conftest.py
-    "llama": dict(TINY_BASE, model_type="llama", intermediate_size=128),
-    "qwen3_moe": dict(TINY_BASE, model_type="qwen3_moe", intermediate_size=128, moe_intermediate_size=32, head_dim=16,
-                      num_experts=8, num_experts_per_tok=2, norm_topk_prob=True),
-    "mixtral": dict(TINY_BASE, model_type="mixtral", intermediate_size=32, num_local_experts=8, num_experts_per_tok=2),
-    "olmoe": dict(TINY_BASE, model_type="olmoe", intermediate_size=32, num_experts=8, num_experts_per_tok=2),
-    "qwen2_moe": dict(TINY_BASE, model_type="qwen2_moe", intermediate_size=128, moe_intermediate_size=32,
-                      shared_expert_intermediate_size=64, num_experts=8, num_experts_per_tok=2),
-}
+sys.path.insert(0, str(HERE.parent / "tests"))
+from conftest import TINY, noisy_copy  # noqa: E402 - the tiny families the CPU tests use (pytest is on the GPU image)
+
 LENGTHS = [5, 11, 3, 8, 2, 13, 7, 9]
 
 
@@ -102,11 +94,7 @@ def exactness(tmp: Path, device: str) -> tuple[int, int, list[str]]:
 
     for family, cfg in TINY.items():
         target = load_model(write_config(tmp, family, cfg), dtype="fp32", device=device, seed=0, random_weights=True)
-        draft = load_model(write_config(tmp, family, cfg), dtype="fp32", device=device, seed=0, random_weights=True)
-        with torch.no_grad():  # an agreeing draft: the target plus a little noise
-            g = torch.Generator().manual_seed(1)
-            for p in draft.model.parameters():
-                p.add_((0.02 * torch.randn(p.shape, generator=g)).to(p.device))
+        draft = noisy_copy(target, 0.02)  # an agreeing draft: the target plus a little noise
         for batch in (1, 3, 8):
             prompts = prompts_for(batch, 512)
             try:

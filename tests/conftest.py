@@ -60,7 +60,7 @@ def noisy_copy(loaded, noise: float, seed: int = 1):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in out.model.parameters():
-            p.add_(noise * torch.randn(p.shape, generator=g))
+            p.add_((noise * torch.randn(p.shape, generator=g)).to(p.device))  # a CPU stream, on CUDA too
     return out
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from moesd.errors import MoesdError
-from moesd.engine.options import BUDGET_MODES, BUDGET_SCOPES, DRAFT_METHODS, ROUTINGS
+from moesd.engine.options import BUDGET_MODES, BUDGET_SCOPES, DRAFT_METHODS, KV_CACHES, ROUTINGS
 
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (and exit code 2) like every other input error."""
@@ -153,7 +153,7 @@ def engine_model_args(p: argparse.ArgumentParser, draft_methods=DRAFT_METHODS, r
                    help="default: model with --draft, else none")
     p.add_argument("--dtype", default="bf16", help="bf16 (timing), fp16, or fp32 (exactness)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--kv-cache", default="static", choices=["static", "ragged"],
+    p.add_argument("--kv-cache", default="static", choices=list(KV_CACHES),
                    help="static: preallocated, slot = position (default); ragged: transformers' DynamicCache with "
                         "rejected slots masked (models that mix attention kinds always use it)")
     p.add_argument("--cuda-graphs", action="store_true",

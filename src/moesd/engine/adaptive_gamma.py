@@ -30,7 +30,7 @@ import time
 from collections import Counter, deque
 
 import numpy as np
-# Imported with the module, not at the first refit: that import takes ~0.3-0.6 s, which a short run would
+# Imported with the module, not at the first refit: that import takes up to ~0.9 s here, which a short run would
 # otherwise book as decision time (it did: auto at 0.78x its equal, gamma 1, on a 48-token run).
 from scipy.optimize import nnls
 

@@ -13,12 +13,11 @@ import dataclasses
 from dataclasses import dataclass
 
 from moesd.engine.loading import LoadedModel, load_model
-from moesd.engine.options import (DRAFT_METHODS, check_alpha, check_budget, check_gamma, check_routing,
-                                  check_sampling)
+from moesd.engine.options import (DRAFT_METHODS, check_alpha, check_budget, check_gamma, check_kv_cache,
+                                  check_routing, check_sampling)
 from moesd.engine.proposers import DraftModelProposer, NgramProposer, SyntheticProposer, check_vocabularies
 from moesd.engine.sampling import SamplingParams
 from moesd.engine.spec_engine import SpecEngine
-from moesd.engine.static_kv import KV_CACHES
 from moesd.engine.tokenizer import ByteTokenizer
 from moesd.errors import MoesdError
 
@@ -93,8 +92,7 @@ class EngineSpec:
                 raise MoesdError("--gamma auto prices lossless rounds; it does not combine with --expert-budget")
         elif self.cost_params or self.hardware:
             raise MoesdError("--params and --hardware price the steps of --gamma auto; give --gamma auto")
-        if self.kv_cache not in KV_CACHES:
-            raise MoesdError(f"kv cache must be one of {', '.join(KV_CACHES)}, got {self.kv_cache!r}")
+        check_kv_cache(self.kv_cache)
         if self.cuda_graphs and (self.device != "cuda" or self.kv_cache != "static"):
             raise MoesdError("--cuda-graphs needs --device cuda and the static KV cache")
 

@@ -13,6 +13,7 @@ from moesd.errors import MoesdError
 MAX_GAMMA = 16
 DRAFT_METHODS = ("model", "ngram", "synthetic", "none")
 ROUTINGS = ("model", "uniform")
+KV_CACHES = ("static", "ragged")  # engine/static_kv.py, engine/ragged_kv.py
 BUDGET_MODES = ("substitution", "truncation")
 BUDGET_SCOPES = ("batch", "sequence")
 
@@ -27,6 +28,12 @@ def check_routing(routing: str) -> str:
     if routing not in ROUTINGS:
         raise MoesdError(f"routing must be one of {', '.join(ROUTINGS)}, got {routing!r}")
     return routing
+
+
+def check_kv_cache(kind: str) -> str:
+    if kind not in KV_CACHES:
+        raise MoesdError(f"kv cache must be one of {', '.join(KV_CACHES)}, got {kind!r}")
+    return kind
 
 
 def check_sampling(temperature: float, top_p: float) -> None:

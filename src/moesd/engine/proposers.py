@@ -168,7 +168,7 @@ class DraftModelProposer:
             kv.extend(self._readable(ids), valid, logits_to_keep=1)
         self.forward_s += time.perf_counter() - t0
         if replace and getattr(self.kv, "max_rows", None):  # fixed shapes: the same buffers, refilled
-            self.kv.select_rows(torch.zeros(0, dtype=torch.long, device=self.draft.device))
+            self.kv.clear()
             self.kv.add_rows(kv)
             self.pending = [list(t) for t in last_tokens]
         elif replace or self.kv is None:

@@ -17,10 +17,10 @@ from moesd.engine.expert_budget import ExpertBudget
 from moesd.engine.expert_hooks import ExpertRecorder
 from moesd.engine.loading import LoadedModel
 from moesd.engine.metrics import ExpertStats, StageClock, StepRecord, stage_summary, steps_as_dicts
-from moesd.engine.options import MAX_GAMMA, check_gamma, check_routing, check_sampling
+from moesd.engine.options import MAX_GAMMA, check_gamma, check_kv_cache, check_routing, check_sampling
 from moesd.engine.proposers import left_pad
 from moesd.engine.ragged_kv import RaggedKV
-from moesd.engine.static_kv import KV_CACHES, StaticKV, new_kv
+from moesd.engine.static_kv import StaticKV, new_kv
 from moesd.engine.run_state import RunState
 from moesd.engine.sampling import (SamplingParams, forced_acceptance, greedy_verify, probs_from_logits,
                                    rejection_sample, select_tokens)
@@ -94,9 +94,7 @@ class SpecEngine:
             raise MoesdError("--gamma auto needs a draft and a maximum draft length >= 1, and no expert budget")
         self._gamma_policy = gamma_policy
         # engine/static_kv.py (position-indexed, preallocated) unless the model needs the ragged DynamicCache.
-        if kv_cache not in KV_CACHES:
-            raise MoesdError(f"kv cache must be one of {', '.join(KV_CACHES)}, got {kv_cache!r}")
-        self.kv_cache = kv_cache
+        self.kv_cache = check_kv_cache(kv_cache)
         # engine/cuda_graphs.py: fixed-shape static caches whose decode/verify/draft forwards are captured on
         # CUDA (on the CPU the same fixed-shape path runs uncaptured, which is how the tests check it).
         if cuda_graphs and kv_cache != "static":
@@ -214,7 +212,7 @@ class SpecEngine:
         new_ids = [rids[i] for i in joining]
         replace = not run.active  # every earlier row has finished: the new rows are the whole batch
         if replace and getattr(run.kv, "max_rows", None):  # fixed shapes: the same buffers, refilled
-            run.kv.select_rows(idx[:0])
+            run.kv.clear()
             run.kv.add_rows(kv)
             run.last = first[idx]
         elif replace:

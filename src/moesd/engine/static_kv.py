@@ -26,7 +26,6 @@ import torch
 
 from moesd.engine import hf_compat
 
-KV_CACHES = ("static", "ragged")
 # keep_last_block spans at most one draft round: its pending block plus gamma - 1 one-token extends.
 _RECENT_BLOCKS = 64
 
