@@ -6,7 +6,9 @@ Settings (greedy, bf16 for the random-weight MoE, fp32 for the trained models, a
 - stdlib: the trained pair models/stdlib-draft -> models/stdlib-moe-e32k4 (real acceptance) on HumanEval prompts;
 - smollm: SmolLM2-135M-Instruct with prompt lookup (no draft model) on HumanEval and MT-bench prompts
           alternating (chat template for MT-bench).
-At each batch size every configuration generates the same prompts once, in one process, one after another:
+At each batch size every configuration generates the same prompts, in one process, in up to `--repeats` passes
+(rotated order, medians; a cell whose first pass exceeds `--repeat-budget-s` runs once, a cell of short runs
+gets up to 3x the passes until it has run `--min-cell-s`):
 autoregressive (gamma 0), each fixed gamma, then auto (max gamma = the largest fixed one, the physical prior of
 the `cpu` hardware preset rescaled online). Throughput is generated tokens / (prefill + steps).
 A `mixed` run decodes one batch whose requests ask for very different lengths (half 8 tokens, half the full
@@ -16,7 +18,7 @@ Goals: auto >= 0.97x the best fixed gamma and >= 1.10x the worst at every batch 
 autoregressive; on the mixed batch auto beats every fixed gamma.
 
     .venv/bin/python benchmarks/adaptive_gamma.py [--settings moe,stdlib,smollm] [--batch-sizes 1,4,16,64]
-        [--gammas 1,2,4,6] [--max-new-tokens 32] [-o results/adaptive_gamma.jsonl]
+        [--gammas 1,2,4,6] [--max-new-tokens 32] [--repeats 3] [--repeat-budget-s 200] [-o results/adaptive_gamma.jsonl]
     .venv/bin/python benchmarks/adaptive_gamma.py --decision-only   # the decision's own cost, outside any run
 """
 
@@ -26,6 +28,7 @@ import argparse
 import json
 import platform
 import random
+import statistics
 import time
 from datetime import date
 
@@ -72,39 +75,64 @@ def prompts_for(name: str, tokenizer, batch: int, seed: int = 0) -> list[list[in
     return out
 
 
-def measure(name: str, batch: int, gammas: list[int], max_new, models: ModelCache, mixed: bool = False) -> dict:
-    rows = {}
+def one_run(engine, prompts, max_new, eos, auto: bool) -> dict:
+    t0 = time.perf_counter()
+    res = engine.generate(prompts, max_new, eos)
+    wall = time.perf_counter() - t0
+    st = res.metrics["stages"]
+    row = {"tokens_per_s": st["tokens_per_s"], "tokens": st["tokens"], "wall_s": wall}
+    if auto:
+        a = res.metrics["adaptive"]
+        row.update(gamma_histogram=a["gamma_histogram"], mean_gamma=a["mean_gamma"],
+                   decision_us_per_step=a["decision_us_per_step"], alpha_estimate=a["alpha_estimate"],
+                   cost_maps=a["cost_maps"])
+    if res.acceptance is not None:
+        row["alpha"] = res.acceptance.alpha
+    return row
+
+
+def measure(name: str, batch: int, gammas: list[int], max_new, models: ModelCache, mixed: bool = False,
+            repeats: int = 3, repeat_budget_s: float = 200.0, min_cell_s: float = 30.0) -> dict:
+    """Every configuration on the same prompts, `repeats` passes; each pass runs the configurations in an order
+    rotated by one (a slow spell of this shared machine, which moves one run 10-45 %, then falls on different
+    configurations). A cell whose first pass took longer than `repeat_budget_s` runs once: its runs are long
+    enough to average such spells out, and repeating them would not fit a session. A cell of short runs gets
+    more passes (up to 3 x `repeats`) until it has run `min_cell_s`: one stdlib B = 1 run lasts ~0.4 s, and its
+    passes spread 35-97 tok/s. Each configuration's throughput is the median of its passes; the ratios are of
+    medians."""
     configs = ([] if mixed else [("ar", 0, False)]) + [(f"g{g}", g, False) for g in gammas] + \
         [("auto", max(gammas), True)]
-    prompts = None
-    for label, g, auto in configs:
-        engine = build_engine(setting_specs(name, g, auto), models)
-        tok = engine.target.tokenizer
-        if prompts is None:
-            prompts = prompts_for(name, tok, batch)
-            # Warm-up: one short generation per process and model (allocator, kernels).
-            engine.generate(prompts[:1], 4, getattr(tok, "eos_token_id", None))
-        eos = getattr(tok, "eos_token_id", None) if name != "moe" else None
-        t0 = time.perf_counter()
-        res = engine.generate(prompts, max_new, eos)
-        wall = time.perf_counter() - t0
-        st = res.metrics["stages"]
-        row = {"tokens_per_s": st["tokens_per_s"], "tokens": st["tokens"], "wall_s": wall}
-        if auto:
-            a = res.metrics["adaptive"]
-            row.update(gamma_histogram=a["gamma_histogram"], mean_gamma=a["mean_gamma"],
-                       decision_us_per_step=a["decision_us_per_step"], alpha_estimate=a["alpha_estimate"],
-                       cost_maps=a["cost_maps"])
-        if res.acceptance is not None:
-            row["alpha"] = res.acceptance.alpha
-        rows[label] = row
-        print(f"  {name} B={batch}{' mixed' if mixed else ''} {label}: {row['tokens_per_s']:.2f} tok/s "
-              f"({wall:.1f} s)" + (f", gammas {row['gamma_histogram']}" if auto else ""), flush=True)
+    engines = {label: build_engine(setting_specs(name, g, auto), models) for label, g, auto in configs}
+    tok = engines[configs[0][0]].target.tokenizer
+    prompts = prompts_for(name, tok, batch)
+    eos = getattr(tok, "eos_token_id", None) if name != "moe" else None
+    for engine in engines.values():  # warm-up: one short generation per engine (allocator, kernels, its plans)
+        engine.generate(prompts[:1], 4, eos)
+    passes: dict[str, list[dict]] = {label: [] for label, _, _ in configs}
+    t_cell = time.perf_counter()
+    for rep in range(3 * repeats):
+        if rep >= repeats and time.perf_counter() - t_cell >= min_cell_s:
+            break
+        order = configs[rep % len(configs):] + configs[:rep % len(configs)]
+        t_pass = time.perf_counter()
+        for label, _, auto in order:
+            row = one_run(engines[label], prompts, max_new, eos, auto)
+            passes[label].append(row)
+            print(f"  {name} B={batch}{' mixed' if mixed else ''} pass {rep + 1} {label}: "
+                  f"{row['tokens_per_s']:.2f} tok/s ({row['wall_s']:.1f} s)"
+                  + (f", gammas {row['gamma_histogram']}" if auto else ""), flush=True)
+        if rep == 0 and time.perf_counter() - t_pass > repeat_budget_s:
+            break
+    rows = {}
+    for label, runs in passes.items():
+        tps = [r["tokens_per_s"] for r in runs]
+        middle = sorted(runs, key=lambda r: r["tokens_per_s"])[(len(runs) - 1) // 2]
+        rows[label] = dict(middle, tokens_per_s=float(statistics.median(tps)), passes_tokens_per_s=tps)
     fixed = {k: v["tokens_per_s"] for k, v in rows.items() if k.startswith("g")}
     best, worst = max(fixed, key=fixed.get), min(fixed, key=fixed.get)
     auto = rows["auto"]["tokens_per_s"]
-    out = {"setting": name, "batch_size": batch, "mixed_lengths": mixed, "runs": rows,
-           "best_fixed": best, "worst_fixed": worst, "auto_vs_best": auto / fixed[best],
+    out = {"setting": name, "batch_size": batch, "mixed_lengths": mixed, "passes": len(passes["auto"]),
+           "runs": rows, "best_fixed": best, "worst_fixed": worst, "auto_vs_best": auto / fixed[best],
            "auto_vs_worst": auto / fixed[worst]}
     if "ar" in rows:
         out["auto_vs_ar"] = auto / rows["ar"]["tokens_per_s"]
@@ -144,6 +172,11 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="1,4,16,64")
     ap.add_argument("--gammas", default="1,2,4,6")
     ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=3, help="passes per cell (medians are reported)")
+    ap.add_argument("--repeat-budget-s", type=float, default=200.0,
+                    help="a cell whose first pass takes longer runs once")
+    ap.add_argument("--min-cell-s", type=float, default=30.0,
+                    help="a cell of short runs gets more passes (up to 3 x --repeats) until it has run this long")
     ap.add_argument("--mixed-batch", type=int, default=16, help="batch size of the mixed-lengths run (0: none)")
     ap.add_argument("-o", "--output", default="results/adaptive_gamma.jsonl")
     a = ap.parse_args()
@@ -155,19 +188,22 @@ def main() -> None:
     gammas = [int(x) for x in a.gammas.split(",")]
     env = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
            "torch": torch.__version__, "date": date.today().isoformat(), "max_new_tokens": a.max_new_tokens,
-           "gammas": gammas}
+           "gammas": gammas, "repeats": a.repeats, "repeat_budget_s": a.repeat_budget_s,
+           "min_cell_s": a.min_cell_s}
     with open(a.output, "w") as f:
         for name in a.settings.split(","):
             models = ModelCache()
             for b in [int(x) for x in a.batch_sizes.split(",")]:
-                rec = dict(measure(name, b, gammas, a.max_new_tokens, models), **env)
+                rec = dict(measure(name, b, gammas, a.max_new_tokens, models, repeats=a.repeats,
+                                    repeat_budget_s=a.repeat_budget_s, min_cell_s=a.min_cell_s), **env)
                 f.write(json.dumps(rec) + "\n")
                 f.flush()
                 print(f"{name} B={b}: auto/best {rec['auto_vs_best']:.3f} ({rec['best_fixed']}), auto/worst "
                       f"{rec['auto_vs_worst']:.3f}, auto/AR {rec['auto_vs_ar']:.3f}", flush=True)
             if a.mixed_batch:
                 limits = [8 if i % 2 == 0 else a.max_new_tokens * 2 for i in range(a.mixed_batch)]
-                rec = dict(measure(name, a.mixed_batch, gammas, limits, models, mixed=True), **env)
+                rec = dict(measure(name, a.mixed_batch, gammas, limits, models, mixed=True, repeats=a.repeats,
+                                    repeat_budget_s=a.repeat_budget_s, min_cell_s=a.min_cell_s), **env)
                 f.write(json.dumps(rec) + "\n")
                 f.flush()
                 print(f"{name} mixed B={a.mixed_batch}: auto/best {rec['auto_vs_best']:.3f} ({rec['best_fixed']})",

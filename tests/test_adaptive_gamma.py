@@ -9,7 +9,12 @@ import pytest
 torch = pytest.importorskip("torch")
 from scipy.stats import chi2_contingency  # noqa: E402
 
-from moesd.engine.adaptive_gamma import AdaptiveGamma, PositionAcceptance  # noqa: E402
+from moesd.engine.adaptive_gamma import AdaptiveGamma, PositionAcceptance, StepCostModel  # noqa: E402
+from moesd.errors import MoesdError  # noqa: E402
+from moesd.perf.fit import fit_context  # noqa: E402
+from moesd.perf.hardware import resolve_hardware  # noqa: E402
+from moesd.perf.model_presets import model_preset  # noqa: E402
+from moesd.perf.prior import physical_prior  # noqa: E402
 from moesd.engine.proposers import DraftModelProposer, NgramProposer  # noqa: E402
 from moesd.engine.sampling import SamplingParams  # noqa: E402
 from moesd.engine.spec_engine import SpecEngine  # noqa: E402
@@ -75,14 +80,53 @@ def test_rule_chooses_zero_when_sd_loses_and_the_maximum_when_verification_is_fr
     assert bad.choose(1, 100) < good.choose(1, 100)
 
 
-def test_rule_extrapolates_at_most_one_draft_length_beyond_what_it_measured():
+def test_rule_extrapolates_at_most_to_twice_the_draft_length_it_measured():
     policy = AdaptiveGamma(8, StubCost(decode=1.0, verify_fixed=1.0, draft=0.0))
     assert policy.choose(8, room=100, minimum=1) == 1  # nothing measured yet
     policy.observe_times(8, 1, 1.0, 0.0, 0.0)
     policy.observe_times(8, 0, 1.0, 0.0, 0.0)
     assert policy.choose(8, room=100) == 2
     policy.observe_times(8, 2, 1.0, 0.0, 0.0)
-    assert policy.choose(8, room=100) == 3
+    assert policy.choose(8, room=100) == 4
+    policy.observe_times(8, 4, 1.0, 0.0, 0.0)
+    assert policy.choose(8, room=100) == 8
+
+
+def test_rule_decodes_where_the_predicted_gain_is_inside_the_margin():
+    """A predicted gain under the margin (3 %) is inside the cost model's error: decode (probing now and then);
+    above it, speculate. Margin 0 speculates on any predicted gain."""
+    cost = StubCost(decode=1.0, verify_fixed=1.48, draft=0.0)  # gamma 1 at alpha ~0.5: ~1.5 / 1.48 tokens / s
+    inside, eager = AdaptiveGamma(1, cost), AdaptiveGamma(1, cost, margin=0.0)
+    for policy in (inside, eager):
+        teach(policy, 0.5, gamma=1, rounds=20000)
+    chosen = [inside.choose(4, 100) for _ in range(8)]
+    assert chosen.count(0) >= 7 and not any(t["probe"] for t in inside.trace if t["gamma"] == 0)
+    assert all(eager.choose(4, 100) == 1 for _ in range(8))
+    clear = AdaptiveGamma(1, StubCost(decode=1.0, verify_fixed=1.35, draft=0.0))  # gain ~1.11
+    teach(clear, 0.5, gamma=1, rounds=20000)
+    assert all(clear.choose(4, 100) == 1 for _ in range(8))
+    with pytest.raises(MoesdError):
+        AdaptiveGamma(4, cost, margin=1.5)
+
+
+def test_cost_model_prices_the_time_outside_the_stages_and_refits_on_a_new_draft_length():
+    """StepCostModel: a step's time outside the target, draft and rejection stages (bookkeeping) is added per
+    kind of step; the first measurement of a new draft length reaches the next prediction at once."""
+    arch, hw = model_preset("Qwen3-30B-A3B").arch(), resolve_hardware("cpu")
+    cost = StepCostModel(physical_prior(arch, hw), fit_context(hw, arch), arch.num_experts, arch.experts_per_token,
+                         max_gamma=8)
+    cost.observe(8, 0, 1.0, 0.0, 0.0, step_s=1.01)
+    cost.observe(8, 1, 1.2, 0.1, 0.01, step_s=1.4)
+    outside = cost.scales()["outside_s"]
+    assert outside["decode"] == pytest.approx(0.01) and outside["round"] == pytest.approx(0.09)
+    cost.observe(8, 2, 1.4, 0.2, 0.01, step_s=1.7)
+    for _ in range(20):  # many rounds at gamma 1 (past the scheduled refits), then one at gamma 6
+        cost.observe(8, 1, 1.2, 0.1, 0.01, step_s=1.4)
+    target = cost.maps["target"]
+    before = target(cost._features(8, 6)["target"])
+    cost.observe(8, 6, 5.0, 0.6, 0.01, step_s=5.7)
+    after = target(cost._features(8, 6)["target"])
+    assert abs(after - 5.0) < 0.5 * abs(before - 5.0)  # refitted at once, towards the new measurement
 
 
 def test_rule_measures_a_decode_step_before_trusting_a_verdict_for_sd():
@@ -94,7 +138,7 @@ def test_rule_measures_a_decode_step_before_trusting_a_verdict_for_sd():
     policy.observe_times(8, 1, 1.0, 0.0, 0.0)
     assert policy.choose(8, 100) == 0 and policy.trace[-1]["probe"]
     policy.observe_times(8, 0, 1.0, 0.0, 0.0)
-    assert policy.choose(8, 100) == 2  # free verification: speculate, one beyond the longest measured
+    assert policy.choose(8, 100) == 2  # free verification: speculate, up to twice the longest measured
 
 
 def test_rule_probes_after_a_run_of_plain_decoding():
@@ -230,7 +274,8 @@ def test_generate_cli_auto_and_bad_values(capsys, tiny_dir):
     m = json.loads(out)["metrics"]
     assert m["gamma"] == "auto" and m["adaptive"]["max_gamma"] == 6
     # Synthetic drafting without a draft model costs nothing to predict: no draft map.
-    assert set(m["adaptive"]["cost_maps"]) == {"target", "reject"}
+    assert set(m["adaptive"]["cost_maps"]) == {"target", "reject", "outside_s"}
+    assert m["adaptive"]["cost_maps"]["outside_s"]["round"] >= 0  # a step's bookkeeping, priced
     assert all(0 <= int(g) <= 6 for g in m["adaptive"]["gamma_histogram"])
     for argv, message in [
         (["--gamma", "auto", "--max-gamma", "0"], "maximum draft length >= 1"),

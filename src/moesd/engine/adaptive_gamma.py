@@ -9,9 +9,11 @@ tokens per second, E[tokens | gamma] / T(B, gamma):
 - T(B, 0) is a decode step; T(B, gamma) one SD round (gamma draft tokens, a verify of gamma + 1 tokens per row,
   rejection), from Algorithm 1's step times (moesd.perf: the physical prior, or `moesd fit` parameters),
   refined by what this run measures (StepCostModel: the target's forward as w0 + w1 x prior(n tokens) + w2 x n
-  fitted to the run's forwards, draft and rejection maps), so the choice adapts to the machine it runs on.
-The choice goes at most one draft length beyond the longest whose round the run has measured (a trust region
-on the cost model's extrapolation). gamma = 0 is plain decoding: where SD loses the engine stops speculating,
+  fitted to the run's forwards, draft and rejection maps, plus each kind of step's measured time outside
+  these stages), so the choice adapts to the machine it runs on.
+The choice goes at most to twice the longest draft length whose round the run has measured (1 -> 2 -> 4 -> 8:
+a trust region on the cost model's extrapolation). gamma = 0 is plain decoding: where SD loses, or wins by less than a
+margin (3 %) inside the cost model's error, the engine stops speculating,
 and after a run of such steps it speculates once (with the best gamma >= 1) so the acceptance and cost
 estimates stay current; the run it waits doubles after each probe that changed nothing (4, 8, 16, ... up to
 `probe_every`), so a short generation still probes and a long one where SD loses pays little for probing.
@@ -133,7 +135,10 @@ class _OnlineMap:
     a 2-token verify at ~2 decodes where the machine takes ~1.35), and a scale alone keeps that shape.
     The decision runs every step and a refit costs ~0.2 ms of numpy/scipy (what made the in-run decision cost
     0.6-1.7 ms per step before), so the fit is redone after the 1st, 2nd, 4th and 8th observation and then every
-    `refit_every`, and at once when a new feature row adds a usable feature."""
+    `refit_every`, and at once when a feature row not seen before arrives: that is the first measurement of a
+    draft length (or batch size) the policy has just extrapolated to, and the next choice must see it (without
+    it, one SmolLM2 run ramped gamma 3 -> 6 at B = 13 on a fit that priced a 91-token verify like a 13-token
+    decode, while each longer round measured ~2x a decode)."""
 
     def __init__(self, window: int, max_features: int, refit_every: int = 8) -> None:
         self.rows: deque = deque(maxlen=window)
@@ -151,8 +156,7 @@ class _OnlineMap:
             new = key not in self._seen
             self._seen.add(key)
             n = len(self.rows)
-            if (new and len(self._seen) <= self.max_features) or n in (1, 2, 4, 8) \
-                    or self._since_fit >= self.refit_every:
+            if new or n in (1, 2, 4, 8) or self._since_fit >= self.refit_every:
                 self._w = None
 
     def __bool__(self) -> bool:
@@ -198,6 +202,12 @@ class StepCostModel:
         self.maps = {"target": _OnlineMap(window, 3), "draft": _OnlineMap(window, 2),
                      "reject": _OnlineMap(window, 1)}
         self.source = source
+        # Seconds per step outside the three stages (acceptance bookkeeping, cache trims, the proposer's update,
+        # the decision itself), per kind of step: a round does more of it than a decode step (stdlib B = 4: 3.5 %
+        # of a round's time, 1.2 % of a decode step's), which is the size of the goal's 3 % margin. Medians of
+        # the last few steps: a descheduled step must not move them.
+        self._outside = {False: deque(maxlen=15), True: deque(maxlen=15)}
+        self._outside_s = {False: 0.0, True: 0.0}
         # Prior predictions per (batch size, gamma): the same for every run of one engine, so its factory shares
         # one table between the policies it makes (the first fill, ~ms, then happens before any run).
         self._cache: dict[tuple[int, int], dict] = predictions if predictions is not None else {}
@@ -231,34 +241,51 @@ class StepCostModel:
         return (target.weights()[1] if target else 1.0) * features[1]
 
     def round_s(self, b: int, g: int) -> float:
+        """Predicted seconds of one step: a decode step (g = 0) or a round of draft length g, whole."""
         f = self._features(b, g)
         if g == 0:
-            return self._stage("target", f["target"])
-        return self._stage("target", f["target"]) + self._stage("draft", f["draft"]) + self._stage("reject", f["reject"])
+            return self._stage("target", f["target"]) + self._outside_s[False]
+        return (self._stage("target", f["target"]) + self._stage("draft", f["draft"])
+                + self._stage("reject", f["reject"]) + self._outside_s[True])
 
-    def observe(self, b: int, g: int, target_s: float, draft_s: float, reject_s: float) -> None:
+    def observe(self, b: int, g: int, target_s: float, draft_s: float, reject_s: float,
+                step_s: float | None = None) -> None:
+        """One measured step: its stages and, with `step_s`, the whole step (the rest is its outside time)."""
         f = self._features(b, g)
         self.maps["target"].add(f["target"], target_s)
         if g:
             self.maps["draft"].add(f["draft"], draft_s)
             self.maps["reject"].add(f["reject"], reject_s)
+        if step_s is not None:
+            seen = self._outside[g > 0]
+            seen.append(max(0.0, step_s - target_s - draft_s - reject_s))
+            self._outside_s[g > 0] = float(np.median(seen))
 
     def scales(self) -> dict:
         """The fitted weights of each map (target: per forward s, x prior, per token s; draft: per forward s,
-        x prior; reject: x prior)."""
-        return {name: [float(w) for w in m.weights()] for name, m in self.maps.items() if m}
+        x prior; reject: x prior) and the seconds per step outside them (decode step, round)."""
+        out = {name: [float(w) for w in m.weights()] for name, m in self.maps.items() if m}
+        out["outside_s"] = {"decode": self._outside_s[False], "round": self._outside_s[True]}
+        return out
 
 
 class AdaptiveGamma:
     """One run's draft-length policy (a fresh one per `generate` call)."""
 
     def __init__(self, max_gamma: int, cost: StepCostModel, probe_every: int = 64, first_probe: int = 4,
-                 trace_limit: int = 4096, seed: int = 0) -> None:
+                 trace_limit: int = 4096, seed: int = 0, margin: float = 0.03) -> None:
         if max_gamma < 1:
             raise MoesdError(f"--gamma auto needs a maximum draft length >= 1, got {max_gamma}")
         if not 1 <= first_probe <= probe_every:
             raise MoesdError(f"probe intervals must satisfy 1 <= first {first_probe} <= longest {probe_every}")
+        if not 0.0 <= margin < 1.0:
+            raise MoesdError(f"the speculation margin must be in [0, 1), got {margin}")
         self.max_gamma, self.cost, self.probe_every = max_gamma, cost, probe_every
+        # Speculate only where the predicted gain over decoding exceeds this: the cost model's error on this CPU
+        # is ~10 % step to step, and a predicted gain inside it is a coin flip whose loss side is what the
+        # "never more than 3 % below autoregressive" goal forbids, while decoding there gives up at most the
+        # margin (one SmolLM2 run at B = 16 speculated on predicted gains of 1.03-1.09 and lost 13 %).
+        self.margin = margin
         self.first_probe = first_probe
         self.wait = first_probe
         self.acceptance = PositionAcceptance(max_gamma)
@@ -280,10 +307,13 @@ class AdaptiveGamma:
         merged with the target's prefill). `rows`: the request ids of the rows, so each request's own acceptance
         counts (without them every row is taken to accept like the pool)."""
         t0 = time.perf_counter()
-        # A trust region on the cost model: at most one draft length beyond the longest it has measured. Its
-        # shape over token counts comes from the prior, which can be far off (a CPU is more compute-bound than its
-        # roofline), and one extrapolated round of a long draft at a large batch costs many decode steps.
-        top = max(minimum, min(self.max_gamma, room - 1, self.longest_measured + 1))
+        # A trust region on the cost model: at most twice the longest draft length it has measured (one more
+        # from 1). Its shape over token counts comes from the prior, which can be far off (a CPU is more
+        # compute-bound than its roofline), and one extrapolated round of a long draft at a large batch costs
+        # many decode steps; doubling bounds that round to ~2x a measured one. One length per step was the first
+        # rule: at high acceptance a 32-token stdlib run at B = 1 (~12 rounds) spent 5 of them ramping 1 -> 6.
+        reach = max(self.longest_measured + 1, 2 * self.longest_measured)
+        top = max(minimum, min(self.max_gamma, room - 1, reach))
         per_position = self.acceptance.per_position(top, self.rng)
         if rows:
             tokens = self.requests.mean_tokens(per_position, self.requests.ratios(rows, self.acceptance.alpha))
@@ -293,6 +323,8 @@ class AdaptiveGamma:
                 tokens.append(tokens[-1] + p)
         rates = {g: tokens[g] / self.cost.round_s(batch_size, g) for g in range(minimum, top + 1)}
         best = max(rates, key=lambda g: (rates[g], -g))  # ties: the shorter draft
+        if best > 0 and 0 in rates and rates[best] < (1.0 + self.margin) * rates[0]:
+            best = 0
         probe = False
         if best == 0 and top >= 1:
             self.zero_run += 1
@@ -325,8 +357,12 @@ class AdaptiveGamma:
         if rows is not None:
             self.requests.record(rows, accepted, drafted)
 
-    def observe_times(self, batch_size: int, gamma: int, target_s: float, draft_s: float, reject_s: float) -> None:
-        self.cost.observe(batch_size, gamma, target_s, draft_s, reject_s)
+    def observe_times(self, batch_size: int, gamma: int, target_s: float, draft_s: float, reject_s: float,
+                      step_s: float | None = None) -> None:
+        if step_s is None:
+            self.cost.observe(batch_size, gamma, target_s, draft_s, reject_s)
+        else:
+            self.cost.observe(batch_size, gamma, target_s, draft_s, reject_s, step_s)
         self.longest_measured = max(self.longest_measured, gamma)
         self.decode_measured |= gamma == 0
 

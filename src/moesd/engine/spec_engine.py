@@ -268,7 +268,7 @@ class SpecEngine:
                                     reject_s, produced))
         run.absorb(routing)
         if run.policy is not None and kind != phases.PREFILL_VERIFY:  # the merged prefill is no round to price
-            run.policy.observe_times(b, gamma, target_s, draft_s, reject_s)
+            run.policy.observe_times(b, gamma, target_s, draft_s, reject_s, run.steps[-1].step_s)
 
     def _decode(self, run: RunState):
         """One target token per row (the autoregressive step; also SD's last round with one token left)."""
