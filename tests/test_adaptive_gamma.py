@@ -142,13 +142,18 @@ def test_rule_measures_a_decode_step_before_trusting_a_verdict_for_sd():
 
 
 def test_rule_probes_after_a_run_of_plain_decoding():
-    """Where SD loses it decodes, probing after 4, then 8 (doubling up to the longest wait) plain steps."""
-    policy = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0), probe_every=8, first_probe=4)
+    """Where SD loses narrowly it decodes, probing after 4, then 8 (doubling up to the longest wait) plain steps;
+    where it loses far (predicted under 0.8x decoding) it waits the longest run at once."""
+    policy = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=2.15), probe_every=8, first_probe=4)  # ~0.9x
     teach(policy, 0.5)
     chosen = [policy.choose(4, 100) for _ in range(23)]
     assert [i for i, g in enumerate(chosen) if g] == [4, 13, 22]
     s = policy.summary()
     assert s["gamma_histogram"]["0"] == 20 and sum(t["probe"] for t in s["trace"]) == 3
+    far = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0), probe_every=8, first_probe=4)  # ~0.65x
+    teach(far, 0.5)
+    chosen = [far.choose(4, 100) for _ in range(23)]
+    assert [i for i, g in enumerate(chosen) if g] == [8, 17]
     assert "decision_us_per_step" in s  # reported; its value is a timing, checked in benchmarks/ only
     # The first round must speculate (it is merged with the target's prefill): minimum 1.
     assert AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0)).choose(4, 100, minimum=1) >= 1

@@ -16,7 +16,8 @@ a trust region on the cost model's extrapolation). gamma = 0 is plain decoding: 
 margin (3 %) inside the cost model's error, the engine stops speculating,
 and after a run of such steps it speculates once (with the best gamma >= 1) so the acceptance and cost
 estimates stay current; the run it waits doubles after each probe that changed nothing (4, 8, 16, ... up to
-`probe_every`), so a short generation still probes and a long one where SD loses pays little for probing.
+`probe_every`), so a short generation still probes and a long one where SD loses pays little for probing; where
+the model predicts SD far below decoding (under 0.8x) it waits the longest run (`probe_every`) at once.
 
 Why this keeps SD lossless: the chosen gamma is a function of the batch size, of acceptance outcomes of earlier
 rounds, of earlier stage timings and of the policy's own random draws only, never of the current round's draft
@@ -273,7 +274,7 @@ class AdaptiveGamma:
     """One run's draft-length policy (a fresh one per `generate` call)."""
 
     def __init__(self, max_gamma: int, cost: StepCostModel, probe_every: int = 64, first_probe: int = 4,
-                 trace_limit: int = 4096, seed: int = 0, margin: float = 0.03) -> None:
+                 trace_limit: int = 4096, seed: int = 0, margin: float = 0.03, probe_gain: float = 0.8) -> None:
         if max_gamma < 1:
             raise MoesdError(f"--gamma auto needs a maximum draft length >= 1, got {max_gamma}")
         if not 1 <= first_probe <= probe_every:
@@ -286,6 +287,9 @@ class AdaptiveGamma:
         # "never more than 3 % below autoregressive" goal forbids, while decoding there gives up at most the
         # margin (one SmolLM2 run at B = 16 speculated on predicted gains of 1.03-1.09 and lost 13 %).
         self.margin = margin
+        if not 0.0 <= probe_gain <= 1.0:
+            raise MoesdError(f"the probing threshold must be in [0, 1], got {probe_gain}")
+        self.probe_gain = probe_gain
         self.first_probe = first_probe
         self.wait = first_probe
         self.acceptance = PositionAcceptance(max_gamma)
@@ -328,10 +332,17 @@ class AdaptiveGamma:
         probe = False
         if best == 0 and top >= 1:
             self.zero_run += 1
-            # `wait` plain steps have run, or no SD round has been measured yet (the merged first round is not
-            # priced, and until one is, a "SD loses" verdict rests on the prior's shape alone): this one probes.
-            if self.zero_run > self.wait or self.longest_measured == 0:
-                best = max(range(1, top + 1), key=lambda g: rates[g])
+            # No SD round has been measured yet (the merged first round is not priced, and until one is, a "SD
+            # loses" verdict rests on the prior's shape alone), or `wait` plain steps have run and the verdict is
+            # close enough for the model's error to flip it (the best draft length predicted at >= `probe_gain`
+            # of decoding), or `probe_every` have run: this one probes. Far verdicts are not probed every few
+            # steps: a probe where SD clearly loses costs a round, and with a draft model the draft's catch-up on
+            # every token decoded since (stdlib B = 64: five rounds in 32 steps, auto at 0.84x autoregressive).
+            sd = max(range(1, top + 1), key=lambda g: rates[g])
+            close = rates[sd] >= self.probe_gain * rates[0]
+            if self.longest_measured == 0 or (self.zero_run > self.wait and close) \
+                    or self.zero_run > self.probe_every:
+                best = sd
                 probe, self.zero_run = True, 0
                 self.wait = min(2 * self.wait, self.probe_every)
         elif best > 0 and not self.decode_measured and self.longest_measured > 0 and minimum == 0:
