@@ -20,6 +20,8 @@ autoregressive; on the mixed batch auto beats every fixed gamma.
     .venv/bin/python benchmarks/adaptive_gamma.py [--settings moe,stdlib,smollm] [--batch-sizes 1,4,16,64]
         [--gammas 1,2,4,6] [--max-new-tokens 32] [--repeats 3] [--repeat-budget-s 200] [-o results/adaptive_gamma.jsonl]
     .venv/bin/python benchmarks/adaptive_gamma.py --decision-only   # the decision's own cost, outside any run
+    .venv/bin/python benchmarks/adaptive_gamma.py --table results/adaptive_gamma.jsonl   # docs/results.md's table
+    .venv/bin/python benchmarks/adaptive_gamma.py --breakdown stdlib:64   # where AR's and auto's time goes
 """
 
 from __future__ import annotations
@@ -165,6 +167,62 @@ def decision_cost_us(calls: int = 200) -> float:
     return 1e6 * (time.perf_counter() - t0) / calls
 
 
+def breakdown(cell: str, max_new: int, gammas: list[int]) -> None:
+    """Where autoregressive decoding's and auto's time goes in one cell (SETTING:B), two runs each: prefill (for
+    SD: the draft's prefill; the target's is merged into the first round), the first round, each later round
+    (step, target, draft seconds) and the median decode step."""
+    name, batch = cell.split(":")
+    models = ModelCache()
+    for label, g, auto in [("ar", 0, False), ("auto", max(gammas), True)]:
+        engine = build_engine(setting_specs(name, g, auto), models)
+        tok = engine.target.tokenizer
+        prompts = prompts_for(name, tok, int(batch))
+        eos = getattr(tok, "eos_token_id", None) if name != "moe" else None
+        engine.generate(prompts[:1], 4, eos)
+        for _ in range(2):
+            res = engine.generate(prompts, max_new, eos)
+            st, steps = res.metrics["stages"], res.metrics["steps"]
+            rounds = [s for s in steps if s["gamma"] > 0]
+            decode = sorted(s["step_s"] for s in steps if s["gamma"] == 0)
+            print(f"{cell} {label}: {st['tokens_per_s']:.1f} tok/s, prefill {st['prefill_s']:.3f} s, "
+                  + (f"first round {rounds[0]['step_s']:.3f} s, later rounds (step/target/draft s) "
+                     + ", ".join(f"{s['step_s']:.3f}/{s['target_s']:.3f}/{s['draft_s']:.3f}" for s in rounds[1:])
+                     + ", " if rounds else "")
+                  + f"median decode step {decode[len(decode) // 2]:.4f} s over {len(decode)}", flush=True)
+
+
+def table(path: str) -> None:
+    """The markdown table and goal tallies of docs/results.md section 15, from a results file."""
+    recs = [json.loads(line) for line in open(path)]
+    gammas = recs[0]["gammas"]
+    print("| setting | B | passes | AR tok/s | " + " | ".join(f"g{g}" for g in gammas)
+          + " | auto | auto / best fixed | auto / worst | auto / AR | gammas auto chose (median pass; gamma: steps) |")
+    print("|---" * (8 + len(gammas)) + "|")
+    tally = {"best": [], "worst": [], "ar": [], "mixed": []}
+    for r in recs:
+        runs = r["runs"]
+        cells = [f"{runs[f'g{g}']['tokens_per_s']:.1f}" for g in gammas]
+        hist = ", ".join(f"{k}: {v}" for k, v in runs["auto"]["gamma_histogram"].items())
+        ar = f"{runs['ar']['tokens_per_s']:.1f}" if "ar" in runs else "-"
+        vs_ar = f"{r['auto_vs_ar']:.2f}" if "auto_vs_ar" in r else "-"
+        print(f"| {r['setting']} | {r['batch_size']}{' mixed' if r['mixed_lengths'] else ''} | {r['passes']} | {ar} | "
+              + " | ".join(cells) + f" | {runs['auto']['tokens_per_s']:.1f} | {r['auto_vs_best']:.2f} "
+              f"({r['best_fixed']}) | {r['auto_vs_worst']:.2f} | {vs_ar} | {hist} |")
+        where = f"{r['setting']} B={r['batch_size']}"
+        if r["mixed_lengths"]:
+            tally["mixed"].append((where, r["auto_vs_best"] > 1.0, r["auto_vs_best"]))
+            continue
+        tally["best"].append((where, r["auto_vs_best"] >= 0.97, r["auto_vs_best"]))
+        tally["worst"].append((where, r["auto_vs_worst"] >= 1.10, r["auto_vs_worst"]))
+        tally["ar"].append((where, r["auto_vs_ar"] >= 0.97, r["auto_vs_ar"]))
+    goals = {"best": "auto >= 0.97x the best fixed gamma", "worst": "auto >= 1.10x the worst fixed gamma",
+             "ar": "auto >= 0.97x autoregressive", "mixed": "mixed lengths: auto above every fixed gamma"}
+    for key, text in goals.items():
+        met = [t for t in tally[key] if t[1]]
+        misses = ", ".join(f"{w} {v:.2f}" for w, ok, v in tally[key] if not ok)
+        print(f"- {text}: {len(met)} of {len(tally[key])}" + (f" (misses: {misses})" if misses else ""))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--decision-only", action="store_true", help="time the decision alone and exit")
@@ -179,7 +237,15 @@ def main() -> None:
                     help="a cell of short runs gets more passes (up to 3 x --repeats) until it has run this long")
     ap.add_argument("--mixed-batch", type=int, default=16, help="batch size of the mixed-lengths run (0: none)")
     ap.add_argument("-o", "--output", default="results/adaptive_gamma.jsonl")
+    ap.add_argument("--table", metavar="JSONL", help="print the markdown table and goal tallies of a results file")
+    ap.add_argument("--breakdown", metavar="SETTING:B", help="where AR's and auto's time goes in one cell")
     a = ap.parse_args()
+    if a.breakdown:
+        breakdown(a.breakdown, a.max_new_tokens, [int(x) for x in a.gammas.split(",")])
+        return
+    if a.table:
+        table(a.table)
+        return
     if a.decision_only:
         print(f"decision: {decision_cost_us():.0f} us per step, observations and refits included (16 rows, max "
               f"gamma 6, no model running)")
