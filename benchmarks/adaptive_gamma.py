@@ -188,7 +188,9 @@ def breakdown(cell: str, max_new: int, gammas: list[int]) -> None:
                   + (f"first round {rounds[0]['step_s']:.3f} s, later rounds (step/target/draft s) "
                      + ", ".join(f"{s['step_s']:.3f}/{s['target_s']:.3f}/{s['draft_s']:.3f}" for s in rounds[1:])
                      + ", " if rounds else "")
-                  + f"median decode step {decode[len(decode) // 2]:.4f} s over {len(decode)}", flush=True)
+                  + f"median decode step {decode[len(decode) // 2]:.4f} s over {len(decode)}; totals: "
+                  f"{len(steps)} steps, later rounds {sum(s['step_s'] for s in rounds[1:]):.2f} s, decode steps "
+                  f"{sum(decode):.2f} s, smallest batch {min(s['batch_size'] for s in steps)}", flush=True)
 
 
 def table(path: str) -> None:
