@@ -18,7 +18,8 @@ Goals: auto >= 0.97x the best fixed gamma and >= 1.10x the worst at every batch 
 autoregressive; on the mixed batch auto beats every fixed gamma.
 
     .venv/bin/python benchmarks/adaptive_gamma.py [--settings moe,stdlib,smollm] [--batch-sizes 1,4,16,64]
-        [--gammas 1,2,4,6] [--max-new-tokens 32] [--repeats 3] [--repeat-budget-s 200] [-o results/adaptive_gamma.jsonl]
+        [--gammas 1,2,4,6] [--max-new-tokens 32] [--repeats 3] [--repeat-budget-s 200]
+        [--min-cell-s 30] [-o results/adaptive_gamma.jsonl]
     .venv/bin/python benchmarks/adaptive_gamma.py --decision-only   # the decision's own cost, outside any run
     .venv/bin/python benchmarks/adaptive_gamma.py --table results/adaptive_gamma.jsonl   # docs/results.md's table
     .venv/bin/python benchmarks/adaptive_gamma.py --breakdown stdlib:64   # where AR's and auto's time goes
@@ -77,6 +78,18 @@ def prompts_for(name: str, tokenizer, batch: int, seed: int = 0) -> list[list[in
     return out
 
 
+def cell(name: str, batch: int, configs: list[tuple], models: ModelCache) -> tuple[dict, list, int | None]:
+    """One engine per configuration (label, gamma, auto), the cell's prompts and EOS, each engine warmed up by one
+    short generation (allocator, kernels, its fixed-shape plans)."""
+    engines = {label: build_engine(setting_specs(name, g, auto), models) for label, g, auto in configs}
+    tok = engines[configs[0][0]].target.tokenizer
+    prompts = prompts_for(name, tok, batch)
+    eos = getattr(tok, "eos_token_id", None) if name != "moe" else None
+    for engine in engines.values():
+        engine.generate(prompts[:1], 4, eos)
+    return engines, prompts, eos
+
+
 def one_run(engine, prompts, max_new, eos, auto: bool) -> dict:
     t0 = time.perf_counter()
     res = engine.generate(prompts, max_new, eos)
@@ -104,12 +117,7 @@ def measure(name: str, batch: int, gammas: list[int], max_new, models: ModelCach
     medians."""
     configs = ([] if mixed else [("ar", 0, False)]) + [(f"g{g}", g, False) for g in gammas] + \
         [("auto", max(gammas), True)]
-    engines = {label: build_engine(setting_specs(name, g, auto), models) for label, g, auto in configs}
-    tok = engines[configs[0][0]].target.tokenizer
-    prompts = prompts_for(name, tok, batch)
-    eos = getattr(tok, "eos_token_id", None) if name != "moe" else None
-    for engine in engines.values():  # warm-up: one short generation per engine (allocator, kernels, its plans)
-        engine.generate(prompts[:1], 4, eos)
+    engines, prompts, eos = cell(name, batch, configs, models)
     passes: dict[str, list[dict]] = {label: [] for label, _, _ in configs}
     t_cell = time.perf_counter()
     for rep in range(3 * repeats):
@@ -167,24 +175,19 @@ def decision_cost_us(calls: int = 200) -> float:
     return 1e6 * (time.perf_counter() - t0) / calls
 
 
-def breakdown(cell: str, max_new: int, gammas: list[int]) -> None:
+def breakdown(where: str, max_new: int, gammas: list[int]) -> None:
     """Where autoregressive decoding's and auto's time goes in one cell (SETTING:B), two runs each: prefill (for
     SD: the draft's prefill; the target's is merged into the first round), the first round, each later round
     (step, target, draft seconds) and the median decode step."""
-    name, batch = cell.split(":")
-    models = ModelCache()
-    for label, g, auto in [("ar", 0, False), ("auto", max(gammas), True)]:
-        engine = build_engine(setting_specs(name, g, auto), models)
-        tok = engine.target.tokenizer
-        prompts = prompts_for(name, tok, int(batch))
-        eos = getattr(tok, "eos_token_id", None) if name != "moe" else None
-        engine.generate(prompts[:1], 4, eos)
+    name, batch = where.split(":")
+    engines, prompts, eos = cell(name, int(batch), [("ar", 0, False), ("auto", max(gammas), True)], ModelCache())
+    for label, engine in engines.items():
         for _ in range(2):
             res = engine.generate(prompts, max_new, eos)
             st, steps = res.metrics["stages"], res.metrics["steps"]
             rounds = [s for s in steps if s["gamma"] > 0]
             decode = sorted(s["step_s"] for s in steps if s["gamma"] == 0)
-            print(f"{cell} {label}: {st['tokens_per_s']:.1f} tok/s, prefill {st['prefill_s']:.3f} s, "
+            print(f"{where} {label}: {st['tokens_per_s']:.1f} tok/s, prefill {st['prefill_s']:.3f} s, "
                   + (f"first round {rounds[0]['step_s']:.3f} s, later rounds (step/target/draft s) "
                      + ", ".join(f"{s['step_s']:.3f}/{s['target_s']:.3f}/{s['draft_s']:.3f}" for s in rounds[1:])
                      + ", " if rounds else "")

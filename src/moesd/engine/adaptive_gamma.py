@@ -337,7 +337,8 @@ class AdaptiveGamma:
             # close enough for the model's error to flip it (the best draft length predicted at >= `probe_gain`
             # of decoding), or `probe_every` have run: this one probes. Far verdicts are not probed every few
             # steps: a probe where SD clearly loses costs a round, and with a draft model the draft's catch-up on
-            # every token decoded since (stdlib B = 64: five rounds in 32 steps, auto at 0.84x autoregressive).
+            # every token decoded since. (It did not thin the probes of stdlib B = 64, five rounds in 32 steps:
+            # their verdicts were predicted >= 0.8x; docs/results.md section 15.)
             sd = max(range(1, top + 1), key=lambda g: rates[g])
             close = rates[sd] >= self.probe_gain * rates[0]
             if self.longest_measured == 0 or (self.zero_run > self.wait and close) \
@@ -370,10 +371,7 @@ class AdaptiveGamma:
 
     def observe_times(self, batch_size: int, gamma: int, target_s: float, draft_s: float, reject_s: float,
                       step_s: float | None = None) -> None:
-        if step_s is None:
-            self.cost.observe(batch_size, gamma, target_s, draft_s, reject_s)
-        else:
-            self.cost.observe(batch_size, gamma, target_s, draft_s, reject_s, step_s)
+        self.cost.observe(batch_size, gamma, target_s, draft_s, reject_s, step_s)
         self.longest_measured = max(self.longest_measured, gamma)
         self.decode_measured |= gamma == 0
 
