@@ -4,6 +4,7 @@ the CLI and its bad values."""
 import json
 import random
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -32,10 +33,13 @@ class StubCost:
         self.verify_fixed = decode if verify_fixed is None else verify_fixed
         self.seen = []
 
-    def round_s(self, b, g):
+    def round_s(self, b, g, catch_up=0):
         if g == 0:
             return self.decode + self.per_token * b
         return self.verify_fixed + g * self.draft + self.per_token * b * (g + 1)
+
+    def steps_s(self, b, top, catch_up=0):
+        return np.array([self.round_s(b, g, catch_up) for g in range(top + 1)])
 
     def observe(self, *args):
         self.seen.append(args)
@@ -179,6 +183,45 @@ def test_rule_uses_each_requests_own_acceptance():
     assert 0 < policy.choose(2, 100, rows=[0, 1])  # together: the good row still pays for the round
 
 
+def test_rule_minimises_the_time_until_the_last_row_ends_where_no_request_waits():
+    """Static batch (`remaining` given): a round that only moves the row that accepts well ahead does not end the
+    batch sooner when steps cost the same whatever the batch size; once that row is the one with the most tokens
+    left, speculating is what ends the batch sooner."""
+    policy = AdaptiveGamma(6, StubCost(decode=1.0, draft=0.1, verify_fixed=1.2))
+    rng = random.Random(0)
+    for _ in range(200):  # request 0 accepts 90 % of drafts, request 1 10 %
+        accepted = []
+        for alpha in (0.9, 0.1):
+            a = 0
+            while a < 6 and rng.random() < alpha:
+                a += 1
+            accepted.append(a)
+        policy.observe_round(accepted, [6, 6], rows=[0, 1])
+    policy.observe_times(2, 6, 1.0, 0.0, 0.0)
+    policy.observe_times(2, 0, 1.0, 0.0, 0.0)
+    assert policy.choose(2, 100, rows=[0, 1]) > 0  # tokens per second over both rows: the good row pays
+    assert [policy.choose(2, 50, rows=[0, 1], remaining=[50, 50]) for _ in range(4)] == [0, 0, 0, 0]
+    assert policy.trace[-1]["objective"] == "finish"
+    assert policy.choose(2, 50, rows=[0, 1], remaining=[50, 3]) >= 4  # the poor row ends first either way
+
+
+def test_cost_model_prices_the_drafts_catch_up():
+    """A draft model reads the tokens decoded since its last round before drafting: the draft map prices them per
+    token, and the policy passes the plain steps since the last round with each round it times."""
+    arch, hw = model_preset("Qwen3-30B-A3B").arch(), resolve_hardware("cpu")
+    prior = physical_prior(arch, hw, 1, model_preset("Qwen2-0.5B-Instruct").arch())
+    cost = StepCostModel(prior, fit_context(hw, arch), arch.num_experts, arch.experts_per_token, max_gamma=8)
+    cost.observe(8, 1, 1.0, 0.1, 0.0)
+    cost.observe(8, 2, 1.0, 0.2, 0.0)
+    cost.observe(8, 2, 1.0, 0.5, 0.0, catch_up=10)  # 80 more tokens for the draft: 0.3 s more
+    assert cost.round_s(8, 2, 5) - cost.round_s(8, 2, 0) == pytest.approx(0.15, rel=0.05)
+    stub = StubCost()
+    policy = AdaptiveGamma(4, stub)
+    for g in (2, 0, 0, 0, 3):
+        policy.observe_times(8, g, 1.0, 0.1 * g, 0.0)
+    assert [args[-1] for args in stub.seen] == [0, 0, 0, 0, 3]
+
+
 def test_position_acceptance_counts_only_offered_positions():
     acc = PositionAcceptance(4)
     acc.record([2, 0, 4], [4, 4, 4])  # row 0: accepted 2 then rejected; row 1: rejected first; row 2: all
@@ -199,7 +242,7 @@ class RandomGamma:
         self.rng, self.top = random.Random(seed), top
         self.chosen = []
 
-    def choose(self, b, room, minimum=0, rows=None):
+    def choose(self, b, room, minimum=0, rows=None, remaining=None):
         g = self.rng.randint(minimum, max(minimum, min(self.top, room - 1)))
         self.chosen.append(g)
         return g

@@ -1,7 +1,8 @@
 """`--gamma auto`: choose the draft length every step from predicted cost and observed acceptance (lossless).
 
 Each step, for the B rows still generating, the policy picks gamma in 0..G_max maximising expected committed
-tokens per second, E[tokens | gamma] / T(B, gamma):
+tokens per second, E[tokens | gamma] / T(B, gamma), where a request waits for a row (continuous batching), or
+minimising the time until the last row ends where none does (a static batch: `_finish_rates`):
 - E[tokens | gamma] = 1 + sum_{i < gamma} p_i, with p_i the probability that the first i + 1 draft tokens are all
   accepted (vLLM's per-position acceptance rate), from this run's past rounds: Beta posteriors of per-position
   conditional acceptance, shrunk towards the pooled alpha where a position has few observations, and each
@@ -30,244 +31,15 @@ cannot bias which tokens the round accepts.
 from __future__ import annotations
 
 import time
-from collections import Counter, deque
+from collections import Counter
 
 import numpy as np
-# Imported with the module, not at the first refit: that import takes up to ~0.9 s here, which a short run would
-# otherwise book as decision time (it did: auto at 0.78x its equal, gamma 1, on a 48-token run).
-from scipy.optimize import nnls
 
+from moesd.engine.acceptance_posterior import PositionAcceptance, RequestAcceptance
+from moesd.engine.step_cost_model import StepCostModel
 from moesd.errors import MoesdError
-from moesd.perf.step_time import StepContext, StepTimeParams, step_times
 
-
-
-class PositionAcceptance:
-    """Per-position acceptance counts over a run: in a round of draft length g, position i < g is *offered* to a
-    row when its first i draft tokens were accepted, and *accepted* when the (i+1)-th was too. A row that drafted
-    fewer than g tokens (prompt lookup found a short continuation, or none) counts as rejected where its draft
-    ends: what matters for the choice is the tokens a round of length g commits, drafts that never came included.
-
-    Estimates are Beta posteriors: the pooled alpha has a uniform prior, each position's conditional acceptance a
-    prior centred on the pooled alpha with `prior_strength` pseudo-observations. Decisions draw from them
-    (Thompson sampling): an uncertain estimate is sometimes tried long, so a few unlucky early rounds cannot switch
-    SD off for good, and the draws concentrate as rounds accumulate."""
-
-    def __init__(self, max_gamma: int, prior_strength: float = 2.0) -> None:
-        self.offered = [0] * max_gamma
-        self.accepted = [0] * max_gamma
-        self.prior_strength = prior_strength
-
-    def record(self, accepted: list[int], drafted: list[int]) -> None:
-        for a, g in zip(accepted, drafted):
-            for i in range(min(g, len(self.offered))):
-                if i > a:
-                    break
-                self.offered[i] += 1
-                self.accepted[i] += int(i < a)
-
-    @property
-    def alpha(self) -> float:
-        """Posterior mean of the pooled per-token acceptance (uniform prior: 0.5 before any round)."""
-        return (sum(self.accepted) + 1.0) / (sum(self.offered) + 2.0)
-
-    def per_position(self, gamma: int, rng=None) -> list[float]:
-        """P(the first i + 1 draft tokens are all accepted), i < gamma (vLLM's per-position acceptance rate): the
-        posterior means, or one joint draw from the posteriors with `rng` (a numpy Generator)."""
-        acc, off, k = sum(self.accepted), sum(self.offered), self.prior_strength
-        alpha = rng.beta(acc + 1.0, off - acc + 1.0) if rng is not None else self.alpha
-        out, survive = [], 1.0
-        for i in range(gamma):
-            a = self.accepted[i] + k * alpha
-            b = self.offered[i] - self.accepted[i] + k * (1.0 - alpha)
-            survive *= rng.beta(a, b) if rng is not None else a / (a + b)
-            out.append(survive)
-        return out
-
-    def expected_tokens(self, gamma: int) -> float:
-        """Tokens one row commits in a round of draft length gamma, the bonus token included (posterior means)."""
-        return 1.0 + sum(self.per_position(gamma))
-
-
-class RequestAcceptance:
-    """Each request's own acceptance, relative to the pooled one. Requests differ (the synthetic spread, or real
-    prompts: code that copies its context vs free text), and which ones are still running is not random: rows that
-    accept more finish first, so at the end of a static batch the survivors accept less than the pool says (one
-    stdlib run's last row committed 1 token per round at gamma 2-4 while the pooled estimate said 2.1-3.2).
-
-    A request's alpha is a Beta posterior centred on the pooled alpha with `prior_strength` pseudo-observations;
-    its per-position acceptance is the pooled curve rescaled by (alpha_r / alpha)^(i + 1), capped at 1."""
-
-    def __init__(self, prior_strength: float = 4.0) -> None:
-        self.accepted: dict[int, int] = {}
-        self.rejected: dict[int, int] = {}
-        self.prior_strength = prior_strength
-
-    def record(self, rows: list[int], accepted: list[int], drafted: list[int]) -> None:
-        for r, a, g in zip(rows, accepted, drafted):
-            self.accepted[r] = self.accepted.get(r, 0) + a
-            self.rejected[r] = self.rejected.get(r, 0) + int(a < g)
-
-    def ratios(self, rows: list[int], pooled_alpha: float) -> np.ndarray:
-        """alpha_r / alpha per row (1 for a request not seen yet)."""
-        k = self.prior_strength
-        acc = np.array([self.accepted.get(r, 0) for r in rows], dtype=float)
-        rej = np.array([self.rejected.get(r, 0) for r in rows], dtype=float)
-        alpha_r = (acc + k * pooled_alpha) / (acc + rej + k)
-        return alpha_r / max(pooled_alpha, 1e-9)
-
-    @staticmethod
-    def mean_tokens(per_position: list[float], ratios: np.ndarray) -> list[float]:
-        """Mean over the rows of the tokens a round of each draft length 0..len(per_position) commits."""
-        if len(ratios) == 0:
-            ratios = np.ones(1)
-        p = np.asarray(per_position, dtype=float)
-        i = np.arange(1, len(p) + 1)
-        rows = np.minimum(1.0, p[None, :] * ratios[:, None] ** i[None, :])  # [rows, positions]
-        return [1.0] + (1.0 + np.cumsum(rows, axis=1)).mean(axis=0).tolist()
-
-
-class _OnlineMap:
-    """measured ~ w . features, w >= 0, by non-negative least squares on the last `window` observations, using as
-    many leading features as distinct feature rows have been seen (at most `max_features`): with one, only a scale
-    on feature 1 (the prior's prediction; the median measured / predicted ratio); with two, the first two (the
-    target: a per-forward constant and a scale on the prior, pinned by one decode and one verify size); with three,
-    all. Using what two points pin matters: the prior's shape over token counts can be far off (a CPU prior prices
-    a 2-token verify at ~2 decodes where the machine takes ~1.35), and a scale alone keeps that shape.
-    The decision runs every step and a refit costs ~0.2 ms of numpy/scipy (what made the in-run decision cost
-    0.6-1.7 ms per step before), so the fit is redone after the 1st, 2nd, 4th and 8th observation and then every
-    `refit_every`, and at once when a feature row not seen before arrives: that is the first measurement of a
-    draft length (or batch size) the policy has just extrapolated to, and the next choice must see it (without
-    it, one SmolLM2 run ramped gamma 3 -> 6 at B = 13 on a fit that priced a 91-token verify like a 13-token
-    decode, while each longer round measured ~2x a decode)."""
-
-    def __init__(self, window: int, max_features: int, refit_every: int = 8) -> None:
-        self.rows: deque = deque(maxlen=window)
-        self.max_features = max_features
-        self.refit_every = refit_every
-        self._w: np.ndarray | None = None
-        self._since_fit = 0
-        self._seen: set = set()  # distinct feature rows (rounded) ever observed
-
-    def add(self, features: tuple, measured: float) -> None:
-        if measured > 0 and features[1] > 0:
-            self.rows.append((features, measured))
-            self._since_fit += 1
-            key = tuple(round(f, 12) for f in features)
-            new = key not in self._seen
-            self._seen.add(key)
-            n = len(self.rows)
-            if new or n in (1, 2, 4, 8) or self._since_fit >= self.refit_every:
-                self._w = None
-
-    def __bool__(self) -> bool:
-        return bool(self.rows)
-
-    def weights(self) -> np.ndarray:
-        if self._w is None:
-            x = np.array([f for f, _ in self.rows], dtype=float)
-            y = np.array([m for _, m in self.rows], dtype=float)
-            w = np.zeros(x.shape[1])
-            w[1] = float(np.median(y / x[:, 1]))
-            k = min(len(self._seen), self.max_features, x.shape[1])
-            if k >= 2:
-                norm = x[:, :k].max(axis=0)
-                norm[norm == 0] = 1.0
-                fitted, _ = nnls(x[:, :k] / norm, y)
-                if np.any(fitted > 0):
-                    w = np.zeros(x.shape[1])
-                    w[:k] = fitted / norm
-            self._w = w
-            self._since_fit = 0
-        return self._w
-
-    def __call__(self, features: tuple) -> float:
-        return float(np.dot(self.weights(), features))
-
-
-class StepCostModel:
-    """Algorithm 1's stage times for this target (and draft), refined by what this run measures.
-
-    A target forward of n tokens costs w0 + w1 * prior(n) + w2 * n (non-negative weights fitted to every decode
-    and verify forward of the run): the prior's shape over token counts (the MoE's concave expert loading
-    included) with this machine's level, a per-forward overhead and a per-token term where the machine is more
-    compute-bound than the prior says (the CPU prior alone is ~3x off, docs/results.md section 13). A draft round
-    of g forwards costs g (v0 + v1 * prior draft forward); rejection a scale on its prior. Until a stage has been
-    measured, the target's scale stands in for it."""
-
-    def __init__(self, params: StepTimeParams, ctx: StepContext, num_experts: int, top_k: int,
-                 window: int = 64, source: str = "prior", max_gamma: int = 16,
-                 predictions: dict | None = None) -> None:
-        self.params, self.ctx, self.max_gamma = params, ctx, max_gamma
-        self.num_experts, self.top_k = num_experts, top_k
-        self.maps = {"target": _OnlineMap(window, 3), "draft": _OnlineMap(window, 2),
-                     "reject": _OnlineMap(window, 1)}
-        self.source = source
-        # Seconds per step outside the three stages (acceptance bookkeeping, cache trims, the proposer's update,
-        # the decision itself), per kind of step: a round does more of it than a decode step (stdlib B = 4: 3.5 %
-        # of a round's time, 1.2 % of a decode step's), which is the size of the goal's 3 % margin. Medians of
-        # the last few steps: a descheduled step must not move them.
-        self._outside = {False: deque(maxlen=15), True: deque(maxlen=15)}
-        self._outside_s = {False: 0.0, True: 0.0}
-        # Prior predictions per (batch size, gamma): the same for every run of one engine, so its factory shares
-        # one table between the policies it makes (the first fill, ~ms, then happens before any run).
-        self._cache: dict[tuple[int, int], dict] = predictions if predictions is not None else {}
-
-    def predicted(self, b: int, g: int) -> dict:
-        if (b, g) not in self._cache:
-            # One vectorised evaluation for every batch size up to this one (at least 64) and every draft length:
-            # batch sizes change as rows finish, and the decision runs every step.
-            top = max(self.max_gamma, g)
-            bs, gs = np.meshgrid(np.arange(1, max(b, 64) + 1), np.arange(1, top + 1), indexing="ij")
-            t = step_times(self.params, self.ctx, bs.ravel(), gs.ravel(), self.num_experts, self.top_k)
-            for i, (bi, gi) in enumerate(zip(bs.ravel().tolist(), gs.ravel().tolist())):
-                self._cache[(bi, gi)] = {"decode": float(t["target_decode_s"][i]),
-                                         "verify": float(t["target_verify_s"][i]),
-                                         "draft": float(t["draft_s"][i]), "reject": float(t["reject_s"][i])}
-                if gi == 1:
-                    self._cache[(bi, 0)] = self._cache[(bi, 1)]
-        return self._cache[(b, g)]
-
-    def _features(self, b: int, g: int) -> dict:
-        p = self.predicted(b, g)
-        tokens = b * (g + 1) if g else b
-        return {"target": (1.0, p["verify"] if g else p["decode"], float(tokens)),
-                "draft": (float(g), g * p["draft"]), "reject": (0.0, p["reject"])}
-
-    def _stage(self, name: str, features: tuple) -> float:
-        m = self.maps[name]
-        if m:
-            return m(features)
-        target = self.maps["target"]
-        return (target.weights()[1] if target else 1.0) * features[1]
-
-    def round_s(self, b: int, g: int) -> float:
-        """Predicted seconds of one step: a decode step (g = 0) or a round of draft length g, whole."""
-        f = self._features(b, g)
-        if g == 0:
-            return self._stage("target", f["target"]) + self._outside_s[False]
-        return (self._stage("target", f["target"]) + self._stage("draft", f["draft"])
-                + self._stage("reject", f["reject"]) + self._outside_s[True])
-
-    def observe(self, b: int, g: int, target_s: float, draft_s: float, reject_s: float,
-                step_s: float | None = None) -> None:
-        """One measured step: its stages and, with `step_s`, the whole step (the rest is its outside time)."""
-        f = self._features(b, g)
-        self.maps["target"].add(f["target"], target_s)
-        if g:
-            self.maps["draft"].add(f["draft"], draft_s)
-            self.maps["reject"].add(f["reject"], reject_s)
-        if step_s is not None:
-            seen = self._outside[g > 0]
-            seen.append(max(0.0, step_s - target_s - draft_s - reject_s))
-            self._outside_s[g > 0] = float(np.median(seen))
-
-    def scales(self) -> dict:
-        """The fitted weights of each map (target: per forward s, x prior, per token s; draft: per forward s,
-        x prior; reject: x prior) and the seconds per step outside them (decode step, round)."""
-        out = {name: [float(w) for w in m.weights()] for name, m in self.maps.items() if m}
-        out["outside_s"] = {"decode": self._outside_s[False], "round": self._outside_s[True]}
-        return out
+__all__ = ["AdaptiveGamma", "PositionAcceptance", "RequestAcceptance", "StepCostModel"]
 
 
 class AdaptiveGamma:
@@ -299,17 +71,21 @@ class AdaptiveGamma:
         self.zero_run = 0
         self.longest_measured = 0  # the longest draft length whose round the cost model has seen
         self.decode_measured = False  # whether the cost model has seen a plain decode step
+        self.since_round = 0  # plain steps since the last round: what a draft model must read before drafting
         self.decision_s = 0.0
         self.decisions = 0
         self.histogram: Counter = Counter()
         self.trace: list[dict] = []
         self.trace_limit = trace_limit
 
-    def choose(self, batch_size: int, room: int, minimum: int = 0, rows: list[int] | None = None) -> int:
+    def choose(self, batch_size: int, room: int, minimum: int = 0, rows: list[int] | None = None,
+               remaining: list[int] | None = None) -> int:
         """The draft length for the next step of `batch_size` rows, of which the longest may still take `room`
         tokens (drafting past it would be wasted); `minimum` 1 where the step must speculate (the first round,
         merged with the target's prefill). `rows`: the request ids of the rows, so each request's own acceptance
-        counts (without them every row is taken to accept like the pool)."""
+        counts (without them every row is taken to accept like the pool). `remaining`: the tokens each row may
+        still take, given where no request waits for a row (a static batch, or the end of a queue): the choice
+        then minimises the time until the last row ends instead of maximising tokens per second."""
         t0 = time.perf_counter()
         # A trust region on the cost model: at most twice the longest draft length it has measured (one more
         # from 1). Its shape over token counts comes from the prior, which can be far off (a CPU is more
@@ -319,15 +95,16 @@ class AdaptiveGamma:
         reach = max(self.longest_measured + 1, 2 * self.longest_measured)
         top = max(minimum, min(self.max_gamma, room - 1, reach))
         per_position = self.acceptance.per_position(top, self.rng)
-        if rows:
-            tokens = self.requests.mean_tokens(per_position, self.requests.ratios(rows, self.acceptance.alpha))
+        ratios = self.requests.ratios(rows, self.acceptance.alpha) if rows else np.ones(1)
+        per_row = self.requests.row_tokens(per_position, ratios)  # [rows, top + 1]
+        tokens = per_row.mean(axis=0).tolist()
+        if remaining is not None and len(remaining) == per_row.shape[0]:
+            rates = self._finish_rates(batch_size, per_row, np.asarray(remaining, dtype=float), top)
         else:
-            tokens = [1.0]
-            for p in per_position:
-                tokens.append(tokens[-1] + p)
-        rates = {g: tokens[g] / self.cost.round_s(batch_size, g) for g in range(minimum, top + 1)}
-        best = max(rates, key=lambda g: (rates[g], -g))  # ties: the shorter draft
-        if best > 0 and 0 in rates and rates[best] < (1.0 + self.margin) * rates[0]:
+            rates = np.asarray(tokens) / self.cost.steps_s(batch_size, top, self.since_round)
+        rates = rates.tolist()
+        best = max(range(minimum, top + 1), key=lambda g: (rates[g], -g))  # ties: the shorter draft
+        if best > 0 and minimum == 0 and rates[best] < (1.0 + self.margin) * rates[0]:
             best = 0
         probe = False
         if best == 0 and top >= 1:
@@ -357,12 +134,28 @@ class AdaptiveGamma:
         self.histogram[best] += 1
         if len(self.trace) < self.trace_limit:
             self.trace.append({"batch_size": batch_size, "gamma": best, "probe": probe,
-                               "predicted_gain": rates[best] / self._decode_rate(batch_size, tokens),
-                               "expected_tokens": tokens[best]})
+                               "predicted_gain": rates[best] / rates[0], "expected_tokens": tokens[best],
+                               "objective": "throughput" if remaining is None else "finish"})
         return best
 
-    def _decode_rate(self, batch_size: int, tokens: list[float]) -> float:
-        return tokens[0] / self.cost.round_s(batch_size, 0)
+    def _finish_rates(self, b: int, per_row: np.ndarray, remaining: np.ndarray, top: int) -> dict:
+        """Where no request waits for a row, what matters is when the last row ends, not tokens per second over
+        all rows: in a static batch whose rows run to a limit, rounds that only move the rows that accept well
+        ahead do not end it sooner (stdlib B = 16, 128 tokens: auto's rounds won per step, and the run still took
+        125 steps against autoregressive decoding's 127, 85-88 of them decoding the rows left behind at
+        0.83x its speed; docs/results.md section 15). Holding gamma for the rest of the run, row r needs
+        R_r / e_r(gamma) more steps, and a step costs a part per step F plus a part per active row P (from the cost
+        model: P = T(B) - T(B - 1), clamped to [0, T(B) / B]), so the rest takes
+        F x max_r(R_r / e_r) + P x sum_r(R_r / e_r): where steps cost little per row (a per-forward overhead, a
+        memory-bound GPU) the slowest row sets it; where they cost mostly per row (compute-bound), finishing rows
+        early shrinks the batch and every row's progress counts. Returned as remaining tokens per second."""
+        step_s = self.cost.steps_s(b, top, self.since_round)
+        per_row_s = np.zeros_like(step_s)
+        if b > 1:
+            per_row_s = np.clip(step_s - self.cost.steps_s(b - 1, top, self.since_round), 0.0, step_s / b)
+        steps = remaining[:, None] / np.minimum(per_row, np.maximum(remaining, 1.0)[:, None])  # [rows, top + 1]
+        rates = float(remaining.sum()) / ((step_s - b * per_row_s) * steps.max(axis=0) + per_row_s * steps.sum(axis=0))
+        return rates
 
     def observe_round(self, accepted: list[int], drafted: list[int], rows: list[int] | None = None) -> None:
         self.acceptance.record(accepted, drafted)
@@ -371,9 +164,10 @@ class AdaptiveGamma:
 
     def observe_times(self, batch_size: int, gamma: int, target_s: float, draft_s: float, reject_s: float,
                       step_s: float | None = None) -> None:
-        self.cost.observe(batch_size, gamma, target_s, draft_s, reject_s, step_s)
+        self.cost.observe(batch_size, gamma, target_s, draft_s, reject_s, step_s, self.since_round if gamma else 0)
         self.longest_measured = max(self.longest_measured, gamma)
         self.decode_measured |= gamma == 0
+        self.since_round = self.since_round + 1 if gamma == 0 else 0
 
     def summary(self) -> dict:
         return {"max_gamma": self.max_gamma, "cost_model": self.cost.source,

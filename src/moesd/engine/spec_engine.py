@@ -242,8 +242,11 @@ class SpecEngine:
         # Never draft past the longest remaining budget: those tokens could not be kept.
         room = max(run.limits[r] - len(run.outputs[r]) for r in run.active)
         # The policy sees only the batch size and earlier rounds, never this round's drafts (lossless).
-        gamma = (run.policy.choose(b, room, minimum=int(first_round), rows=run.active) if run.policy is not None
-                 else min(self.gamma, room - 1))
+        if run.policy is not None:  # with no request waiting, the time until the last row ends is what counts
+            remaining = None if run.queue else [run.limits[r] - len(run.outputs[r]) for r in run.active]
+            gamma = run.policy.choose(b, room, minimum=int(first_round), rows=run.active, remaining=remaining)
+        else:
+            gamma = min(self.gamma, room - 1)
         if self.gamma == 0 or (gamma <= 0 and not first_round):
             kind, gamma, target_s, draft_s, reject_s, routing = phases.DECODE, 0, *self._decode(run)
         else:

@@ -1,0 +1,92 @@
+"""What `--gamma auto` (engine/adaptive_gamma.py) knows of acceptance: per-position Beta posteriors pooled over a
+run's rounds, and each request's own acceptance relative to the pool."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class PositionAcceptance:
+    """Per-position acceptance counts over a run: in a round of draft length g, position i < g is *offered* to a
+    row when its first i draft tokens were accepted, and *accepted* when the (i+1)-th was too. A row that drafted
+    fewer than g tokens (prompt lookup found a short continuation, or none) counts as rejected where its draft
+    ends: what matters for the choice is the tokens a round of length g commits, drafts that never came included.
+
+    Estimates are Beta posteriors: the pooled alpha has a uniform prior, each position's conditional acceptance a
+    prior centred on the pooled alpha with `prior_strength` pseudo-observations. Decisions draw from them
+    (Thompson sampling): an uncertain estimate is sometimes tried long, so a few unlucky early rounds cannot switch
+    SD off for good, and the draws concentrate as rounds accumulate."""
+
+    def __init__(self, max_gamma: int, prior_strength: float = 2.0) -> None:
+        self.offered = [0] * max_gamma
+        self.accepted = [0] * max_gamma
+        self.prior_strength = prior_strength
+
+    def record(self, accepted: list[int], drafted: list[int]) -> None:
+        for a, g in zip(accepted, drafted):
+            for i in range(min(g, len(self.offered))):
+                if i > a:
+                    break
+                self.offered[i] += 1
+                self.accepted[i] += int(i < a)
+
+    @property
+    def alpha(self) -> float:
+        """Posterior mean of the pooled per-token acceptance (uniform prior: 0.5 before any round)."""
+        return (sum(self.accepted) + 1.0) / (sum(self.offered) + 2.0)
+
+    def per_position(self, gamma: int, rng=None) -> list[float]:
+        """P(the first i + 1 draft tokens are all accepted), i < gamma (vLLM's per-position acceptance rate): the
+        posterior means, or one joint draw from the posteriors with `rng` (a numpy Generator)."""
+        acc, off, k = sum(self.accepted), sum(self.offered), self.prior_strength
+        alpha = rng.beta(acc + 1.0, off - acc + 1.0) if rng is not None else self.alpha
+        out, survive = [], 1.0
+        for i in range(gamma):
+            a = self.accepted[i] + k * alpha
+            b = self.offered[i] - self.accepted[i] + k * (1.0 - alpha)
+            survive *= rng.beta(a, b) if rng is not None else a / (a + b)
+            out.append(survive)
+        return out
+
+    def expected_tokens(self, gamma: int) -> float:
+        """Tokens one row commits in a round of draft length gamma, the bonus token included (posterior means)."""
+        return 1.0 + sum(self.per_position(gamma))
+
+
+class RequestAcceptance:
+    """Each request's own acceptance, relative to the pooled one. Requests differ (the synthetic spread, or real
+    prompts: code that copies its context vs free text), and which ones are still running is not random: rows that
+    accept more finish first, so at the end of a static batch the survivors accept less than the pool says (one
+    stdlib run's last row committed 1 token per round at gamma 2-4 while the pooled estimate said 2.1-3.2).
+
+    A request's alpha is a Beta posterior centred on the pooled alpha with `prior_strength` pseudo-observations;
+    its per-position acceptance is the pooled curve rescaled by (alpha_r / alpha)^(i + 1), capped at 1."""
+
+    def __init__(self, prior_strength: float = 4.0) -> None:
+        self.accepted: dict[int, int] = {}
+        self.rejected: dict[int, int] = {}
+        self.prior_strength = prior_strength
+
+    def record(self, rows: list[int], accepted: list[int], drafted: list[int]) -> None:
+        for r, a, g in zip(rows, accepted, drafted):
+            self.accepted[r] = self.accepted.get(r, 0) + a
+            self.rejected[r] = self.rejected.get(r, 0) + int(a < g)
+
+    def ratios(self, rows: list[int], pooled_alpha: float) -> np.ndarray:
+        """alpha_r / alpha per row (1 for a request not seen yet)."""
+        k = self.prior_strength
+        acc = np.array([self.accepted.get(r, 0) for r in rows], dtype=float)
+        rej = np.array([self.rejected.get(r, 0) for r in rows], dtype=float)
+        alpha_r = (acc + k * pooled_alpha) / (acc + rej + k)
+        return alpha_r / max(pooled_alpha, 1e-9)
+
+    @staticmethod
+    def row_tokens(per_position: list[float], ratios: np.ndarray) -> np.ndarray:
+        """[rows, len(per_position) + 1]: the tokens a round of each draft length 0.. commits in each row, the bonus
+        token included (column 0, plain decoding: 1)."""
+        if len(ratios) == 0:
+            ratios = np.ones(1)
+        p = np.asarray(per_position, dtype=float)
+        i = np.arange(1, len(p) + 1)
+        rows = np.minimum(1.0, p[None, :] * ratios[:, None] ** i[None, :])  # [rows, positions]
+        return np.concatenate([np.ones((len(ratios), 1)), 1.0 + np.cumsum(rows, axis=1)], axis=1)

@@ -1,0 +1,185 @@
+"""The step-time model `--gamma auto` (engine/adaptive_gamma.py) prices its choices with: Algorithm 1's stage
+times (moesd.perf: the physical prior or `moesd fit` parameters) refined online by what the run measures."""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+
+import numpy as np
+# Imported with the module, not at the first refit: that import takes up to ~0.9 s here, which a short run would
+# otherwise book as decision time (it did: auto at 0.78x its equal, gamma 1, on a 48-token run).
+from scipy.optimize import nnls
+
+from moesd.perf.step_time import StepContext, StepTimeParams, step_times
+
+
+class _OnlineMap:
+    """measured ~ w . features, w >= 0, by non-negative least squares on the last `window` observations, using as
+    many leading features as distinct feature rows have been seen (at most `max_features`): with one, only a scale
+    on feature 1 (the prior's prediction; the median measured / predicted ratio); with two, the first two (the
+    target: a per-forward constant and a scale on the prior, pinned by one decode and one verify size); with three,
+    all. Using what two points pin matters: the prior's shape over token counts can be far off (a CPU prior prices
+    a 2-token verify at ~2 decodes where the machine takes ~1.35), and a scale alone keeps that shape.
+    The decision runs every step and a refit costs ~0.2 ms of numpy/scipy (what made the in-run decision cost
+    0.6-1.7 ms per step before), so the fit is redone after the 1st, 2nd, 4th and 8th observation and then every
+    `refit_every`, and at once when a feature row not seen before arrives: that is the first measurement of a
+    draft length (or batch size) the policy has just extrapolated to, and the next choice must see it (without
+    it, one SmolLM2 run ramped gamma 3 -> 6 at B = 13 on a fit that priced a 91-token verify like a 13-token
+    decode, while each longer round measured ~2x a decode)."""
+
+    def __init__(self, window: int, max_features: int, refit_every: int = 8) -> None:
+        self.rows: deque = deque(maxlen=window)
+        self.max_features = max_features
+        self.refit_every = refit_every
+        self._w: np.ndarray | None = None
+        self._since_fit = 0
+        self._seen: set = set()  # distinct feature rows (rounded) ever observed
+
+    def add(self, features: tuple, measured: float) -> None:
+        if measured > 0 and features[1] > 0:
+            self.rows.append((features, measured))
+            self._since_fit += 1
+            key = tuple(round(f, 12) for f in features)
+            new = key not in self._seen
+            self._seen.add(key)
+            n = len(self.rows)
+            if new or n in (1, 2, 4, 8) or self._since_fit >= self.refit_every:
+                self._w = None
+
+    def __bool__(self) -> bool:
+        return bool(self.rows)
+
+    def weights(self) -> np.ndarray:
+        if self._w is None:
+            x = np.array([f for f, _ in self.rows], dtype=float)
+            y = np.array([m for _, m in self.rows], dtype=float)
+            w = np.zeros(x.shape[1])
+            w[1] = float(np.median(y / x[:, 1]))
+            k = min(len(self._seen), self.max_features, x.shape[1])
+            if k >= 2:
+                norm = x[:, :k].max(axis=0)
+                norm[norm == 0] = 1.0
+                fitted, _ = nnls(x[:, :k] / norm, y)
+                if np.any(fitted > 0):
+                    w = np.zeros(x.shape[1])
+                    w[:k] = fitted / norm
+            self._w = w
+            self._since_fit = 0
+        return self._w
+
+    def __call__(self, features: tuple) -> float:
+        return float(np.dot(self.weights(), features))
+
+
+class StepCostModel:
+    """Algorithm 1's stage times for this target (and draft), refined by what this run measures.
+
+    A target forward of n tokens costs w0 + w1 * prior(n) + w2 * n (non-negative weights fitted to every decode
+    and verify forward of the run): the prior's shape over token counts (the MoE's concave expert loading
+    included) with this machine's level, a per-forward overhead and a per-token term where the machine is more
+    compute-bound than the prior says (the CPU prior alone is ~3x off, docs/results.md section 13). A draft round
+    of g forwards costs g (v0 + v1 * prior draft forward) + v2 * catch-up tokens; rejection a scale on its prior. Until a stage has been
+    measured, the target's scale stands in for it."""
+
+    def __init__(self, params: StepTimeParams, ctx: StepContext, num_experts: int, top_k: int,
+                 window: int = 64, source: str = "prior", max_gamma: int = 16,
+                 predictions: dict | None = None) -> None:
+        self.params, self.ctx, self.max_gamma = params, ctx, max_gamma
+        self.num_experts, self.top_k = num_experts, top_k
+        self.maps = {"target": _OnlineMap(window, 3), "draft": _OnlineMap(window, 3),
+                     "reject": _OnlineMap(window, 1)}
+        self.source = source
+        # Seconds per step outside the three stages (acceptance bookkeeping, cache trims, the proposer's update,
+        # the decision itself), per kind of step: a round does more of it than a decode step (stdlib B = 4: 3.5 %
+        # of a round's time, 1.2 % of a decode step's), which is the size of the goal's 3 % margin. Medians of
+        # the last few steps: a descheduled step must not move them.
+        self._outside = {False: deque(maxlen=15), True: deque(maxlen=15)}
+        self._outside_s = {False: 0.0, True: 0.0}
+        # Prior predictions per (batch size, gamma): the same for every run of one engine, so its factory shares
+        # one table between the policies it makes (the first fill, ~ms, then happens before any run).
+        self._cache: dict[tuple[int, int], dict] = predictions if predictions is not None else {}
+        self._matrices: dict[tuple[int, int], dict] = {}  # (batch size, top gamma) -> feature rows per map
+
+    def predicted(self, b: int, g: int) -> dict:
+        if (b, g) not in self._cache:
+            # One vectorised evaluation for every batch size up to this one (at least 64) and every draft length:
+            # batch sizes change as rows finish, and the decision runs every step.
+            top = max(self.max_gamma, g)
+            bs, gs = np.meshgrid(np.arange(1, max(b, 64) + 1), np.arange(1, top + 1), indexing="ij")
+            t = step_times(self.params, self.ctx, bs.ravel(), gs.ravel(), self.num_experts, self.top_k)
+            for i, (bi, gi) in enumerate(zip(bs.ravel().tolist(), gs.ravel().tolist())):
+                self._cache[(bi, gi)] = {"decode": float(t["target_decode_s"][i]),
+                                         "verify": float(t["target_verify_s"][i]),
+                                         "draft": float(t["draft_s"][i]), "reject": float(t["reject_s"][i])}
+                if gi == 1:
+                    self._cache[(bi, 0)] = self._cache[(bi, 1)]
+        return self._cache[(b, g)]
+
+    def _features(self, b: int, g: int, catch_up: int = 0) -> dict:
+        p = self.predicted(b, g)
+        tokens = b * (g + 1) if g else b
+        # The draft's third feature: the tokens it must first read, b per plain step decoded since its last
+        # round (`catch_up` steps), in its first forward of the round. A probe after a long run of plain steps
+        # pays them all, and without this feature the map saw that cost as noise on g forwards.
+        return {"target": (1.0, p["verify"] if g else p["decode"], float(tokens)),
+                "draft": (float(g), g * p["draft"], float(b * catch_up)), "reject": (0.0, p["reject"])}
+
+    def _stage(self, name: str, features: tuple) -> float:
+        m = self.maps[name]
+        if m:
+            return m(features)
+        target = self.maps["target"]
+        return (target.weights()[1] if target else 1.0) * features[1]
+
+    def round_s(self, b: int, g: int, catch_up: int = 0) -> float:
+        """Predicted seconds of one step: a decode step (g = 0) or a round of draft length g, whole, `catch_up`
+        plain steps after the draft's last round."""
+        f = self._features(b, g, catch_up)
+        if g == 0:
+            return self._stage("target", f["target"]) + self._outside_s[False]
+        return (self._stage("target", f["target"]) + self._stage("draft", f["draft"])
+                + self._stage("reject", f["reject"]) + self._outside_s[True])
+
+    def steps_s(self, b: int, top: int, catch_up: int = 0) -> np.ndarray:
+        """round_s(b, g, catch_up) for every g in 0..top at once: the decision prices them all every step, and one
+        call per draft length (4-5 map evaluations each) was most of its ~0.6 ms per step."""
+        feats = self._matrices.get((b, top))
+        if feats is None:
+            rows = [self._features(b, g) for g in range(top + 1)]
+            feats = self._matrices[(b, top)] = {k: np.array([r[k] for r in rows]) for k in self.maps}
+        draft = feats["draft"].copy()
+        draft[:, 2] = b * catch_up
+        out = self._stage_all("target", feats["target"])
+        out[1:] += (self._stage_all("draft", draft) + self._stage_all("reject", feats["reject"]))[1:]
+        out[0] += self._outside_s[False]
+        out[1:] += self._outside_s[True]
+        return out
+
+    def _stage_all(self, name: str, x: np.ndarray) -> np.ndarray:
+        m = self.maps[name]
+        if m:
+            return x @ m.weights()
+        target = self.maps["target"]
+        return (target.weights()[1] if target else 1.0) * x[:, 1]
+
+    def observe(self, b: int, g: int, target_s: float, draft_s: float, reject_s: float,
+                step_s: float | None = None, catch_up: int = 0) -> None:
+        """One measured step: its stages and, with `step_s`, the whole step (the rest is its outside time);
+        `catch_up`: for a round, the plain steps decoded since the draft's last one."""
+        f = self._features(b, g, catch_up)
+        self.maps["target"].add(f["target"], target_s)
+        if g:
+            self.maps["draft"].add(f["draft"], draft_s)
+            self.maps["reject"].add(f["reject"], reject_s)
+        if step_s is not None:
+            seen = self._outside[g > 0]
+            seen.append(max(0.0, step_s - target_s - draft_s - reject_s))
+            self._outside_s[g > 0] = statistics.median(seen)  # pure Python: np.median cost ~0.1 ms a step
+
+    def scales(self) -> dict:
+        """The fitted weights of each map (target: per forward s, x prior, per token s; draft: per forward s,
+        x prior, per catch-up token s; reject: x prior) and the seconds per step outside them (decode step, round)."""
+        out = {name: [float(w) for w in m.weights()] for name, m in self.maps.items() if m}
+        out["outside_s"] = {"decode": self._outside_s[False], "round": self._outside_s[True]}
+        return out
