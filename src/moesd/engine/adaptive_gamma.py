@@ -14,11 +14,11 @@ minimising the time until the last row ends where none does (a static batch: `_f
   these stages), so the choice adapts to the machine it runs on.
 The choice goes at most to twice the longest draft length whose round the run has measured (1 -> 2 -> 4 -> 8:
 a trust region on the cost model's extrapolation). gamma = 0 is plain decoding: where SD loses, or wins by less than a
-margin (3 %) inside the cost model's error, the engine stops speculating,
+margin (5 %) inside the cost model's error, the engine stops speculating,
 and after a run of such steps it speculates once (with the best gamma >= 1) so the acceptance and cost
 estimates stay current; the run it waits doubles after each probe that changed nothing (4, 8, 16, ... up to
 `probe_every`), so a short generation still probes and a long one where SD loses pays little for probing; where
-the model predicts SD far below decoding (under 0.8x) it waits the longest run (`probe_every`) at once.
+the model predicts SD far below decoding (under 0.9x) it waits the longest run (`probe_every`) at once.
 
 Why this keeps SD lossless: the chosen gamma is a function of the batch size, of acceptance outcomes of earlier
 rounds, of earlier stage timings and of the policy's own random draws only, never of the current round's draft
@@ -46,7 +46,7 @@ class AdaptiveGamma:
     """One run's draft-length policy (a fresh one per `generate` call)."""
 
     def __init__(self, max_gamma: int, cost: StepCostModel, probe_every: int = 64, first_probe: int = 4,
-                 trace_limit: int = 4096, seed: int = 0, margin: float = 0.03, probe_gain: float = 0.8) -> None:
+                 trace_limit: int = 4096, seed: int = 0, margin: float = 0.05, probe_gain: float = 0.9) -> None:
         if max_gamma < 1:
             raise MoesdError(f"--gamma auto needs a maximum draft length >= 1, got {max_gamma}")
         if not 1 <= first_probe <= probe_every:
@@ -57,7 +57,9 @@ class AdaptiveGamma:
         # Speculate only where the predicted gain over decoding exceeds this: the cost model's error on this CPU
         # is ~10 % step to step, and a predicted gain inside it is a coin flip whose loss side is what the
         # "never more than 3 % below autoregressive" goal forbids, while decoding there gives up at most the
-        # margin (one SmolLM2 run at B = 16 speculated on predicted gains of 1.03-1.09 and lost 13 %).
+        # margin (one SmolLM2 run at B = 16 speculated on predicted gains of 1.03-1.09 and lost 13 %; with a
+        # 3 % margin a stdlib B = 4 run still speculated on predicted gains of 1.04-1.09 whose rounds measured
+        # about a decode step's tokens per second).
         self.margin = margin
         if not 0.0 <= probe_gain <= 1.0:
             raise MoesdError(f"the probing threshold must be in [0, 1], got {probe_gain}")
@@ -115,7 +117,8 @@ class AdaptiveGamma:
             # of decoding), or `probe_every` have run: this one probes. Far verdicts are not probed every few
             # steps: a probe where SD clearly loses costs a round, and with a draft model the draft's catch-up on
             # every token decoded since. (It did not thin the probes of stdlib B = 64, five rounds in 32 steps:
-            # their verdicts were predicted >= 0.8x; docs/results.md section 15.)
+            # their verdicts were predicted >= 0.8x; docs/results.md section 15. At 0.8 the CPU MoE at B = 16 probed
+            # twice on verdicts of 0.82-0.84 from a cost model within 5 % of the rounds it then measured: 0.9.)
             sd = max(range(1, top + 1), key=lambda g: rates[g])
             close = rates[sd] >= self.probe_gain * rates[0]
             if self.longest_measured == 0 or (self.zero_run > self.wait and close) \

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 from collections import deque
+from itertools import combinations
 
 import numpy as np
 # Imported with the module, not at the first refit: that import takes up to ~0.9 s here, which a short run would
@@ -17,10 +18,13 @@ from moesd.perf.step_time import StepContext, StepTimeParams, step_times
 class _OnlineMap:
     """measured ~ w . features, w >= 0, by non-negative least squares on the last `window` observations, using as
     many leading features as distinct feature rows have been seen (at most `max_features`): with one, only a scale
-    on feature 1 (the prior's prediction; the median measured / predicted ratio); with two, the first two (the
-    target: a per-forward constant and a scale on the prior, pinned by one decode and one verify size); with three,
-    all. Using what two points pin matters: the prior's shape over token counts can be far off (a CPU prior prices
-    a 2-token verify at ~2 decodes where the machine takes ~1.35), and a scale alone keeps that shape.
+    on feature 1 (the prior's prediction; the median measured / predicted ratio); with two, the pair with feature 1
+    that fits best, the first pair on ties (the target: a per-forward constant and a scale on the prior, or a scale
+    on the prior and a per-token cost, pinned by one decode and one verify size); with three, all. Using what two
+    points pin matters: the prior's shape over token counts can be far off either way (a CPU prior prices a 2-token
+    verify at ~2 decodes where the machine takes ~1.35 at B = 1; at stdlib B = 64 the prior's expert loading is
+    saturated, 128 tokens priced 1.10x 64 where the machine took 1.7x, which no non-negative constant plus scale
+    fits, and that fit priced a round at 1.3x a decode step where it measured 1.9x), and a scale alone keeps it.
     The decision runs every step and a refit costs ~0.2 ms of numpy/scipy (what made the in-run decision cost
     0.6-1.7 ms per step before), so the fit is redone after the 1st, 2nd, 4th and 8th observation and then every
     `refit_every`, and at once when a feature row not seen before arrives: that is the first measurement of a
@@ -58,12 +62,18 @@ class _OnlineMap:
             w[1] = float(np.median(y / x[:, 1]))
             k = min(len(self._seen), self.max_features, x.shape[1])
             if k >= 2:
-                norm = x[:, :k].max(axis=0)
+                norm = x.max(axis=0)
                 norm[norm == 0] = 1.0
-                fitted, _ = nnls(x[:, :k] / norm, y)
-                if np.any(fitted > 0):
+                best = None
+                for cols in combinations(range(x.shape[1]), k):
+                    if 1 not in cols:
+                        continue
+                    fitted, residual = nnls(x[:, cols] / norm[list(cols)], y)
+                    if np.any(fitted > 0) and (best is None or residual < best[0] * (1 - 1e-6) - 1e-12):
+                        best = (residual, cols, fitted)
+                if best is not None:
                     w = np.zeros(x.shape[1])
-                    w[:k] = fitted / norm
+                    w[list(best[1])] = best[2] / norm[list(best[1])]
             self._w = w
             self._since_fit = 0
         return self._w
