@@ -32,6 +32,7 @@ import json
 import platform
 import random
 import statistics
+import subprocess
 import time
 from datetime import date
 
@@ -260,7 +261,8 @@ def main() -> None:
     env = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
            "torch": torch.__version__, "date": date.today().isoformat(), "max_new_tokens": a.max_new_tokens,
            "gammas": gammas, "repeats": a.repeats, "repeat_budget_s": a.repeat_budget_s,
-           "min_cell_s": a.min_cell_s}
+           "min_cell_s": a.min_cell_s, "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"],
+                                                                 capture_output=True, text=True).stdout.strip()}
     with open(a.output, "w") as f:
         for name in a.settings.split(","):
             models = ModelCache()
