@@ -153,8 +153,9 @@ def measure(name: str, batch: int, gammas: list[int], max_new, models: ModelCach
 
 def decision_cost_us(calls: int = 200) -> float:
     """Mean cost per step of the policy's work inside a run (`choose`, then `observe_times` and `observe_round`
-    of that round, so cost-map refits are included) for a 16-row batch, max gamma 6, after 40 observed rounds, on
-    the Qwen3-30B-A3B prior for the `cpu` preset: the decision alone, without a model running beside it."""
+    of that round, so cost-map refits are included) for a static 16-row batch (each row's own acceptance and
+    remaining tokens priced), max gamma 6, after 40 observed steps, on the Qwen3-30B-A3B prior for the `cpu` preset
+    with a Qwen2-0.5B draft: the decision alone, without a model running beside it."""
     from moesd.engine.adaptive_gamma import AdaptiveGamma, StepCostModel
     from moesd.perf.fit import fit_context
     from moesd.perf.hardware import resolve_hardware
@@ -162,17 +163,22 @@ def decision_cost_us(calls: int = 200) -> float:
     from moesd.perf.prior import physical_prior
 
     arch, hw = model_preset("Qwen3-30B-A3B").arch(), resolve_hardware("cpu")
-    policy = AdaptiveGamma(6, StepCostModel(physical_prior(arch, hw), fit_context(hw, arch), arch.num_experts,
-                                            arch.experts_per_token, max_gamma=6))
-    for _ in range(40):
-        g = policy.choose(16, 100)
-        policy.observe_times(16, g, 0.05 + 0.01 * g, 0.002 * g, 0.0003)
-        policy.observe_round([min(g, 2)] * 16, [g] * 16)
+    prior = physical_prior(arch, hw, 1, model_preset("Qwen2-0.5B-Instruct").arch())
+    policy = AdaptiveGamma(6, StepCostModel(prior, fit_context(hw, arch), arch.num_experts, arch.experts_per_token,
+                                            max_gamma=6))
+    rows = list(range(16))
+
+    def step(i: int) -> None:
+        g = policy.choose(16, 100, rows=rows, remaining=[100 - i % 5 - r for r in rows])
+        policy.observe_times(16, g, 0.05 + 0.01 * g + 1e-4 * (i % 7), 0.002 * g, 0.0003, 0.052 + 0.012 * g)
+        if g:
+            policy.observe_round([min(g, 2)] * 16, [g] * 16, rows)
+
+    for i in range(40):
+        step(i)
     t0 = time.perf_counter()
     for i in range(calls):
-        g = policy.choose(16, 100)
-        policy.observe_times(16, g, 0.05 + 0.01 * g + 1e-4 * (i % 7), 0.002 * g, 0.0003)
-        policy.observe_round([min(g, 2)] * 16, [g] * 16)
+        step(i)
     return 1e6 * (time.perf_counter() - t0) / calls
 
 
@@ -202,8 +208,9 @@ def table(path: str) -> None:
     recs = [json.loads(line) for line in open(path)]
     gammas = recs[0]["gammas"]
     print("| setting | B | passes | AR tok/s | " + " | ".join(f"g{g}" for g in gammas)
-          + " | auto | auto / best fixed | auto / worst | auto / AR | gammas auto chose (median pass; gamma: steps) |")
-    print("|---" * (8 + len(gammas)) + "|")
+          + " | auto | auto / best fixed | auto / worst | auto / AR | auto / AR in each pass | gammas auto chose "
+          "(median pass; gamma: steps) |")
+    print("|---" * (9 + len(gammas)) + "|")
     tally = {"best": [], "worst": [], "ar": [], "mixed": []}
     for r in recs:
         runs = r["runs"]
@@ -211,9 +218,13 @@ def table(path: str) -> None:
         hist = ", ".join(f"{k}: {v}" for k, v in runs["auto"]["gamma_histogram"].items())
         ar = f"{runs['ar']['tokens_per_s']:.1f}" if "ar" in runs else "-"
         vs_ar = f"{r['auto_vs_ar']:.2f}" if "auto_vs_ar" in r else "-"
+        # Paired within a pass (the configurations of one pass run back to back): how far noise alone moves it.
+        paired = sorted(a / b for a, b in zip(runs["auto"]["passes_tokens_per_s"],
+                                              runs["ar"]["passes_tokens_per_s"])) if "ar" in runs else []
+        per_pass = f"{paired[0]:.2f}-{paired[-1]:.2f}" if len(paired) > 1 else (f"{paired[0]:.2f}" if paired else "-")
         print(f"| {r['setting']} | {r['batch_size']}{' mixed' if r['mixed_lengths'] else ''} | {r['passes']} | {ar} | "
               + " | ".join(cells) + f" | {runs['auto']['tokens_per_s']:.1f} | {r['auto_vs_best']:.2f} "
-              f"({r['best_fixed']}) | {r['auto_vs_worst']:.2f} | {vs_ar} | {hist} |")
+              f"({r['best_fixed']}) | {r['auto_vs_worst']:.2f} | {vs_ar} | {per_pass} | {hist} |")
         where = f"{r['setting']} B={r['batch_size']}"
         if r["mixed_lengths"]:
             tally["mixed"].append((where, r["auto_vs_best"] > 1.0, r["auto_vs_best"]))
