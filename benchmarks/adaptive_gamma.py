@@ -23,6 +23,7 @@ autoregressive; on the mixed batch auto beats every fixed gamma.
     .venv/bin/python benchmarks/adaptive_gamma.py --decision-only   # the decision's own cost, outside any run
     .venv/bin/python benchmarks/adaptive_gamma.py --table results/adaptive_gamma.jsonl   # docs/results.md's table
     .venv/bin/python benchmarks/adaptive_gamma.py --breakdown stdlib:64   # where AR's and auto's time goes
+    .venv/bin/python benchmarks/adaptive_gamma.py --trace stdlib:64   # auto's decision at every step of one run
 """
 
 from __future__ import annotations
@@ -203,6 +204,24 @@ def breakdown(where: str, max_new: int, gammas: list[int]) -> None:
                   f"{sum(decode):.2f} s, smallest batch {min(s['batch_size'] for s in steps)}", flush=True)
 
 
+def trace(where: str, max_new: int, max_gamma: int) -> None:
+    """auto's decisions in one run of a cell (SETTING:B): per step the batch size, the chosen gamma (P: a probe),
+    the predicted gain over decoding and expected tokens per row, then what the step measured; last, the fitted
+    cost maps."""
+    name, batch = where.split(":")
+    engines, prompts, eos = cell(name, int(batch), [("auto", max_gamma, True)], ModelCache())
+    res = engines["auto"].generate(prompts, max_new, eos)
+    a = res.metrics["adaptive"]
+    print(f"{where} auto: {res.metrics['stages']['tokens_per_s']:.1f} tok/s, gammas {a['gamma_histogram']}, "
+          f"decision {a['decision_us_per_step']:.0f} us per step")
+    for t, s in zip(a["trace"], res.metrics["steps"]):
+        print(f"B={t['batch_size']} gamma {t['gamma']}{' P' if t['probe'] else ''} ({t['objective']}): predicted gain "
+              f"{t['predicted_gain']:.2f}, {t['expected_tokens']:.2f} tokens per row | {s['kind']} "
+              f"{1e3 * s['step_s']:.1f} ms (target {1e3 * s['target_s']:.1f}, draft {1e3 * s['draft_s']:.1f}), "
+              f"{s['tokens']} tokens")
+    print("cost maps:", json.dumps(a["cost_maps"]))
+
+
 def table(path: str) -> None:
     """The markdown table and goal tallies of docs/results.md section 15, from a results file."""
     recs = [json.loads(line) for line in open(path)]
@@ -256,7 +275,11 @@ def main() -> None:
     ap.add_argument("-o", "--output", default="results/adaptive_gamma.jsonl")
     ap.add_argument("--table", metavar="JSONL", help="print the markdown table and goal tallies of a results file")
     ap.add_argument("--breakdown", metavar="SETTING:B", help="where AR's and auto's time goes in one cell")
+    ap.add_argument("--trace", metavar="SETTING:B", help="auto's decision and measurement at every step of one run")
     a = ap.parse_args()
+    if a.trace:
+        trace(a.trace, a.max_new_tokens, max(int(x) for x in a.gammas.split(",")))
+        return
     if a.breakdown:
         breakdown(a.breakdown, a.max_new_tokens, [int(x) for x in a.gammas.split(",")])
         return
