@@ -10,8 +10,9 @@ minimising the time until the last row ends where none does (a static batch: `_f
 - T(B, 0) is a decode step; T(B, gamma) one SD round (gamma draft tokens, a verify of gamma + 1 tokens per row,
   rejection), from Algorithm 1's step times (moesd.perf: the physical prior, or `moesd fit` parameters),
   refined by what this run measures (StepCostModel: the target's forward as w0 + w1 x prior(n tokens) + w2 x n
-  fitted to the run's forwards, draft and rejection maps, plus each kind of step's measured time outside
-  these stages), so the choice adapts to the machine it runs on.
+  fitted to the run's forwards, a draft map that also prices the tokens the draft must catch up on, a rejection
+  map, plus each kind of step's measured time outside these stages; engine/step_cost_model.py), so the choice
+  adapts to the machine it runs on.
 The choice goes at most to twice the longest draft length whose round the run has measured (1 -> 2 -> 4 -> 8:
 a trust region on the cost model's extrapolation). gamma = 0 is plain decoding: where SD loses, or wins by less than a
 margin (5 %) inside the cost model's error, the engine stops speculating,
@@ -141,7 +142,7 @@ class AdaptiveGamma:
                                "objective": "throughput" if remaining is None else "finish"})
         return best
 
-    def _finish_rates(self, b: int, per_row: np.ndarray, remaining: np.ndarray, top: int) -> dict:
+    def _finish_rates(self, b: int, per_row: np.ndarray, remaining: np.ndarray, top: int) -> np.ndarray:
         """Where no request waits for a row, what matters is when the last row ends, not tokens per second over
         all rows: in a static batch whose rows run to a limit, rounds that only move the rows that accept well
         ahead do not end it sooner (stdlib B = 16, 128 tokens: auto's rounds won per step, and the run still took

@@ -17,7 +17,7 @@ from moesd.perf.step_time import StepContext, StepTimeParams, step_times
 
 class _OnlineMap:
     """measured ~ w . features, w >= 0, by non-negative least squares on the last `window` observations, using as
-    many leading features as distinct feature rows have been seen (at most `max_features`): with one, only a scale
+    many features as distinct feature rows have been seen (at most `max_features`): with one, only a scale
     on feature 1 (the prior's prediction; the median measured / predicted ratio); with two, the pair with feature 1
     that fits best, the first pair on ties (the target: a per-forward constant and a scale on the prior, or a scale
     on the prior and a per-token cost, pinned by one decode and one verify size); with three, all. Using what two
