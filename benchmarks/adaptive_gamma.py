@@ -195,11 +195,14 @@ def breakdown(where: str, max_new: int, gammas: list[int]) -> None:
             st, steps = res.metrics["stages"], res.metrics["steps"]
             rounds = [s for s in steps if s["gamma"] > 0]
             decode = sorted(s["step_s"] for s in steps if s["gamma"] == 0)
+            # A decode step's time outside the target's forward: bookkeeping, and for auto its decision.
+            outside = sorted(s["step_s"] - s["target_s"] for s in steps if s["gamma"] == 0)
             print(f"{where} {label}: {st['tokens_per_s']:.1f} tok/s, prefill {st['prefill_s']:.3f} s, "
                   + (f"first round {rounds[0]['step_s']:.3f} s, later rounds (step/target/draft s) "
                      + ", ".join(f"{s['step_s']:.3f}/{s['target_s']:.3f}/{s['draft_s']:.3f}" for s in rounds[1:])
                      + ", " if rounds else "")
-                  + f"median decode step {decode[len(decode) // 2]:.4f} s over {len(decode)}; totals: "
+                  + f"median decode step {decode[len(decode) // 2]:.4f} s over {len(decode)} (outside the target's "
+                  f"forward {1e3 * outside[len(outside) // 2]:.2f} ms); totals: "
                   f"{len(steps)} steps, later rounds {sum(s['step_s'] for s in rounds[1:]):.2f} s, decode steps "
                   f"{sum(decode):.2f} s, smallest batch {min(s['batch_size'] for s in steps)}", flush=True)
 
