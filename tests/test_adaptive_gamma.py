@@ -181,11 +181,12 @@ def test_rule_probes_after_a_run_of_plain_decoding():
     assert AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0)).choose(4, 100, minimum=1) >= 1
 
 
-def test_rule_uses_each_requests_own_acceptance():
-    """Rows that accept more finish first: the rows left must be priced by their own acceptance, not the pool's."""
+def two_requests_taught():
+    """A policy (max gamma 6, verification 1.2x a decode step, drafting 0.1 per token) that has seen 200 rounds of
+    two requests, request 0 accepting 90 % of drafts and request 1 10 %, and one timed round and decode step."""
     policy = AdaptiveGamma(6, StubCost(decode=1.0, draft=0.1, verify_fixed=1.2))
     rng = random.Random(0)
-    for _ in range(200):  # request 0 accepts 90 % of drafts, request 1 10 %
+    for _ in range(200):
         accepted = []
         for alpha in (0.9, 0.1):
             a = 0
@@ -195,6 +196,12 @@ def test_rule_uses_each_requests_own_acceptance():
         policy.observe_round(accepted, [6, 6], rows=[0, 1])
     policy.observe_times(2, 6, 1.0, 0.0, 0.0)
     policy.observe_times(2, 0, 1.0, 0.0, 0.0)
+    return policy
+
+
+def test_rule_uses_each_requests_own_acceptance():
+    """Rows that accept more finish first: the rows left must be priced by their own acceptance, not the pool's."""
+    policy = two_requests_taught()
     good = [policy.choose(1, 100, rows=[0]) for _ in range(20)]
     poor = [policy.choose(1, 100, rows=[1]) for _ in range(20)]
     assert min(good) >= 4 and poor.count(0) >= 17  # the others are its probes after runs of plain decoding
@@ -205,18 +212,7 @@ def test_rule_minimises_the_time_until_the_last_row_ends_where_no_request_waits(
     """Static batch (`remaining` given): a round that only moves the row that accepts well ahead does not end the
     batch sooner when steps cost the same whatever the batch size; once that row is the one with the most tokens
     left, speculating is what ends the batch sooner."""
-    policy = AdaptiveGamma(6, StubCost(decode=1.0, draft=0.1, verify_fixed=1.2))
-    rng = random.Random(0)
-    for _ in range(200):  # request 0 accepts 90 % of drafts, request 1 10 %
-        accepted = []
-        for alpha in (0.9, 0.1):
-            a = 0
-            while a < 6 and rng.random() < alpha:
-                a += 1
-            accepted.append(a)
-        policy.observe_round(accepted, [6, 6], rows=[0, 1])
-    policy.observe_times(2, 6, 1.0, 0.0, 0.0)
-    policy.observe_times(2, 0, 1.0, 0.0, 0.0)
+    policy = two_requests_taught()
     assert policy.choose(2, 100, rows=[0, 1]) > 0  # tokens per second over both rows: the good row pays
     assert [policy.choose(2, 50, rows=[0, 1], remaining=[50, 50]) for _ in range(4)] == [0, 0, 0, 0]
     assert policy.trace[-1]["objective"] == "finish"

@@ -240,11 +240,12 @@ class SpecEngine:
         proposer = run.proposer
         draft_forward_before = proposer.forward_s if proposer is not None else 0.0
         # Never draft past the longest remaining budget: those tokens could not be kept.
-        room = max(run.limits[r] - len(run.outputs[r]) for r in run.active)
+        left = [run.limits[r] - len(run.outputs[r]) for r in run.active]
+        room = max(left)
         # The policy sees only the batch size and earlier rounds, never this round's drafts (lossless).
         if run.policy is not None:  # with no request waiting, the time until the last row ends is what counts
-            remaining = None if run.queue else [run.limits[r] - len(run.outputs[r]) for r in run.active]
-            gamma = run.policy.choose(b, room, minimum=int(first_round), rows=run.active, remaining=remaining)
+            gamma = run.policy.choose(b, room, minimum=int(first_round), rows=run.active,
+                                      remaining=None if run.queue else left)
         else:
             gamma = min(self.gamma, room - 1)
         if self.gamma == 0 or (gamma <= 0 and not first_round):

@@ -135,21 +135,10 @@ class StepCostModel:
         return {"target": (1.0, p["verify"] if g else p["decode"], float(tokens)),
                 "draft": (float(g), g * p["draft"], float(b * catch_up)), "reject": (0.0, p["reject"])}
 
-    def _stage(self, name: str, features: tuple) -> float:
-        m = self.maps[name]
-        if m:
-            return m(features)
-        target = self.maps["target"]
-        return (target.weights()[1] if target else 1.0) * features[1]
-
     def round_s(self, b: int, g: int, catch_up: int = 0) -> float:
         """Predicted seconds of one step: a decode step (g = 0) or a round of draft length g, whole, `catch_up`
-        plain steps after the draft's last round."""
-        f = self._features(b, g, catch_up)
-        if g == 0:
-            return self._stage("target", f["target"]) + self._outside_s[False]
-        return (self._stage("target", f["target"]) + self._stage("draft", f["draft"])
-                + self._stage("reject", f["reject"]) + self._outside_s[True])
+        plain steps after the draft's last round (one entry of `steps_s`)."""
+        return float(self.steps_s(b, g, catch_up)[g])
 
     def steps_s(self, b: int, top: int, catch_up: int = 0) -> np.ndarray:
         """round_s(b, g, catch_up) for every g in 0..top at once: the decision prices them all every step, and one
