@@ -102,7 +102,7 @@ def one_run(engine, prompts, max_new, eos, auto: bool) -> dict:
         a = res.metrics["adaptive"]
         row.update(gamma_histogram=a["gamma_histogram"], mean_gamma=a["mean_gamma"],
                    decision_us_per_step=a["decision_us_per_step"], alpha_estimate=a["alpha_estimate"],
-                   cost_maps=a["cost_maps"])
+                   cost_maps=a["cost_maps"], carried=a["carried"], opening=a["opening"])
     if res.acceptance is not None:
         row["alpha"] = res.acceptance.alpha
     return row
@@ -207,22 +207,25 @@ def breakdown(where: str, max_new: int, gammas: list[int]) -> None:
                   f"{sum(decode):.2f} s, smallest batch {min(s['batch_size'] for s in steps)}", flush=True)
 
 
-def trace(where: str, max_new: int, max_gamma: int) -> None:
-    """auto's decisions in one run of a cell (SETTING:B): per step the batch size, the chosen gamma (P: a probe),
-    the predicted gain over decoding and expected tokens per row, then what the step measured; last, the fitted
-    cost maps."""
+def trace(where: str, max_new: int, max_gamma: int, calls: int = 2) -> None:
+    """auto's decisions in `calls` runs of one engine in a cell (SETTING:B; the engine keeps its cost model between
+    them): per run how it opened and what it carried from earlier runs, per step the batch size, the chosen gamma
+    (P: a probe), the predicted gain over decoding and expected tokens per row, then what the step measured; last,
+    the fitted cost maps."""
     name, batch = where.split(":")
     engines, prompts, eos = cell(name, int(batch), [("auto", max_gamma, True)], ModelCache())
-    res = engines["auto"].generate(prompts, max_new, eos)
-    a = res.metrics["adaptive"]
-    print(f"{where} auto: {res.metrics['stages']['tokens_per_s']:.1f} tok/s, gammas {a['gamma_histogram']}, "
-          f"decision {a['decision_us_per_step']:.0f} us per step")
-    for t, s in zip(a["trace"], res.metrics["steps"]):
-        print(f"B={t['batch_size']} gamma {t['gamma']}{' P' if t['probe'] else ''} ({t['objective']}): predicted gain "
-              f"{t['predicted_gain']:.2f}, {t['expected_tokens']:.2f} tokens per row | {s['kind']} "
-              f"{1e3 * s['step_s']:.1f} ms (target {1e3 * s['target_s']:.1f}, draft {1e3 * s['draft_s']:.1f}), "
-              f"{s['tokens']} tokens")
-    print("cost maps:", json.dumps(a["cost_maps"]))
+    for call in range(calls):
+        res = engines["auto"].generate(prompts, max_new, eos)
+        a = res.metrics["adaptive"]
+        print(f"{where} auto, call {call + 1}: {res.metrics['stages']['tokens_per_s']:.1f} tok/s, prefill "
+              f"{res.metrics['prefill_s']:.3f} s, gammas {a['gamma_histogram']}, decision "
+              f"{a['decision_us_per_step']:.0f} us per step; carried {a['carried']}, opening {a['opening']}")
+        for t, s in zip(a["trace"], res.metrics["steps"]):
+            print(f"B={t['batch_size']} gamma {t['gamma']}{' P' if t['probe'] else ''} ({t['objective']}): predicted "
+                  f"gain {t['predicted_gain']:.2f}, {t['expected_tokens']:.2f} tokens per row | {s['kind']} "
+                  f"{1e3 * s['step_s']:.1f} ms (target {1e3 * s['target_s']:.1f}, draft {1e3 * s['draft_s']:.1f}), "
+                  f"{s['tokens']} tokens")
+        print("cost maps:", json.dumps(a["cost_maps"]))
 
 
 def table(path: str) -> None:
@@ -230,7 +233,7 @@ def table(path: str) -> None:
     recs = [json.loads(line) for line in open(path)]
     gammas = recs[0]["gammas"]
     print("| setting | B | passes | AR tok/s | " + " | ".join(f"g{g}" for g in gammas)
-          + " | auto | auto / best fixed | auto / worst | auto / AR | auto / AR in each pass | gammas auto chose "
+          + " | auto | auto / best fixed | auto / worst | auto / AR | auto / AR in each pass, in order | gammas auto chose "
           "(median pass; gamma: steps) |")
     print("|---" * (9 + len(gammas)) + "|")
     tally = {"best": [], "worst": [], "ar": [], "mixed": []}
@@ -241,9 +244,10 @@ def table(path: str) -> None:
         ar = f"{runs['ar']['tokens_per_s']:.1f}" if "ar" in runs else "-"
         vs_ar = f"{r['auto_vs_ar']:.2f}" if "auto_vs_ar" in r else "-"
         # Paired within a pass (the configurations of one pass run back to back): how far noise alone moves it.
-        paired = sorted(a / b for a, b in zip(runs["auto"]["passes_tokens_per_s"],
-                                              runs["ar"]["passes_tokens_per_s"])) if "ar" in runs else []
-        per_pass = f"{paired[0]:.2f}-{paired[-1]:.2f}" if len(paired) > 1 else (f"{paired[0]:.2f}" if paired else "-")
+        # In pass order: auto's engine keeps its cost model between passes, so the first is its coldest.
+        paired = [a / b for a, b in zip(runs["auto"]["passes_tokens_per_s"],
+                                        runs["ar"]["passes_tokens_per_s"])] if "ar" in runs else []
+        per_pass = ", ".join(f"{x:.2f}" for x in paired) or "-"
         print(f"| {r['setting']} | {r['batch_size']}{' mixed' if r['mixed_lengths'] else ''} | {r['passes']} | {ar} | "
               + " | ".join(cells) + f" | {runs['auto']['tokens_per_s']:.1f} | {r['auto_vs_best']:.2f} "
               f"({r['best_fixed']}) | {r['auto_vs_worst']:.2f} | {vs_ar} | {per_pass} | {hist} |")

@@ -28,8 +28,9 @@ class StubCost:
 
     source = "stub"
 
-    def __init__(self, decode=1.0, draft=0.0, verify_per_token=0.0, verify_fixed=None):
+    def __init__(self, decode=1.0, draft=0.0, verify_per_token=0.0, verify_fixed=None, start_per_token=0.0):
         self.decode, self.draft, self.per_token = decode, draft, verify_per_token
+        self.start_per_token = start_per_token
         self.verify_fixed = decode if verify_fixed is None else verify_fixed
         self.seen = []
 
@@ -43,6 +44,15 @@ class StubCost:
 
     def observe(self, *args):
         self.seen.append(args)
+
+    def measured_near(self, b):
+        return 0, False  # a fresh engine: nothing measured before this run
+
+    def observe_draft_start(self, tokens, seconds):
+        pass
+
+    def draft_start_s(self, tokens):
+        return self.start_per_token * tokens
 
     def scales(self):
         return {}
@@ -236,6 +246,72 @@ def test_cost_model_prices_the_drafts_catch_up():
     assert [args[-1] for args in stub.seen] == [0, 0, 0, 0, 3]
 
 
+def test_rule_opens_with_a_plain_prefill_where_it_knows_sd_loses_and_prices_the_drafts_prefill():
+    """A run opens with an SD round merged with the prefill until decoding and rounds have been measured near its
+    batch size (the only way to learn them); with both known, it opens with a plain prefill where SD loses, so the
+    draft never reads the prompts. A draft that has not started is priced its prefill before its first round."""
+    assert AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0)).opens_with_round(4, 100)  # nothing known
+
+    class Known(StubCost):
+        def measured_near(self, b):
+            return 4, True  # what an earlier run of the engine measured at a nearby batch size
+
+    lose = AdaptiveGamma(4, Known(decode=1.0, verify_fixed=3.0))
+    assert not lose.opens_with_round(4, 100) and lose.summary()["carried"] == {"longest_round": 4, "decode": True}
+    win = AdaptiveGamma(4, Known(decode=1.0, verify_fixed=1.0))
+    teach(win, 0.8)
+    assert win.opens_with_round(4, 100) and win.choose(4, 100) == 4  # no forced probe: both sides were measured
+    # 2 s of draft prefill per 100 history tokens: 1000 tokens cost 20 decode steps before the first round, more
+    # than a round every step saves over 20 tokens (~6 rounds of 1.2 steps instead of 20 steps).
+    slow_start = AdaptiveGamma(4, Known(decode=1.0, verify_fixed=1.2, start_per_token=0.02))
+    teach(slow_start, 0.8)
+    assert slow_start.choose(4, 100, start_tokens=0) == 4  # started: speculate
+    assert not slow_start.opens_with_round(4, 20, start_tokens=1000)
+    assert slow_start.choose(4, 20, start_tokens=1000) == 0  # 20 tokens cannot repay 20 steps of prefill
+    assert slow_start.choose(4, 20, rows=[0, 1, 2, 3], remaining=[20] * 4, start_tokens=1000) == 0
+    assert slow_start.choose(4, 20, start_tokens=10) == 4  # a short history can
+
+
+def test_rule_prices_empty_rounds_as_decode_steps():
+    """Prompt lookup finds no draft in some rounds, and the engine decodes instead: such a round costs a decode step
+    and commits one token. Half the rounds empty, the others accepting 90 %, a round 1.6x a decode step: gamma 1
+    yields 1.45 tokens per 1.3 steps (1.12x decoding), where pricing every round at 1.6 steps with the empty ones
+    as rejections (0.45 acceptance) said 0.91x."""
+    policy = AdaptiveGamma(1, StubCost(decode=1.0, verify_fixed=1.6))
+    rng = random.Random(0)
+    for _ in range(300):
+        policy.observe_round([int(rng.random() < 0.9)], [1])
+        policy.observe_empty_round()
+    policy.observe_times(1, 1, 1.6, 0.0, 0.0)
+    policy.observe_times(1, 0, 1.0, 0.0, 0.0)
+    assert policy.empty_fraction == pytest.approx(0.5, abs=0.01)
+    assert [policy.choose(1, 100) for _ in range(10)] == [1] * 10
+    assert policy.trace[-1]["predicted_gain"] == pytest.approx(1.45 / 1.3, rel=0.05)
+
+
+def test_engine_keeps_what_it_measured_between_generate_calls(tiny_model, agreeing_draft):
+    """One cost model per engine: a second call at the same batch size starts from the rounds and decode steps the
+    first measured (no forced probe), one far from it does not; outputs stay exact."""
+    from moesd.engine.factory import EngineSpec, make_gamma_policy
+
+    target = tiny_model("qwen3_moe")
+    draft = agreeing_draft(target)
+    prompts = prompts_for(4)
+    ar = SpecEngine(target, None, gamma=0).generate(prompts, NEW)
+    spec = EngineSpec(target="tiny", draft="tiny-draft", gamma=4, adaptive_gamma=True)
+    engine = SpecEngine(target, DraftModelProposer(draft, target.vocab_size), 4,
+                        gamma_policy=make_gamma_policy(spec, target, draft))
+    first = engine.generate(prompts, NEW).metrics["adaptive"]
+    assert first["carried"] == {"longest_round": 0, "decode": False} and first["opening"] is None
+    second = engine.generate(prompts, NEW)
+    assert second.token_ids == ar.token_ids
+    carried = second.metrics["adaptive"]["carried"]
+    assert carried["longest_round"] >= 1 and carried["decode"]
+    assert second.metrics["adaptive"]["opening"]["batch_size"] == 4  # decided from measurements, not forced
+    far = engine.generate(prompts_for(8) * 2, NEW).metrics["adaptive"]  # 4x the batch size measured so far
+    assert far["carried"] == {"longest_round": 0, "decode": False} and far["opening"] is None
+
+
 def test_position_acceptance_counts_only_offered_positions():
     acc = PositionAcceptance(4)
     acc.record([2, 0, 4], [4, 4, 4])  # row 0: accepted 2 then rejected; row 1: rejected first; row 2: all
@@ -252,14 +328,25 @@ class RandomGamma:
     """A policy that picks gamma at random (0 included) from its own generator: exactness must hold for any
     sequence of draft lengths chosen ahead of each round."""
 
-    def __init__(self, seed, top):
-        self.rng, self.top = random.Random(seed), top
+    def __init__(self, seed, top, opens=None):
+        self.rng, self.top, self.opens = random.Random(seed), top, opens
         self.chosen = []
 
-    def choose(self, b, room, minimum=0, rows=None, remaining=None):
+    def opens_with_round(self, b, room, rows=None, remaining=None, start_tokens=0):
+        # Else a plain prefill, and the draft starts at the first round that speculates (mid-run).
+        self.opened = self.opens if self.opens is not None else self.rng.random() < 0.5
+        return self.opened
+
+    def choose(self, b, room, minimum=0, rows=None, remaining=None, start_tokens=0):
         g = self.rng.randint(minimum, max(minimum, min(self.top, room - 1)))
         self.chosen.append(g)
         return g
+
+    def draft_started(self, tokens, seconds):
+        pass
+
+    def observe_empty_round(self):
+        pass
 
     def observe_round(self, *a):
         pass
@@ -288,6 +375,12 @@ def test_greedy_exact_with_a_changing_gamma(tiny_model, agreeing_draft, family, 
                     gamma_policy=random_policy).generate(prompts, NEW)
     assert sd.token_ids == ar.token_ids
     assert {0, 5} & set(policies[0].chosen) and len(set(policies[0].chosen)) >= 3
+    # Opened with a plain prefill: the draft reads the histories at the first round that speculates, mid-run, and
+    # rows admitted before it started (continuous batching) are read then too.
+    for rows in (None, max(1, batch - 1)):
+        lazy = SpecEngine(target, DraftModelProposer(draft, target.vocab_size), 5,
+                          gamma_policy=lambda seed: RandomGamma(seed + batch, 5, opens=False))
+        assert lazy.generate(prompts, NEW, batch_size=rows).token_ids == ar.token_ids
     # The real rule (cost model from the perf prior of this tiny model) is exact too, with continuous batching.
     from moesd.engine.factory import EngineSpec, make_gamma_policy
 
@@ -336,7 +429,7 @@ def test_generate_cli_auto_and_bad_values(capsys, tiny_dir):
     m = json.loads(out)["metrics"]
     assert m["gamma"] == "auto" and m["adaptive"]["max_gamma"] == 6
     # Synthetic drafting without a draft model costs nothing to predict: no draft map.
-    assert set(m["adaptive"]["cost_maps"]) == {"target", "reject", "outside_s"}
+    assert set(m["adaptive"]["cost_maps"]) - {"draft_start_s_per_token"} == {"target", "reject", "outside_s"}
     assert m["adaptive"]["cost_maps"]["outside_s"]["round"] >= 0  # a step's bookkeeping, priced
     assert all(0 <= int(g) <= 6 for g in m["adaptive"]["gamma_histogram"])
     for argv, message in [

@@ -17,10 +17,13 @@ class PositionAcceptance:
     (Thompson sampling): an uncertain estimate is sometimes tried long, so a few unlucky early rounds cannot switch
     SD off for good, and the draws concentrate as rounds accumulate."""
 
-    def __init__(self, max_gamma: int, prior_strength: float = 2.0) -> None:
+    def __init__(self, max_gamma: int, prior_strength: float = 2.0, pooled_prior: tuple[float, float] = (1.0, 1.0)):
         self.offered = [0] * max_gamma
         self.accepted = [0] * max_gamma
         self.prior_strength = prior_strength
+        # Beta(a, b) prior of the pooled alpha: uniform, or centred on what the engine's earlier runs accepted
+        # (AdaptiveGamma.carry_acceptance).
+        self.pooled_prior = pooled_prior
 
     def record(self, accepted: list[int], drafted: list[int]) -> None:
         for a, g in zip(accepted, drafted):
@@ -33,13 +36,15 @@ class PositionAcceptance:
     @property
     def alpha(self) -> float:
         """Posterior mean of the pooled per-token acceptance (uniform prior: 0.5 before any round)."""
-        return (sum(self.accepted) + 1.0) / (sum(self.offered) + 2.0)
+        a0, b0 = self.pooled_prior
+        return (sum(self.accepted) + a0) / (sum(self.offered) + a0 + b0)
 
     def per_position(self, gamma: int, rng=None) -> list[float]:
         """P(the first i + 1 draft tokens are all accepted), i < gamma (vLLM's per-position acceptance rate): the
         posterior means, or one joint draw from the posteriors with `rng` (a numpy Generator)."""
         acc, off, k = sum(self.accepted), sum(self.offered), self.prior_strength
-        alpha = rng.beta(acc + 1.0, off - acc + 1.0) if rng is not None else self.alpha
+        a0, b0 = self.pooled_prior
+        alpha = rng.beta(acc + a0, off - acc + b0) if rng is not None else self.alpha
         out, survive = [], 1.0
         for i in range(gamma):
             a = self.accepted[i] + k * alpha

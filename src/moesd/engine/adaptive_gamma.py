@@ -21,6 +21,14 @@ estimates stay current; the run it waits doubles after each probe that changed n
 `probe_every`), so a short generation still probes and a long one where SD loses pays little for probing; where
 the model predicts SD far below decoding (under 0.9x) it waits the longest run (`probe_every`) at once.
 
+What carries between the `generate` calls of one engine (engine/factory.py): the cost model (the machine and the
+models do not change; a new run trusts its measurements near batch sizes they were made at, `_seed`) and the last
+run's pooled acceptance as a weak prior (`carry_acceptance`); never a request's own acceptance. With both known, a
+run opens with a plain prefill where SD is predicted to lose (`opens_with_round`), and the draft reads the
+histories only at the first round that speculates, its prefill priced as part of that round; a run where SD never
+pays never prefills the draft. Rounds that come out empty (prompt lookup found nothing in any row; the engine
+decodes instead) are priced as the decode steps they become (`_steps_s`).
+
 Why this keeps SD lossless: the chosen gamma is a function of the batch size, of acceptance outcomes of earlier
 rounds, of earlier stage timings and of the policy's own random draws only, never of the current round's draft
 tokens or of the draft / target probabilities being compared. Given the history, each round is then an
@@ -75,21 +83,28 @@ class AdaptiveGamma:
         self.longest_measured = 0  # the longest draft length whose round the cost model has seen
         self.decode_measured = False  # whether the cost model has seen a plain decode step
         self.since_round = 0  # plain steps since the last round: what a draft model must read before drafting
+        self._seeded = False
+        self.empty_rounds = self.rounds_asked = 0  # rounds in which no row had a draft / all rounds asked for
+        self.carried: dict = {}  # what the engine's earlier runs had measured near this run's batch size
+        self.opening: dict | None = None  # the opening decision, where one was made (`opens_with_round`)
         self.decision_s = 0.0
         self.decisions = 0
         self.histogram: Counter = Counter()
         self.trace: list[dict] = []
         self.trace_limit = trace_limit
 
-    def choose(self, batch_size: int, room: int, minimum: int = 0, rows: list[int] | None = None,
-               remaining: list[int] | None = None) -> int:
-        """The draft length for the next step of `batch_size` rows, of which the longest may still take `room`
-        tokens (drafting past it would be wasted); `minimum` 1 where the step must speculate (the first round,
-        merged with the target's prefill). `rows`: the request ids of the rows, so each request's own acceptance
-        counts (without them every row is taken to accept like the pool). `remaining`: the tokens each row may
-        still take, given where no request waits for a row (a static batch, or the end of a queue): the choice
-        then minimises the time until the last row ends instead of maximising tokens per second."""
-        t0 = time.perf_counter()
+    def _seed(self, b: int) -> None:
+        """What earlier runs of this engine measured near batch size `b` counts as measured in this one (one cost
+        model serves every `generate` call of an engine): no forced probe, and the trust region starts there."""
+        if not self._seeded:
+            self._seeded = True
+            longest, decoded = self.cost.measured_near(b)
+            self.longest_measured = max(self.longest_measured, longest)
+            self.decode_measured |= decoded
+            self.carried = {"longest_round": longest, "decode": decoded}
+
+    def _rates(self, b: int, room: int, minimum: int, rows, remaining, start_tokens: int):
+        """(the objective per draft length 0..top, expected tokens per row per draft length, top)."""
         # A trust region on the cost model: at most twice the longest draft length it has measured (one more
         # from 1). Its shape over token counts comes from the prior, which can be far off (a CPU is more
         # compute-bound than its roofline), and one extrapolated round of a long draft at a large batch costs
@@ -100,12 +115,70 @@ class AdaptiveGamma:
         per_position = self.acceptance.per_position(top, self.rng)
         ratios = self.requests.ratios(rows, self.acceptance.alpha) if rows else np.ones(1)
         per_row = self.requests.row_tokens(per_position, ratios)  # [rows, top + 1]
-        tokens = per_row.mean(axis=0).tolist()
+        empty = self.empty_fraction
+        if empty:  # an empty round is a decode step: one token per row
+            per_row[:, 1:] = empty + (1.0 - empty) * per_row[:, 1:]
+        tokens = per_row.mean(axis=0)
+        # A draft that has not started (the run opened with a plain prefill) first reads every row's history: a
+        # one-off cost of the first round, which then needs no catch-up.
+        start_s = self.cost.draft_start_s(start_tokens) if start_tokens else 0.0
+        catch_up = 0 if start_tokens else self.since_round
         if remaining is not None and len(remaining) == per_row.shape[0]:
-            rates = self._finish_rates(batch_size, per_row, np.asarray(remaining, dtype=float), top)
+            rates = self._finish_rates(b, per_row, np.asarray(remaining, dtype=float), top, catch_up, start_s)
         else:
-            rates = np.asarray(tokens) / self.cost.steps_s(batch_size, top, self.since_round)
-        rates = rates.tolist()
+            step_s = self._steps_s(b, top, catch_up)
+            # Spread over the rest of the run at that draft length (~room / e_g steps).
+            step_s[1:] += start_s * tokens[1:] / max(room, 1)
+            rates = tokens / step_s
+        return rates.tolist(), tokens.tolist(), top
+
+    @property
+    def empty_fraction(self) -> float:
+        """The share of rounds asked for in which no row had a draft (prompt lookup found nothing), which the
+        engine runs as plain decode steps; 0 until one has happened."""
+        return self.empty_rounds / (self.rounds_asked + 1) if self.empty_rounds else 0.0
+
+    def _steps_s(self, b: int, top: int, catch_up: int) -> np.ndarray:
+        """The cost model's step times for draft lengths 0..top, a round's being a decode step's in the share of
+        rounds that come out empty: without this, prompt lookup at B = 1 (empty in about half its rounds) was priced
+        a round's time for every empty one and auto decoded 29 of 31 steps where gamma 1 ran 1.15x decoding."""
+        step_s = self.cost.steps_s(b, top, catch_up)
+        empty = self.empty_fraction
+        if empty:
+            step_s[1:] = empty * step_s[0] + (1.0 - empty) * step_s[1:]
+        return step_s
+
+    def opens_with_round(self, batch_size: int, room: int, rows: list[int] | None = None,
+                         remaining: list[int] | None = None, start_tokens: int = 0) -> bool:
+        """Whether the run opens with an SD round merged with the target's prefill (the draft prefills the prompts
+        first), or with a plain prefill (the draft starts only if a later step speculates, so a run where SD never
+        pays never prefills it). Until decoding and rounds have been measured near this batch size, it opens
+        with a round (the only way to learn them); then the same rule as `choose`, the draft's prefill of
+        `start_tokens` prompt tokens priced."""
+        t0 = time.perf_counter()
+        self._seed(batch_size)
+        opens = True
+        if self.longest_measured and self.decode_measured:
+            rates, _, top = self._rates(batch_size, room, 0, rows, remaining, start_tokens)
+            sd = max(range(1, top + 1), key=lambda g: rates[g]) if top >= 1 else 0
+            opens = sd > 0 and rates[sd] >= (1.0 + self.margin) * rates[0]
+            self.opening = {"batch_size": batch_size, "round": opens,
+                            "predicted_gain": rates[sd] / rates[0] if sd else 0.0}
+        self.decision_s += time.perf_counter() - t0
+        return opens
+
+    def choose(self, batch_size: int, room: int, minimum: int = 0, rows: list[int] | None = None,
+               remaining: list[int] | None = None, start_tokens: int = 0) -> int:
+        """The draft length for the next step of `batch_size` rows, of which the longest may still take `room`
+        tokens (drafting past it would be wasted); `minimum` 1 where the step must speculate (the first round,
+        merged with the target's prefill). `rows`: the request ids of the rows, so each request's own acceptance
+        counts (without them every row is taken to accept like the pool). `remaining`: the tokens each row may
+        still take, given where no request waits for a row (a static batch, or the end of a queue): the choice
+        then minimises the time until the last row ends instead of maximising tokens per second.
+        `start_tokens`: the history tokens a draft that has not started yet must read before its first round."""
+        t0 = time.perf_counter()
+        self._seed(batch_size)
+        rates, tokens, top = self._rates(batch_size, room, minimum, rows, remaining, start_tokens)
         best = max(range(minimum, top + 1), key=lambda g: (rates[g], -g))  # ties: the shorter draft
         if best > 0 and minimum == 0 and rates[best] < (1.0 + self.margin) * rates[0]:
             best = 0
@@ -142,7 +215,8 @@ class AdaptiveGamma:
                                "objective": "throughput" if remaining is None else "finish"})
         return best
 
-    def _finish_rates(self, b: int, per_row: np.ndarray, remaining: np.ndarray, top: int) -> np.ndarray:
+    def _finish_rates(self, b: int, per_row: np.ndarray, remaining: np.ndarray, top: int, catch_up: int,
+                      start_s: float = 0.0) -> np.ndarray:
         """Where no request waits for a row, what matters is when the last row ends, not tokens per second over
         all rows: in a static batch whose rows run to a limit, rounds that only move the rows that accept well
         ahead do not end it sooner (stdlib B = 16, 128 tokens: auto's rounds won per step, and the run still took
@@ -152,16 +226,39 @@ class AdaptiveGamma:
         model: P = T(B) - T(B - 1), clamped to [0, T(B) / B]), so the rest takes
         F x max_r(R_r / e_r) + P x sum_r(R_r / e_r): where steps cost little per row (a per-forward overhead, a
         memory-bound GPU) the slowest row sets it; where they cost mostly per row (compute-bound), finishing rows
-        early shrinks the batch and every row's progress counts. Returned as remaining tokens per second."""
-        step_s = self.cost.steps_s(b, top, self.since_round)
+        early shrinks the batch and every row's progress counts. A draft that has not started adds its prefill,
+        `start_s`, to every draft length >= 1. Returned as remaining tokens per second."""
+        step_s = self._steps_s(b, top, catch_up)
         per_row_s = np.zeros_like(step_s)
         if b > 1:
-            per_row_s = np.clip(step_s - self.cost.steps_s(b - 1, top, self.since_round), 0.0, step_s / b)
+            per_row_s = np.clip(step_s - self._steps_s(b - 1, top, catch_up), 0.0, step_s / b)
         steps = remaining[:, None] / np.minimum(per_row, np.maximum(remaining, 1.0)[:, None])  # [rows, top + 1]
-        rates = float(remaining.sum()) / ((step_s - b * per_row_s) * steps.max(axis=0) + per_row_s * steps.sum(axis=0))
-        return rates
+        total_s = (step_s - b * per_row_s) * steps.max(axis=0) + per_row_s * steps.sum(axis=0)
+        total_s[1:] += start_s
+        return float(remaining.sum()) / total_s
+
+    def carry_acceptance(self, earlier: "AdaptiveGamma", weight: float = 8.0) -> None:
+        """Start from an earlier run's pooled acceptance as a prior worth `weight` draft tokens (before any round of
+        its own). Serving engines keep acceptance statistics across requests; with the uniform prior a new run's
+        first choices (whether to open with a round at all, engine: `opens_with_round`) were coin flips: one at
+        stdlib B = 1, where SD runs 1.6x autoregressive, opened with a plain prefill twice on draws under 0.5. A
+        weight of a few tokens lets this run's own rounds outweigh it after one or two."""
+        alpha = earlier.acceptance.alpha
+        self.acceptance.pooled_prior = (1.0 + weight * alpha, 1.0 + weight * (1.0 - alpha))
+
+    def draft_started(self, tokens: int, seconds: float) -> None:
+        """The draft has just read `tokens` history tokens in `seconds` (its prefill): priced for later runs, and
+        nothing is left to catch up on."""
+        self.cost.observe_draft_start(tokens, seconds)
+        self.since_round = 0
+
+    def observe_empty_round(self) -> None:
+        """A round was asked for and no row had a draft: the engine decoded instead (and times it as a decode)."""
+        self.empty_rounds += 1
+        self.rounds_asked += 1
 
     def observe_round(self, accepted: list[int], drafted: list[int], rows: list[int] | None = None) -> None:
+        self.rounds_asked += 1
         self.acceptance.record(accepted, drafted)
         if rows is not None:
             self.requests.record(rows, accepted, drafted)
@@ -178,8 +275,8 @@ class AdaptiveGamma:
                 "gamma_histogram": {str(g): n for g, n in sorted(self.histogram.items())},
                 "mean_gamma": (sum(g * n for g, n in self.histogram.items()) / self.decisions
                                if self.decisions else 0.0),
-                "decisions": self.decisions, "decision_s": self.decision_s,
+                "decisions": self.decisions, "empty_rounds": self.empty_rounds, "decision_s": self.decision_s,
                 "decision_us_per_step": 1e6 * self.decision_s / self.decisions if self.decisions else 0.0,
-                "alpha_estimate": self.acceptance.alpha,
+                "alpha_estimate": self.acceptance.alpha, "carried": self.carried, "opening": self.opening,
                 "per_position_acceptance": self.acceptance.per_position(self.max_gamma),
                 "cost_maps": self.cost.scales(), "trace": self.trace}

@@ -165,7 +165,8 @@ def build_engine(spec: EngineSpec, models: ModelCache | None = None) -> SpecEngi
 
 
 def make_gamma_policy(spec: EngineSpec, target: LoadedModel, draft: LoadedModel | None):
-    """A factory of fresh `AdaptiveGamma` policies (one per generate call) pricing steps with the perf model:
+    """A factory of fresh `AdaptiveGamma` policies (one per generate call, sharing one `StepCostModel`) pricing steps
+    with the perf model:
     `spec.cost_params` (a `moesd fit` output) or the physical prior of this target and draft on `spec.hardware`
     (default: the cpu preset, or the GPU's preset) with that hardware's engine profile."""
     import torch
@@ -213,13 +214,21 @@ def make_gamma_policy(spec: EngineSpec, target: LoadedModel, draft: LoadedModel 
     ctx = fit_context(hw, target_arch)
     num_experts, top_k = max(target.num_experts, 1), max(target.top_k, 1)
 
-    predictions: dict = {}
+    # One cost model for every run of this engine: the machine and the models do not change between calls, so a
+    # later call starts from what earlier ones measured (AdaptiveGamma trusts it near batch sizes they ran) and
+    # need not pay for timed rounds again. Concurrent calls both feed it (observations of the same machine).
+    cost = StepCostModel(params, ctx, num_experts, top_k, source=source, max_gamma=spec.gamma)
+    cost.predicted(64, spec.gamma)  # a bad configuration fails here, and the prior's table is filled before any run
+
+    last: list[AdaptiveGamma] = []  # the previous call's policy: its acceptance is the next one's prior
 
     def factory(seed: int) -> AdaptiveGamma:
-        return AdaptiveGamma(spec.gamma, StepCostModel(params, ctx, num_experts, top_k, source=source,
-                                                       max_gamma=spec.gamma, predictions=predictions), seed=seed)
+        policy = AdaptiveGamma(spec.gamma, cost, seed=seed)
+        if last:
+            policy.carry_acceptance(last[0])
+        last[:] = [policy]
+        return policy
 
-    factory(0).cost.predicted(64, spec.gamma)  # a bad configuration fails here, and the shared table is filled
     return factory
 
 

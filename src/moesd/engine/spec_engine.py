@@ -8,15 +8,14 @@ the accepted slots of each row. Sequences that hit EOS or their token limit leav
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from moesd.engine import phases
 from moesd.engine.expert_budget import ExpertBudget
 from moesd.engine.expert_hooks import ExpertRecorder
+from moesd.engine.generation_result import GenerationResult
 from moesd.engine.loading import LoadedModel
-from moesd.engine.metrics import ExpertStats, StageClock, StepRecord, stage_summary, steps_as_dicts
+from moesd.engine.metrics import StageClock, StepRecord, stage_summary, steps_as_dicts
 from moesd.engine.options import MAX_GAMMA, check_gamma, check_kv_cache, check_routing, check_sampling
 from moesd.engine.proposers import left_pad
 from moesd.engine.ragged_kv import RaggedKV
@@ -25,32 +24,8 @@ from moesd.engine.run_state import RunState
 from moesd.engine.sampling import (SamplingParams, forced_acceptance, greedy_verify, probs_from_logits,
                                    rejection_sample, select_tokens)
 from moesd.errors import MoesdError
-from moesd.perf.acceptance_counts import AcceptanceCounts
 
 __all__ = ["GenerationResult", "MAX_GAMMA", "SpecEngine"]
-
-
-@dataclass
-class GenerationResult:
-    """One `generate` call. Typed fields are what callers compute with (counts, not rates); `metrics` is
-    the JSON form `moesd generate --json` prints, built from the same run."""
-
-    token_ids: list[list[int]]  # generated tokens per prompt, prompt excluded
-    finish_reasons: list[str]  # "eos" | "length"
-    metrics: dict
-    gamma: int = 0
-    acceptance: AcceptanceCounts | None = None  # None for the autoregressive baseline (gamma 0)
-    experts: ExpertStats | None = None  # None for dense targets
-    kl_per_token: torch.Tensor | None = None  # with measure_kl: KL(full || budgeted) of every verify token
-
-    @property
-    def stages(self) -> dict:
-        return self.metrics["stages"]
-
-    @property
-    def seconds_per_token(self) -> float:
-        """Wall time per generated token, prefill included (SD merges the target prefill into its first round)."""
-        return self.stages["generation_s"] / max(self.stages["tokens"], 1)
 
 
 class SpecEngine:
@@ -153,15 +128,16 @@ class SpecEngine:
             if self.gamma == 0 or not self.merge_prefill:
                 self._prefill(run)
                 if self.gamma > 0 and run.active:
-                    _, draft_prefill_s = self.clock.run(run.proposer.start, [run.histories[i] for i in run.active])
-                    run.prefill_s += draft_prefill_s
-                    run.proposer_started = True
+                    self._start_draft(run)
+            elif run.policy is not None and not run.policy.opens_with_round(
+                    len(run.active), max(run.limits[r] for r in run.active), run.active,
+                    None if run.queue else [run.limits[r] for r in run.active], self._start_tokens(run)):
+                self._prefill(run)  # --gamma auto expects SD to lose here: the draft starts at the first round, if any
             else:
                 # As transformers' assisted generation does, the target's prefill is merged into the first
                 # verification: the draft proposes from the prompt, and the target scores prompt + drafts
                 # in one forward. That step is recorded as "prefill+verify", apart from the stage medians.
-                _, run.prefill_s = self.clock.run(run.proposer.start, [run.histories[i] for i in run.active])
-                run.proposer_started = True
+                self._start_draft(run)
             done = 0
             while run.active or run.queue:
                 if run.queue and len(run.active) < run.batch_size:
@@ -226,6 +202,20 @@ class SpecEngine:
                                         [run.histories[r][-1:] for r in new_ids], replace)
             run.prefill_s += seconds
 
+    def _start_tokens(self, run: RunState) -> int:
+        """The history tokens a draft that has not started must read before its first round (else 0)."""
+        return 0 if run.proposer_started else sum(len(run.histories[r]) for r in run.active)
+
+    def _start_draft(self, run: RunState) -> float:
+        """The proposer reads every active row's history (its prefill, booked as prefill time); returns seconds."""
+        tokens = self._start_tokens(run)
+        _, seconds = self.clock.run(run.proposer.start, [run.histories[i] for i in run.active])
+        run.prefill_s += seconds
+        run.proposer_started = True
+        if run.policy is not None:
+            run.policy.draft_started(tokens, seconds)
+        return seconds
+
     def _prefill(self, run: RunState) -> None:
         ids, valid = left_pad([run.histories[i] for i in run.active], run.device)
         logits, run.prefill_s, routing = self._forward(run, phases.PREFILL, ids, valid, keep=1)
@@ -238,16 +228,18 @@ class SpecEngine:
         b = len(run.active)
         first_round = run.last is None
         proposer = run.proposer
-        draft_forward_before = proposer.forward_s if proposer is not None else 0.0
         # Never draft past the longest remaining budget: those tokens could not be kept.
         left = [run.limits[r] - len(run.outputs[r]) for r in run.active]
         room = max(left)
         # The policy sees only the batch size and earlier rounds, never this round's drafts (lossless).
         if run.policy is not None:  # with no request waiting, the time until the last row ends is what counts
             gamma = run.policy.choose(b, room, minimum=int(first_round), rows=run.active,
-                                      remaining=None if run.queue else left)
+                                      remaining=None if run.queue else left, start_tokens=self._start_tokens(run))
         else:
             gamma = min(self.gamma, room - 1)
+        if gamma > 0 and not run.proposer_started:  # the run opened with a plain prefill: the draft starts now
+            t_step += self._start_draft(run)  # prefill time, not this round's
+        draft_forward_before = proposer.forward_s if proposer is not None else 0.0
         if self.gamma == 0 or (gamma <= 0 and not first_round):
             kind, gamma, target_s, draft_s, reject_s, routing = phases.DECODE, 0, *self._decode(run)
         else:
@@ -257,10 +249,10 @@ class SpecEngine:
             lengths = getattr(proposer, "draft_lengths", None)
             if not first_round and lengths is not None and max(lengths) == 0:
                 # Prompt lookup found nothing in any row: a plain decode step, as transformers' prompt lookup
-                # does (decided from past tokens only, so SD stays lossless). For --gamma auto this round of
-                # length gamma committed one token per row: no draft token was accepted.
+                # does (decided from past tokens only, so SD stays lossless). --gamma auto counts it apart: it
+                # cost a decode step, not a round.
                 if run.policy is not None:
-                    run.policy.observe_round([0] * b, [gamma] * b, run.active)
+                    run.policy.observe_empty_round()
                 kind, gamma, (target_s, _, reject_s, routing) = phases.DECODE, 0, self._decode(run)
             else:
                 kind = phases.PREFILL_VERIFY if first_round else phases.VERIFY
@@ -280,7 +272,7 @@ class SpecEngine:
         logits, target_s, routing = self._forward(run, phases.DECODE, run.last[:, None], ones, keep=1)
         tok = select_tokens(logits[:, -1], self.sampling, run.generator)
         new_tokens = [[t] for t in tok.tolist()]
-        if run.proposer is not None:
+        if run.proposer is not None and run.proposer_started:
             run.proposer.accept([0] * len(new_tokens), new_tokens, 0)
         run.pending = (new_tokens, tok)
         return target_s, 0.0, 0.0, routing

@@ -93,8 +93,7 @@ class StepCostModel:
     measured, the target's scale stands in for it."""
 
     def __init__(self, params: StepTimeParams, ctx: StepContext, num_experts: int, top_k: int,
-                 window: int = 64, source: str = "prior", max_gamma: int = 16,
-                 predictions: dict | None = None) -> None:
+                 window: int = 64, source: str = "prior", max_gamma: int = 16) -> None:
         self.params, self.ctx, self.max_gamma = params, ctx, max_gamma
         self.num_experts, self.top_k = num_experts, top_k
         self.maps = {"target": _OnlineMap(window, 3), "draft": _OnlineMap(window, 3),
@@ -106,10 +105,18 @@ class StepCostModel:
         # the last few steps: a descheduled step must not move them.
         self._outside = {False: deque(maxlen=15), True: deque(maxlen=15)}
         self._outside_s = {False: 0.0, True: 0.0}
-        # Prior predictions per (batch size, gamma): the same for every run of one engine, so its factory shares
-        # one table between the policies it makes (the first fill, ~ms, then happens before any run).
-        self._cache: dict[tuple[int, int], dict] = predictions if predictions is not None else {}
+        # Prior predictions per (batch size, gamma) (engine/factory.py fills the table, ~ms, before any run).
+        self._cache: dict[tuple[int, int], dict] = {}
         self._matrices: dict[tuple[int, int], dict] = {}  # (batch size, top gamma) -> feature rows per map
+        # What has been measured, per batch size: the longest round's draft length, and decode steps. One
+        # engine keeps one model for all its `generate` calls (the machine does not change between them), and a
+        # new call's policy trusts it only near batch sizes it has seen (`measured_near`).
+        self.rounds_at: dict[int, int] = {}
+        self.decodes_at: set[int] = set()
+        # The draft's prefill (proposer.start): seconds per history token it read, the last few. A policy whose
+        # draft has not started yet (engine: the run opened with a plain prefill) must pay it before its first
+        # round, and prices it (AdaptiveGamma._rates).
+        self._start_s_per_token: deque = deque(maxlen=9)
 
     def predicted(self, b: int, g: int) -> dict:
         if (b, g) not in self._cache:
@@ -167,6 +174,10 @@ class StepCostModel:
         """One measured step: its stages and, with `step_s`, the whole step (the rest is its outside time);
         `catch_up`: for a round, the plain steps decoded since the draft's last one."""
         f = self._features(b, g, catch_up)
+        if g:
+            self.rounds_at[b] = max(self.rounds_at.get(b, 0), g)
+        else:
+            self.decodes_at.add(b)
         self.maps["target"].add(f["target"], target_s)
         if g:
             self.maps["draft"].add(f["draft"], draft_s)
@@ -176,9 +187,28 @@ class StepCostModel:
             seen.append(max(0.0, step_s - target_s - draft_s - reject_s))
             self._outside_s[g > 0] = statistics.median(seen)  # pure Python: np.median cost ~0.1 ms a step
 
+    def measured_near(self, b: int) -> tuple[int, bool]:
+        """(the longest draft length of a round measured, whether a decode step was measured) at batch sizes within
+        a factor of 2 of `b`: what a new run at batch size `b` may take as known (further away, the cost maps
+        extrapolate over batch sizes with the prior's shape, which can be far off)."""
+        longest = max((g for b2, g in self.rounds_at.items() if b / 2 <= b2 <= 2 * b), default=0)
+        return longest, any(b / 2 <= b2 <= 2 * b for b2 in self.decodes_at)
+
+    def observe_draft_start(self, tokens: int, seconds: float) -> None:
+        if tokens > 0 and seconds > 0:
+            self._start_s_per_token.append(seconds / tokens)
+
+    def draft_start_s(self, tokens: int) -> float:
+        """Predicted seconds of the draft's prefill over `tokens` history tokens (0 until one has been measured,
+        or for a proposer with nothing to prefill)."""
+        seen = self._start_s_per_token
+        return statistics.median(seen) * tokens if seen else 0.0
+
     def scales(self) -> dict:
         """The fitted weights of each map (target: per forward s, x prior, per token s; draft: per forward s,
         x prior, per catch-up token s; reject: x prior) and the seconds per step outside them (decode step, round)."""
         out = {name: [float(w) for w in m.weights()] for name, m in self.maps.items() if m}
         out["outside_s"] = {"decode": self._outside_s[False], "round": self._outside_s[True]}
+        if self._start_s_per_token:
+            out["draft_start_s_per_token"] = statistics.median(self._start_s_per_token)
         return out
