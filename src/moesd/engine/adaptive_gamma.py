@@ -140,8 +140,9 @@ class AdaptiveGamma:
 
     def _steps_s(self, b: int, top: int, catch_up: int) -> np.ndarray:
         """The cost model's step times for draft lengths 0..top, a round's being a decode step's in the share of
-        rounds that come out empty: without this, prompt lookup at B = 1 (empty in about half its rounds) was priced
-        a round's time for every empty one and auto decoded 29 of 31 steps where gamma 1 ran 1.15x decoding."""
+        rounds that come out empty: without this, every empty prompt-lookup round was priced a round's time and
+        counted as all drafts rejected, and one SmolLM2 run at B = 1 decoded 29 of 31 steps where the previous
+        table's gamma 1 had run 1.15x decoding."""
         step_s = self.cost.steps_s(b, top, catch_up)
         empty = self.empty_fraction
         if empty:
@@ -240,8 +241,9 @@ class AdaptiveGamma:
     def carry_acceptance(self, earlier: "AdaptiveGamma", weight: float = 8.0) -> None:
         """Start from an earlier run's pooled acceptance as a prior worth `weight` draft tokens (before any round of
         its own). Serving engines keep acceptance statistics across requests; with the uniform prior a new run's
-        first choices (whether to open with a round at all, engine: `opens_with_round`) were coin flips: one at
-        stdlib B = 1, where SD runs 1.6x autoregressive, opened with a plain prefill twice on draws under 0.5. A
+        first choices (whether to open with a round at all, engine: `opens_with_round`) were coin flips: one engine at
+        stdlib B = 1, where SD runs 1.6x autoregressive, opened two calls with a plain prefill on predicted gains of
+        0.79 and 0.86 drawn from that prior (`--trace stdlib:1` at a69c628 before this was added). A
         weight of a few tokens lets this run's own rounds outweigh it after one or two."""
         alpha = earlier.acceptance.alpha
         self.acceptance.pooled_prior = (1.0 + weight * alpha, 1.0 + weight * (1.0 - alpha))
