@@ -243,7 +243,7 @@ class AdaptiveGamma:
         its own). Serving engines keep acceptance statistics across requests; with the uniform prior a new run's
         first choices (whether to open with a round at all, engine: `opens_with_round`) were coin flips: one engine at
         stdlib B = 1, where SD runs 1.6x autoregressive, opened two calls with a plain prefill on predicted gains of
-        0.79 and 0.86 drawn from that prior (`--trace stdlib:1` at a69c628 before this was added). A
+        0.79 and 0.86 drawn from that prior (`--trace stdlib:1` on this pass's uncommitted code before the carry). A
         weight of a few tokens lets this run's own rounds outweigh it after one or two."""
         alpha = earlier.acceptance.alpha
         self.acceptance.pooled_prior = (1.0 + weight * alpha, 1.0 + weight * (1.0 - alpha))
