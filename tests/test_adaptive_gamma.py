@@ -272,6 +272,43 @@ def test_rule_opens_with_a_plain_prefill_where_it_knows_sd_loses_and_prices_the_
     assert slow_start.choose(4, 20, start_tokens=10) == 4  # a short history can
 
 
+def test_acceptance_carries_the_position_curve_and_the_request_spread_between_runs():
+    """A run starts from the earlier run's per-position curve (capped at a few observations per position) and from
+    how far its requests spread, never from a request's own acceptance. The curve: drafts that copy either fail at
+    the first token (70 %) or are accepted whole, so the conditional acceptance is 0.3 then 1.0 and a 6-token
+    draft is accepted whole 30 % of the time, where the pooled alpha (0.72) alone says 0.72^6 = 0.14."""
+    earlier = AdaptiveGamma(6, StubCost())
+    rng = random.Random(0)
+    for _ in range(200):  # two requests whose drafts start well half the time, two 10 %: a spread around the pool
+        earlier.observe_round([6 if rng.random() < p else 0 for p in (0.5, 0.5, 0.1, 0.1)], [6] * 4,
+                              rows=[0, 1, 2, 3])
+    later = AdaptiveGamma(6, StubCost())
+    later.carry_acceptance(earlier)
+    curve = later.acceptance.per_position(6)
+    assert curve[0] == pytest.approx(0.3, abs=0.1) and curve[5] == pytest.approx(0.3, abs=0.1)
+    assert all(a + b <= 8.0 + 1e-9 for a, b in later.acceptance.position_prior)  # a prior, not the earlier counts
+    fresh = AdaptiveGamma(6, StubCost())
+    fresh.acceptance.pooled_prior = later.acceptance.pooled_prior  # the pooled alpha alone (the previous carry)
+    assert fresh.acceptance.per_position(6)[5] < 0.2
+    summary = later.summary()["carried_acceptance"]
+    assert summary["alpha"] == pytest.approx(earlier.acceptance.alpha, abs=0.05)
+    lo, mid, hi = summary["request_spread"]
+    assert lo < 0.75 < 1.15 < hi  # the four requests, shrunk towards the pool
+    # New rows take the spread's quantiles (which is which is unknown); a row seen in this run keeps its own.
+    later.observe_round([1, 1, 1, 1], [1] * 4, rows=[9] * 4)
+    ratios = later.requests.ratios([9, 10, 11, 12, 13], later.acceptance.alpha)
+    assert ratios[0] > 1.0 and sorted(ratios[1:]) == pytest.approx(
+        np.quantile(later.requests.spread, [0.125, 0.375, 0.625, 0.875]))
+    # A static batch of new rows ends with its slowest: with the spread known, a round is worth less.
+    for policy in (later, fresh):
+        policy.observe_times(4, 6, 1.0, 0.0, 0.0)
+        policy.observe_times(4, 0, 1.0, 0.0, 0.0)
+    spread_gain = later.choose(4, 100, minimum=1, rows=[20, 21, 22, 23], remaining=[32] * 4)
+    later.requests.spread = np.empty(0)
+    no_spread_gain = later.choose(4, 100, minimum=1, rows=[20, 21, 22, 23], remaining=[32] * 4)
+    assert spread_gain >= 1 and later.trace[-2]["predicted_gain"] < later.trace[-1]["predicted_gain"]
+
+
 def test_rule_prices_empty_rounds_as_decode_steps():
     """Prompt lookup finds no draft in some rounds, and the engine decodes instead: such a round costs a decode step
     and commits one token. Half the rounds empty, the others accepting 90 %, a round 1.6x a decode step: gamma 1
@@ -305,6 +342,10 @@ def test_engine_keeps_what_it_measured_between_generate_calls(tiny_model, agreei
     assert first["carried"] == {"longest_round": 0, "decode": False} and first["opening"] is None
     second = engine.generate(prompts, NEW)
     assert second.token_ids == ar.token_ids
+    assert first["carried_acceptance"] == {}
+    # The first call's pooled alpha as a prior worth 8 draft tokens on top of the uniform Beta(1, 1).
+    carried_alpha = second.metrics["adaptive"]["carried_acceptance"]["alpha"]
+    assert carried_alpha == pytest.approx((1.0 + 8.0 * first["alpha_estimate"]) / 10.0)
     carried = second.metrics["adaptive"]["carried"]
     assert carried["longest_round"] >= 1 and carried["decode"]
     assert second.metrics["adaptive"]["opening"]["batch_size"] == 4  # decided from measurements, not forced

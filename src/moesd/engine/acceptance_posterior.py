@@ -13,9 +13,12 @@ class PositionAcceptance:
     ends: what matters for the choice is the tokens a round of length g commits, drafts that never came included.
 
     Estimates are Beta posteriors: the pooled alpha has a uniform prior, each position's conditional acceptance a
-    prior centred on the pooled alpha with `prior_strength` pseudo-observations. Decisions draw from them
-    (Thompson sampling): an uncertain estimate is sometimes tried long, so a few unlucky early rounds cannot switch
-    SD off for good, and the draws concentrate as rounds accumulate."""
+    prior centred on the pooled alpha with `prior_strength` pseudo-observations. `per_position` gives their means,
+    or one draw from them (Thompson sampling).
+
+    Earlier runs of the same engine can lend both a prior of the pooled alpha and one of each position's
+    conditional acceptance (`carry`): pseudo-counts added to this run's own, capped so a few rounds of this run
+    outweigh them."""
 
     def __init__(self, max_gamma: int, prior_strength: float = 2.0, pooled_prior: tuple[float, float] = (1.0, 1.0)):
         self.offered = [0] * max_gamma
@@ -24,6 +27,24 @@ class PositionAcceptance:
         # Beta(a, b) prior of the pooled alpha: uniform, or centred on what the engine's earlier runs accepted
         # (AdaptiveGamma.carry_acceptance).
         self.pooled_prior = pooled_prior
+        # (accepted, rejected) pseudo-counts per position from earlier runs: none until `carry`.
+        self.position_prior = [(0.0, 0.0)] * max_gamma
+
+    def carry(self, earlier: "PositionAcceptance", weight: float) -> None:
+        """Start from `earlier`'s pooled alpha and per-position conditional acceptance (its own counts and what it
+        had carried itself), each worth at most `weight` observations."""
+        alpha = earlier.alpha
+        self.pooled_prior = (1.0 + weight * alpha, 1.0 + weight * (1.0 - alpha))
+        prior = []
+        for i in range(len(self.offered)):
+            if i < len(earlier.offered):
+                pa, pb = earlier.position_prior[i]
+                acc, total = earlier.accepted[i] + pa, earlier.offered[i] + pa + pb
+            else:
+                acc = total = 0.0
+            n = min(weight, total)
+            prior.append((n * acc / total, n * (1.0 - acc / total)) if total > 0 else (0.0, 0.0))
+        self.position_prior = prior
 
     def record(self, accepted: list[int], drafted: list[int]) -> None:
         for a, g in zip(accepted, drafted):
@@ -47,8 +68,9 @@ class PositionAcceptance:
         alpha = rng.beta(acc + a0, off - acc + b0) if rng is not None else self.alpha
         out, survive = [], 1.0
         for i in range(gamma):
-            a = self.accepted[i] + k * alpha
-            b = self.offered[i] - self.accepted[i] + k * (1.0 - alpha)
+            pa, pb = self.position_prior[i]
+            a = self.accepted[i] + pa + k * alpha
+            b = self.offered[i] - self.accepted[i] + pb + k * (1.0 - alpha)
             survive *= rng.beta(a, b) if rng is not None else a / (a + b)
             out.append(survive)
         return out
@@ -71,6 +93,15 @@ class RequestAcceptance:
         self.accepted: dict[int, int] = {}
         self.rejected: dict[int, int] = {}
         self.prior_strength = prior_strength
+        # Sorted alpha_r / alpha of the requests of earlier runs (`carry`): how far requests spread, though not
+        # which new request is which. Empty: every request not seen yet is taken to accept like the pool.
+        self.spread = np.empty(0)
+
+    def carry(self, earlier: "RequestAcceptance", pooled_alpha: float, min_observations: int = 4) -> None:
+        """Keep how far `earlier`'s requests spread around its pooled alpha (those with at least
+        `min_observations` acceptance outcomes; `earlier`'s own carried spread where fewer than two had)."""
+        seen = [r for r in earlier.accepted if earlier.accepted[r] + earlier.rejected[r] >= min_observations]
+        self.spread = (np.sort(earlier.ratios(seen, pooled_alpha)) if len(seen) >= 2 else earlier.spread)
 
     def record(self, rows: list[int], accepted: list[int], drafted: list[int]) -> None:
         for r, a, g in zip(rows, accepted, drafted):
@@ -78,12 +109,21 @@ class RequestAcceptance:
             self.rejected[r] = self.rejected.get(r, 0) + int(a < g)
 
     def ratios(self, rows: list[int], pooled_alpha: float) -> np.ndarray:
-        """alpha_r / alpha per row (1 for a request not seen yet)."""
+        """alpha_r / alpha per row. A request not seen yet: 1, or, given earlier runs' spread, the rows not seen
+        yet together take its evenly spaced quantiles. What the choice computes from the rows (the mean tokens
+        per row, the slowest row's and the sum of their steps) does not depend on which row gets which, and with
+        the spread a batch of new rows has a slow row before any of its rounds shows which one it is: one stdlib
+        run at B = 16 opened with rounds on a predicted 1.19x where every fixed gamma lost through its slowest
+        rows (docs/results.md section 15)."""
         k = self.prior_strength
         acc = np.array([self.accepted.get(r, 0) for r in rows], dtype=float)
         rej = np.array([self.rejected.get(r, 0) for r in rows], dtype=float)
         alpha_r = (acc + k * pooled_alpha) / (acc + rej + k)
-        return alpha_r / max(pooled_alpha, 1e-9)
+        out = alpha_r / max(pooled_alpha, 1e-9)
+        new = np.array([r not in self.accepted for r in rows], dtype=bool)
+        if self.spread.size and new.any():
+            out[new] = np.quantile(self.spread, (np.arange(new.sum()) + 0.5) / new.sum())
+        return out
 
     @staticmethod
     def row_tokens(per_position: list[float], ratios: np.ndarray) -> np.ndarray:

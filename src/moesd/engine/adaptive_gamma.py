@@ -4,9 +4,11 @@ Each step, for the B rows still generating, the policy picks gamma in 0..G_max m
 tokens per second, E[tokens | gamma] / T(B, gamma), where a request waits for a row (continuous batching), or
 minimising the time until the last row ends where none does (a static batch: `_finish_rates`):
 - E[tokens | gamma] = 1 + sum_{i < gamma} p_i, with p_i the probability that the first i + 1 draft tokens are all
-  accepted (vLLM's per-position acceptance rate), from this run's past rounds: Beta posteriors of per-position
-  conditional acceptance, shrunk towards the pooled alpha where a position has few observations, and each
-  step one draw from them (Thompson sampling: uncertain draft lengths get tried, certain ones exploited);
+  accepted (vLLM's per-position acceptance rate), from this run's past rounds: the means of Beta posteriors of
+  per-position conditional acceptance, shrunk towards the pooled alpha where a position has few observations
+  (each step drew from them at first, Thompson sampling; at 32-token runs of ~8 rounds the draws' noise cost more
+  than the exploring earned: one `--trace stdlib:1` run read 84 tok/s drawing and 133 tok/s on the means, the
+  same engine state, and the probes below already keep the estimates current);
 - T(B, 0) is a decode step; T(B, gamma) one SD round (gamma draft tokens, a verify of gamma + 1 tokens per row,
   rejection), from Algorithm 1's step times (moesd.perf: the physical prior, or `moesd fit` parameters),
   refined by what this run measures (StepCostModel: the target's forward as w0 + w1 x prior(n tokens) + w2 x n
@@ -30,7 +32,7 @@ pays never prefills the draft. Rounds that come out empty (prompt lookup found n
 decodes instead) are priced as the decode steps they become (`_steps_s`).
 
 Why this keeps SD lossless: the chosen gamma is a function of the batch size, of acceptance outcomes of earlier
-rounds, of earlier stage timings and of the policy's own random draws only, never of the current round's draft
+rounds and of earlier stage timings only, never of the current round's draft
 tokens or of the draft / target probabilities being compared. Given the history, each round is then an
 ordinary speculative-sampling round with a fixed draft length, whose output is distributed exactly as the
 target's (Leviathan et al., Theorem 1; greedy: identical tokens); a gamma chosen in advance from the past
@@ -55,7 +57,7 @@ class AdaptiveGamma:
     """One run's draft-length policy (a fresh one per `generate` call)."""
 
     def __init__(self, max_gamma: int, cost: StepCostModel, probe_every: int = 64, first_probe: int = 4,
-                 trace_limit: int = 4096, seed: int = 0, margin: float = 0.05, probe_gain: float = 0.9) -> None:
+                 trace_limit: int = 4096, margin: float = 0.05, probe_gain: float = 0.9) -> None:
         if max_gamma < 1:
             raise MoesdError(f"--gamma auto needs a maximum draft length >= 1, got {max_gamma}")
         if not 1 <= first_probe <= probe_every:
@@ -77,8 +79,6 @@ class AdaptiveGamma:
         self.wait = first_probe
         self.acceptance = PositionAcceptance(max_gamma)
         self.requests = RequestAcceptance()
-        # Its own generator: the draws never touch the sampling generator, so outputs do not depend on them.
-        self.rng = np.random.default_rng(seed + 104729)
         self.zero_run = 0
         self.longest_measured = 0  # the longest draft length whose round the cost model has seen
         self.decode_measured = False  # whether the cost model has seen a plain decode step
@@ -86,6 +86,7 @@ class AdaptiveGamma:
         self._seeded = False
         self.empty_rounds = self.rounds_asked = 0  # rounds in which no row had a draft / all rounds asked for
         self.carried: dict = {}  # what the engine's earlier runs had measured near this run's batch size
+        self.carried_acceptance: dict = {}  # what they had accepted (`carry_acceptance`)
         self.opening: dict | None = None  # the opening decision, where one was made (`opens_with_round`)
         self.decision_s = 0.0
         self.decisions = 0
@@ -112,7 +113,7 @@ class AdaptiveGamma:
         # rule: at high acceptance a 32-token stdlib run at B = 1 (~12 rounds) spent 5 of them ramping 1 -> 6.
         reach = max(self.longest_measured + 1, 2 * self.longest_measured)
         top = max(minimum, min(self.max_gamma, room - 1, reach))
-        per_position = self.acceptance.per_position(top, self.rng)
+        per_position = self.acceptance.per_position(top)
         ratios = self.requests.ratios(rows, self.acceptance.alpha) if rows else np.ones(1)
         per_row = self.requests.row_tokens(per_position, ratios)  # [rows, top + 1]
         empty = self.empty_fraction
@@ -239,14 +240,23 @@ class AdaptiveGamma:
         return float(remaining.sum()) / total_s
 
     def carry_acceptance(self, earlier: "AdaptiveGamma", weight: float = 8.0) -> None:
-        """Start from an earlier run's pooled acceptance as a prior worth `weight` draft tokens (before any round of
-        its own). Serving engines keep acceptance statistics across requests; with the uniform prior a new run's
-        first choices (whether to open with a round at all, engine: `opens_with_round`) were coin flips: one engine at
-        stdlib B = 1, where SD runs 1.6x autoregressive, opened two calls with a plain prefill on predicted gains of
-        0.79 and 0.86 drawn from that prior (`--trace stdlib:1` on this pass's uncommitted code before the carry). A
-        weight of a few tokens lets this run's own rounds outweigh it after one or two."""
-        alpha = earlier.acceptance.alpha
-        self.acceptance.pooled_prior = (1.0 + weight * alpha, 1.0 + weight * (1.0 - alpha))
+        """Start from an earlier run's acceptance: its pooled alpha and each position's conditional acceptance as
+        priors worth at most `weight` observations each, and how far its requests spread around the pool (not
+        which request accepted what: a request's own acceptance is never carried). Serving engines keep acceptance
+        statistics across requests; with the uniform prior a new run's first choices (whether to open with a round
+        at all, engine: `opens_with_round`) were coin flips: one engine at stdlib B = 1, where SD runs 1.6x
+        autoregressive, opened two calls with a plain prefill on predicted gains of 0.79 and 0.86 drawn from that
+        prior. With the pooled alpha alone, fresh per-position draws kept choosing draft lengths 2-4 at stdlib B = 1
+        where 6 of 8 rounds accepted all 6 drafts (the conditional acceptance rises along a draft that copies code;
+        docs/results.md section 15). A weight of a few tokens lets this run's own rounds outweigh it after one or
+        two."""
+        self.acceptance.carry(earlier.acceptance, weight)
+        self.requests.carry(earlier.requests, earlier.acceptance.alpha)
+        spread = self.requests.spread
+        self.carried_acceptance = {
+            "alpha": self.acceptance.alpha, "per_position": self.acceptance.per_position(self.max_gamma),
+            "request_spread": [float(np.min(spread)), float(np.median(spread)), float(np.max(spread))]
+            if spread.size else None}
 
     def draft_started(self, tokens: int, seconds: float) -> None:
         """The draft has just read `tokens` history tokens in `seconds` (its prefill): priced for later runs, and
@@ -279,6 +289,7 @@ class AdaptiveGamma:
                                if self.decisions else 0.0),
                 "decisions": self.decisions, "empty_rounds": self.empty_rounds, "decision_s": self.decision_s,
                 "decision_us_per_step": 1e6 * self.decision_s / self.decisions if self.decisions else 0.0,
-                "alpha_estimate": self.acceptance.alpha, "carried": self.carried, "opening": self.opening,
+                "alpha_estimate": self.acceptance.alpha, "carried": self.carried,
+                "carried_acceptance": self.carried_acceptance, "opening": self.opening,
                 "per_position_acceptance": self.acceptance.per_position(self.max_gamma),
                 "cost_maps": self.cost.scales(), "trace": self.trace}

@@ -222,8 +222,8 @@ def make_gamma_policy(spec: EngineSpec, target: LoadedModel, draft: LoadedModel 
 
     last: list[AdaptiveGamma] = []  # the previous call's policy: its acceptance is the next one's prior
 
-    def factory(seed: int) -> AdaptiveGamma:
-        policy = AdaptiveGamma(spec.gamma, cost, seed=seed)
+    def factory(seed: int) -> AdaptiveGamma:  # the rule draws nothing at random: the engine's seed is not needed
+        policy = AdaptiveGamma(spec.gamma, cost)
         if last:
             policy.carry_acceptance(last[0])
         last[:] = [policy]
