@@ -2,6 +2,7 @@
 the CLI and its bad values."""
 
 import json
+import math
 import random
 
 import numpy as np
@@ -176,19 +177,69 @@ def test_rule_measures_a_decode_step_before_trusting_a_verdict_for_sd():
 def test_rule_probes_after_a_run_of_plain_decoding():
     """Where SD loses narrowly it decodes, probing after 4, then 8 (doubling up to the longest wait) plain steps;
     where it loses far (predicted under 0.9x decoding) it waits the longest run at once."""
-    policy = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=2.05), probe_every=8, first_probe=4)  # ~0.95x
+    # The cadence alone: no budget (test_rule_keeps_probes_within_their_budget has it).
+    policy = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=2.05), probe_every=8, first_probe=4,
+                           probe_budget=math.inf)  # ~0.95x
     teach(policy, 0.5)
     chosen = [policy.choose(4, 100) for _ in range(23)]
     assert [i for i, g in enumerate(chosen) if g] == [4, 13, 22]
     s = policy.summary()
     assert s["gamma_histogram"]["0"] == 20 and sum(t["probe"] for t in s["trace"]) == 3
-    far = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0), probe_every=8, first_probe=4)  # ~0.65x
+    far = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0), probe_every=8, first_probe=4,
+                        probe_budget=math.inf)  # ~0.65x
     teach(far, 0.5)
     chosen = [far.choose(4, 100) for _ in range(23)]
     assert [i for i, g in enumerate(chosen) if g] == [8, 17]
     assert "decision_us_per_step" in s  # reported; its value is a timing, checked in benchmarks/ only
     # The first round must speculate (it is merged with the target's prefill): minimum 1.
     assert AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0)).choose(4, 100, minimum=1) >= 1
+
+
+def test_rule_keeps_probes_within_their_budget():
+    """With both sides measured, a due probe runs only while the probes' predicted cost over decoding (the round,
+    less the decode steps its expected tokens replace) stays within the budget's share of the run's time: at
+    alpha 0.5 a 3-second round of gamma 4 commits ~1.94 tokens, 1.06 s worse than decoding them, so at 2 % of
+    1-second steps the first probe waits ~50 s of run, the second ~100 s; a budget of 0 never probes."""
+    def steps(policy, n):
+        chosen = []
+        for _ in range(n):
+            g = policy.choose(4, 1000)
+            policy.observe_times(4, g, 3.0 if g else 1.0, 0.0, 0.0)
+            chosen.append(g)
+        return [i for i, g in enumerate(chosen) if g]
+
+    budgeted = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0), probe_every=8, first_probe=4)
+    teach(budgeted, 0.5)  # 2 s of timed steps
+    probes = steps(budgeted, 120)
+    assert len(probes) == 2 and 46 <= probes[0] <= 54 and 95 <= probes[1] <= 106
+    s = budgeted.summary()
+    assert s["probe_loss_s"] == pytest.approx(2 * 1.03, abs=0.08)  # the posterior mean says ~1.97 tokens
+    assert s["probe_loss_s"] <= 0.02 * budgeted.elapsed_s and s["probes_deferred"] > 0
+    never = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0), probe_every=8, first_probe=4, probe_budget=0.0)
+    teach(never, 0.5)
+    assert steps(never, 120) == []
+    # Until a round has been measured, the first probe does not wait for the budget.
+    fresh = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0))
+    fresh.observe_times(4, 0, 1.0, 0.0, 0.0)
+    assert fresh.choose(4, 1000) >= 1 and fresh.trace[-1]["probe"]
+    with pytest.raises(MoesdError):
+        AdaptiveGamma(4, StubCost(), probe_budget=-0.1)
+    with pytest.raises(MoesdError):
+        AdaptiveGamma(4, StubCost(), probe_budget=math.nan)
+
+
+def test_cost_model_keeps_its_rounds_through_a_long_run_of_decode_steps():
+    """The target map keeps the last rounds apart from the last decode steps: 200 plain steps after 3 rounds
+    leave the rounds' measured price in place (one window for both priced rounds from decode steps alone)."""
+    arch, hw = model_preset("Qwen3-30B-A3B").arch(), resolve_hardware("cpu")
+    cost = StepCostModel(physical_prior(arch, hw, 1), fit_context(hw, arch), arch.num_experts, arch.experts_per_token,
+                         window=16, max_gamma=4)
+    for _ in range(3):
+        cost.observe(8, 4, 0.5, 0.0, 0.0)
+    for _ in range(200):
+        cost.observe(8, 0, 0.1, 0.0, 0.0)
+    assert cost.steps_s(8, 4)[4] == pytest.approx(0.5, rel=0.05)
+    assert cost.steps_s(8, 4)[0] == pytest.approx(0.1, rel=0.05)
 
 
 def two_requests_taught():

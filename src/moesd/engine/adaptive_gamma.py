@@ -21,11 +21,13 @@ margin (5 %) inside the cost model's error, the engine stops speculating,
 and after a run of such steps it speculates once (with the best gamma >= 1) so the acceptance and cost
 estimates stay current; the run it waits doubles after each probe that changed nothing (4, 8, 16, ... up to
 `probe_every`), so a short generation still probes and a long one where SD loses pays little for probing; where
-the model predicts SD far below decoding (under 0.9x) it waits the longest run (`probe_every`) at once.
+the model predicts SD far below decoding (under 0.9x) it waits the longest run (`probe_every`) at once. Once
+both sides are measured, probes also share a budget: their predicted cost over decoding stays within 2 % of the
+time the run has taken (`_probe_affordable`), so a short run where SD loses pays little for them.
 
 What carries between the `generate` calls of one engine (engine/factory.py): the cost model (the machine and the
 models do not change; a new run trusts its measurements near batch sizes they were made at, `_seed`) and the last
-run's pooled acceptance as a weak prior (`carry_acceptance`); never a request's own acceptance. With both known, a
+run's acceptance as a weak prior (`carry_acceptance`); never a request's own acceptance. With both known, a
 run opens with a plain prefill where SD is predicted to lose (`opens_with_round`), and the draft reads the
 histories only at the first round that speculates, its prefill priced as part of that round; a run where SD never
 pays never prefills the draft. Rounds that come out empty (prompt lookup found nothing in any row; the engine
@@ -57,7 +59,8 @@ class AdaptiveGamma:
     """One run's draft-length policy (a fresh one per `generate` call)."""
 
     def __init__(self, max_gamma: int, cost: StepCostModel, probe_every: int = 64, first_probe: int = 4,
-                 trace_limit: int = 4096, margin: float = 0.05, probe_gain: float = 0.9) -> None:
+                 trace_limit: int = 4096, margin: float = 0.05, probe_gain: float = 0.9,
+                 probe_budget: float = 0.02) -> None:
         if max_gamma < 1:
             raise MoesdError(f"--gamma auto needs a maximum draft length >= 1, got {max_gamma}")
         if not 1 <= first_probe <= probe_every:
@@ -75,6 +78,12 @@ class AdaptiveGamma:
         if not 0.0 <= probe_gain <= 1.0:
             raise MoesdError(f"the probing threshold must be in [0, 1], got {probe_gain}")
         self.probe_gain = probe_gain
+        if not probe_budget >= 0.0:
+            raise MoesdError(f"the probing budget must be >= 0, got {probe_budget}")
+        self.probe_budget = probe_budget
+        self.elapsed_s = 0.0  # the steps this run has timed
+        self.probe_loss_s = 0.0  # what its probes were predicted to cost over decoding
+        self.probes_deferred = 0  # steps where a probe was due and the budget had no room for it
         self.first_probe = first_probe
         self.wait = first_probe
         self.acceptance = PositionAcceptance(max_gamma)
@@ -87,6 +96,8 @@ class AdaptiveGamma:
         self.empty_rounds = self.rounds_asked = 0  # rounds in which no row had a draft / all rounds asked for
         self.carried: dict = {}  # what the engine's earlier runs had measured near this run's batch size
         self.carried_acceptance: dict = {}  # what they had accepted (`carry_acceptance`)
+        self._acceptance_version = 0  # bumped by every acceptance outcome: `_rates` caches the tokens by it
+        self._tokens_cache: tuple | None = None
         self.opening: dict | None = None  # the opening decision, where one was made (`opens_with_round`)
         self.decision_s = 0.0
         self.decisions = 0
@@ -113,13 +124,17 @@ class AdaptiveGamma:
         # rule: at high acceptance a 32-token stdlib run at B = 1 (~12 rounds) spent 5 of them ramping 1 -> 6.
         reach = max(self.longest_measured + 1, 2 * self.longest_measured)
         top = max(minimum, min(self.max_gamma, room - 1, reach))
-        per_position = self.acceptance.per_position(top)
-        ratios = self.requests.ratios(rows, self.acceptance.alpha) if rows else np.ones(1)
-        per_row = self.requests.row_tokens(per_position, ratios)  # [rows, top + 1]
         empty = self.empty_fraction
-        if empty:  # an empty round is a decode step: one token per row
-            per_row[:, 1:] = empty + (1.0 - empty) * per_row[:, 1:]
-        tokens = per_row.mean(axis=0)
+        # Acceptance changes only with a round: through a run of plain steps the same rows get the same tokens.
+        key = (top, tuple(rows) if rows else None, self._acceptance_version, empty, id(self.requests.spread))
+        if self._tokens_cache is None or self._tokens_cache[0] != key:
+            per_position = self.acceptance.per_position(top)
+            ratios = self.requests.ratios(rows, self.acceptance.alpha) if rows else np.ones(1)
+            per_row = self.requests.row_tokens(per_position, ratios)  # [rows, top + 1]
+            if empty:  # an empty round is a decode step: one token per row
+                per_row[:, 1:] = empty + (1.0 - empty) * per_row[:, 1:]
+            self._tokens_cache = (key, per_row, per_row.mean(axis=0))
+        _, per_row, tokens = self._tokens_cache
         # A draft that has not started (the run opened with a plain prefill) first reads every row's history: a
         # one-off cost of the first round, which then needs no catch-up.
         start_s = self.cost.draft_start_s(start_tokens) if start_tokens else 0.0
@@ -197,8 +212,9 @@ class AdaptiveGamma:
             # twice on verdicts of 0.82-0.84 from a cost model within 5 % of the rounds it then measured: 0.9.)
             sd = max(range(1, top + 1), key=lambda g: rates[g])
             close = rates[sd] >= self.probe_gain * rates[0]
-            if self.longest_measured == 0 or (self.zero_run > self.wait and close) \
-                    or self.zero_run > self.probe_every:
+            due = (self.zero_run > self.wait and close) or self.zero_run > self.probe_every
+            if self.longest_measured == 0 or (due and self._probe_affordable(batch_size, sd, tokens[sd],
+                                                                             start_tokens)):
                 best = sd
                 probe, self.zero_run = True, 0
                 self.wait = min(2 * self.wait, self.probe_every)
@@ -216,6 +232,24 @@ class AdaptiveGamma:
                                "predicted_gain": rates[best] / rates[0], "expected_tokens": tokens[best],
                                "objective": "throughput" if remaining is None else "finish"})
         return best
+
+    def _probe_affordable(self, b: int, g: int, expected_tokens: float, start_tokens: int) -> bool:
+        """Whether a probe of draft length g fits the probing budget: what the probes of this run are predicted to
+        cost over decoding (a round's time, the draft's start where it has not started, less the decode steps its
+        expected tokens replace) must stay within `probe_budget` of the time the run has taken. A probe is
+        insurance against the cost model's error, and on a machine whose costs earlier runs measured it was the
+        largest cost of a short run: at stdlib B = 4 (6 ms decode steps, 32 tokens) the first probe read the four
+        prompts into the draft (~8 ms) and with the decision's own cost left auto 0.92x autoregressive while
+        it decoded 29 of 31 steps (docs/results.md section 15). Where the model is right, SD loses and the probes
+        cost at most the budget; where it is wrong, they still come, later."""
+        step_s = self._steps_s(b, g, 0 if start_tokens else self.since_round)
+        start_s = self.cost.draft_start_s(start_tokens) if start_tokens else 0.0
+        loss_s = max(0.0, float(step_s[g]) + start_s - expected_tokens * float(step_s[0]))
+        if self.probe_loss_s + loss_s > self.probe_budget * self.elapsed_s:
+            self.probes_deferred += 1
+            return False
+        self.probe_loss_s += loss_s
+        return True
 
     def _finish_rates(self, b: int, per_row: np.ndarray, remaining: np.ndarray, top: int, catch_up: int,
                       start_s: float = 0.0) -> np.ndarray:
@@ -250,6 +284,7 @@ class AdaptiveGamma:
         where 6 of 8 rounds accepted all 6 drafts (the conditional acceptance rises along a draft that copies code;
         docs/results.md section 15). A weight of a few tokens lets this run's own rounds outweigh it after one or
         two."""
+        self._acceptance_version += 1
         self.acceptance.carry(earlier.acceptance, weight)
         self.requests.carry(earlier.requests, earlier.acceptance.alpha)
         spread = self.requests.spread
@@ -271,6 +306,7 @@ class AdaptiveGamma:
 
     def observe_round(self, accepted: list[int], drafted: list[int], rows: list[int] | None = None) -> None:
         self.rounds_asked += 1
+        self._acceptance_version += 1
         self.acceptance.record(accepted, drafted)
         if rows is not None:
             self.requests.record(rows, accepted, drafted)
@@ -278,6 +314,7 @@ class AdaptiveGamma:
     def observe_times(self, batch_size: int, gamma: int, target_s: float, draft_s: float, reject_s: float,
                       step_s: float | None = None) -> None:
         self.cost.observe(batch_size, gamma, target_s, draft_s, reject_s, step_s, self.since_round if gamma else 0)
+        self.elapsed_s += step_s if step_s is not None else target_s + draft_s + reject_s
         self.longest_measured = max(self.longest_measured, gamma)
         self.decode_measured |= gamma == 0
         self.since_round = self.since_round + 1 if gamma == 0 else 0
@@ -288,6 +325,7 @@ class AdaptiveGamma:
                 "mean_gamma": (sum(g * n for g, n in self.histogram.items()) / self.decisions
                                if self.decisions else 0.0),
                 "decisions": self.decisions, "empty_rounds": self.empty_rounds, "decision_s": self.decision_s,
+                "probe_loss_s": self.probe_loss_s, "probes_deferred": self.probes_deferred,
                 "decision_us_per_step": 1e6 * self.decision_s / self.decisions if self.decisions else 0.0,
                 "alpha_estimate": self.acceptance.alpha, "carried": self.carried,
                 "carried_acceptance": self.carried_acceptance, "opening": self.opening,

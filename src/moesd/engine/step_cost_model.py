@@ -16,7 +16,7 @@ from moesd.perf.step_time import StepContext, StepTimeParams, step_times
 
 
 class _OnlineMap:
-    """measured ~ w . features, w >= 0, by non-negative least squares on the last `window` observations, using as
+    """measured ~ w . features, w >= 0, by non-negative least squares on the last `window` observations of each group, using as
     many features as distinct feature rows have been seen (at most `max_features`): with one, only a scale
     on feature 1 (the prior's prediction; the median measured / predicted ratio); with two, the pair with feature 1
     that fits best, the first pair on ties (the target: a per-forward constant and a scale on the prior, or a scale
@@ -33,31 +33,44 @@ class _OnlineMap:
     decode, while each longer round measured ~2x a decode)."""
 
     def __init__(self, window: int, max_features: int, refit_every: int = 8) -> None:
-        self.rows: deque = deque(maxlen=window)
+        # The last `window` observations of each group (the target map: decode steps and rounds apart). One
+        # window for all let a long run of plain steps push every round out: the map then priced rounds from
+        # decode steps alone, on the prior's shape, and a stdlib engine at B = 16 that had decoded two whole
+        # calls opened its third with a round on a predicted 1.08x (0.82x the call before) and ran 0.89x
+        # autoregressive decoding.
+        self.window = window
+        self.groups: dict = {}
         self.max_features = max_features
         self.refit_every = refit_every
         self._w: np.ndarray | None = None
         self._since_fit = 0
         self._seen: set = set()  # distinct feature rows (rounded) ever observed
+        self.version = 0  # bumped whenever the weights may change: what callers cache their products by
 
-    def add(self, features: tuple, measured: float) -> None:
+    @property
+    def rows(self) -> list:
+        return [row for group in self.groups.values() for row in group]
+
+    def add(self, features: tuple, measured: float, group=None) -> None:
         if measured > 0 and features[1] > 0:
-            self.rows.append((features, measured))
+            self.groups.setdefault(group, deque(maxlen=self.window)).append((features, measured))
             self._since_fit += 1
             key = tuple(round(f, 12) for f in features)
             new = key not in self._seen
             self._seen.add(key)
-            n = len(self.rows)
+            n = sum(len(g) for g in self.groups.values())
             if new or n in (1, 2, 4, 8) or self._since_fit >= self.refit_every:
                 self._w = None
+                self.version += 1
 
     def __bool__(self) -> bool:
-        return bool(self.rows)
+        return bool(self.groups)
 
     def weights(self) -> np.ndarray:
         if self._w is None:
-            x = np.array([f for f, _ in self.rows], dtype=float)
-            y = np.array([m for _, m in self.rows], dtype=float)
+            rows = self.rows
+            x = np.array([f for f, _ in rows], dtype=float)
+            y = np.array([m for _, m in rows], dtype=float)
             w = np.zeros(x.shape[1])
             w[1] = float(np.median(y / x[:, 1]))
             k = min(len(self._seen), self.max_features, x.shape[1])
@@ -108,6 +121,9 @@ class StepCostModel:
         # Prior predictions per (batch size, gamma) (engine/factory.py fills the table, ~ms, before any run).
         self._cache: dict[tuple[int, int], dict] = {}
         self._matrices: dict[tuple[int, int], dict] = {}  # (batch size, top gamma) -> feature rows per map
+        # (batch size, top gamma) -> (the maps' versions, the stages' seconds without catch-up): between refits
+        # the maps do not change, and the decision prices the same batch sizes step after step.
+        self._stages: dict[tuple[int, int], tuple] = {}
         # What has been measured, per batch size: the longest round's draft length, and decode steps. One
         # engine keeps one model for all its `generate` calls (the machine does not change between them), and a
         # new call's policy trusts it only near batch sizes it has seen (`measured_near`).
@@ -150,14 +166,22 @@ class StepCostModel:
     def steps_s(self, b: int, top: int, catch_up: int = 0) -> np.ndarray:
         """round_s(b, g, catch_up) for every g in 0..top at once: the decision prices them all every step, and one
         call per draft length (4-5 map evaluations each) was most of its ~0.6 ms per step."""
-        feats = self._matrices.get((b, top))
-        if feats is None:
-            rows = [self._features(b, g) for g in range(top + 1)]
-            feats = self._matrices[(b, top)] = {k: np.array([r[k] for r in rows]) for k in self.maps}
-        draft = feats["draft"].copy()
-        draft[:, 2] = b * catch_up
-        out = self._stage_all("target", feats["target"])
-        out[1:] += (self._stage_all("draft", draft) + self._stage_all("reject", feats["reject"]))[1:]
+        versions = tuple(m.version for m in self.maps.values())
+        cached = self._stages.get((b, top))
+        if cached is None or cached[0] != versions:
+            feats = self._matrices.get((b, top))
+            if feats is None:
+                rows = [self._features(b, g) for g in range(top + 1)]
+                feats = self._matrices[(b, top)] = {k: np.array([r[k] for r in rows]) for k in self.maps}
+            base = self._stage_all("target", feats["target"])
+            base[1:] += (self._stage_all("draft", feats["draft"]) + self._stage_all("reject", feats["reject"]))[1:]
+            cached = self._stages[(b, top)] = (versions, base)
+        out = cached[1].copy()
+        # The draft's catch-up (its third feature, b x catch_up tokens) is linear in its weight: added here, so
+        # the cache holds whatever the number of plain steps since the draft's last round.
+        draft = self.maps["draft"]
+        if catch_up and draft:
+            out[1:] += draft.weights()[2] * b * catch_up
         out[0] += self._outside_s[False]
         out[1:] += self._outside_s[True]
         return out
@@ -178,7 +202,7 @@ class StepCostModel:
             self.rounds_at[b] = max(self.rounds_at.get(b, 0), g)
         else:
             self.decodes_at.add(b)
-        self.maps["target"].add(f["target"], target_s)
+        self.maps["target"].add(f["target"], target_s, group=g > 0)
         if g:
             self.maps["draft"].add(f["draft"], draft_s)
             self.maps["reject"].add(f["reject"], reject_s)
