@@ -43,6 +43,9 @@ class StubCost:
     def steps_s(self, b, top, catch_up=0):
         return np.array([self.round_s(b, g, catch_up) for g in range(top + 1)])
 
+    def steps_by_batch_s(self, b, top, catch_up=0):
+        return np.stack([self.steps_s(k, top, catch_up) for k in range(1, b + 1)])
+
     def observe(self, *args):
         self.seen.append(args)
 
@@ -258,6 +261,32 @@ def two_requests_taught():
     policy.observe_times(2, 6, 1.0, 0.0, 0.0)
     policy.observe_times(2, 0, 1.0, 0.0, 0.0)
     return policy
+
+
+class SaturatingCost(StubCost):
+    """A MoE-like step: 1 + 0.2 x min(tokens, 10) seconds, concave in the batch (expert loading saturates)."""
+
+    def round_s(self, b, g, catch_up=0):
+        return 1.0 + 0.2 * min(b * (g + 1), 10)
+
+
+def test_finish_objective_prices_each_stretch_of_a_static_batch_at_its_own_batch_size():
+    """Holding gamma, the rest of a static batch takes sum_k (s_(k+1) - s_(k)) x T(B - k, gamma) with s_r each row's
+    remaining steps: checked against a direct walk over the rows' ends, on a cost concave in the batch size."""
+    policy = two_requests_taught()
+    policy.cost = SaturatingCost()
+    rows, remaining = [0, 1, 0, 1], [30, 30, 12, 20]
+    policy.choose(4, 100, rows=rows, remaining=remaining)
+    per_row = policy._tokens_cache[1]
+    for g in range(policy.max_gamma + 1):
+        ends = sorted(r / min(per_row[i, g], max(r, 1)) for i, r in enumerate(remaining))
+        t, before = 0.0, 0.0
+        for k, end in enumerate(ends):
+            t += (end - before) * policy.cost.round_s(len(ends) - k, g)
+            before = end
+        expected_rate = sum(remaining) / t
+        rates, _, _ = policy._rates(4, 100, 0, rows, remaining, 0)
+        assert rates[g] == pytest.approx(expected_rate, rel=1e-9)
 
 
 def test_rule_uses_each_requests_own_acceptance():

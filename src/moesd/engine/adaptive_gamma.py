@@ -154,6 +154,14 @@ class AdaptiveGamma:
         engine runs as plain decode steps; 0 until one has happened."""
         return self.empty_rounds / (self.rounds_asked + 1) if self.empty_rounds else 0.0
 
+    def _steps_by_batch_s(self, b: int, top: int, catch_up: int) -> np.ndarray:
+        """`_steps_s` for batch sizes 1..b at once ([b, top + 1])."""
+        step_s = self.cost.steps_by_batch_s(b, top, catch_up)
+        empty = self.empty_fraction
+        if empty:
+            step_s[:, 1:] = empty * step_s[:, :1] + (1.0 - empty) * step_s[:, 1:]
+        return step_s
+
     def _steps_s(self, b: int, top: int, catch_up: int) -> np.ndarray:
         """The cost model's step times for draft lengths 0..top, a round's being a decode step's in the share of
         rounds that come out empty: without this, every empty prompt-lookup round was priced a round's time and
@@ -258,18 +266,20 @@ class AdaptiveGamma:
         ahead do not end it sooner (stdlib B = 16, 128 tokens: auto's rounds won per step, and the run still took
         125 steps against autoregressive decoding's 127, 85-88 of them decoding the rows left behind at
         0.83x its speed; docs/results.md section 15). Holding gamma for the rest of the run, row r needs
-        R_r / e_r(gamma) more steps, and a step costs a part per step F plus a part per active row P (from the cost
-        model: P = T(B) - T(B - 1), clamped to [0, T(B) / B]), so the rest takes
-        F x max_r(R_r / e_r) + P x sum_r(R_r / e_r): where steps cost little per row (a per-forward overhead, a
-        memory-bound GPU) the slowest row sets it; where they cost mostly per row (compute-bound), finishing rows
-        early shrinks the batch and every row's progress counts. A draft that has not started adds its prefill,
-        `start_s`, to every draft length >= 1. Returned as remaining tokens per second."""
-        step_s = self._steps_s(b, top, catch_up)
-        per_row_s = np.zeros_like(step_s)
-        if b > 1:
-            per_row_s = np.clip(step_s - self._steps_s(b - 1, top, catch_up), 0.0, step_s / b)
+        s_r = R_r / e_r(gamma) more steps; between the k-th and the (k+1)-th row to end, B - k rows step, each step
+        costing the cost model's T(B - k, gamma), so the rest takes sum_k (s_(k+1) - s_(k)) x T(B - k, gamma)
+        (s sorted). Where steps cost little per row (a per-forward overhead, a memory-bound GPU) the slowest row
+        sets it; where they cost mostly per row, finishing rows early shrinks the batch and every row's progress
+        counts; a MoE is both, its cost concave in the batch (expert loading saturates). The first form split a
+        step into a part per step F and one per row P = T(B) - T(B - 1), F x max_r(s_r) + P x sum_r(s_r): at the
+        saturated CPU MoE's B = 13 that made a round's P ~0 and F ~ a whole round, so the slowest row alone was
+        priced at a full batch's round and auto decoded the rest of the run (0.94x the best fixed gamma at B = 16,
+        0.87x on the mixed-lengths batch; docs/results.md section 15). A draft that has not started adds its
+        prefill, `start_s`, to every draft length >= 1. Returned as remaining tokens per second."""
         steps = remaining[:, None] / np.minimum(per_row, np.maximum(remaining, 1.0)[:, None])  # [rows, top + 1]
-        total_s = (step_s - b * per_row_s) * steps.max(axis=0) + per_row_s * steps.sum(axis=0)
+        by_batch = self._steps_by_batch_s(steps.shape[0], top, catch_up)  # row k: batch size k + 1
+        ends = np.sort(steps, axis=0)
+        total_s = (np.diff(ends, axis=0, prepend=0.0) * by_batch[::-1]).sum(axis=0)
         total_s[1:] += start_s
         return float(remaining.sum()) / total_s
 

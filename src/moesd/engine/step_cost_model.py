@@ -124,6 +124,7 @@ class StepCostModel:
         # (batch size, top gamma) -> (the maps' versions, the stages' seconds without catch-up): between refits
         # the maps do not change, and the decision prices the same batch sizes step after step.
         self._stages: dict[tuple[int, int], tuple] = {}
+        self._by_batch: dict[tuple[int, int], tuple] = {}  # the same for batch sizes 1..b (`steps_by_batch_s`)
         # What has been measured, per batch size: the longest round's draft length, and decode steps. One
         # engine keeps one model for all its `generate` calls (the machine does not change between them), and a
         # new call's policy trusts it only near batch sizes it has seen (`measured_near`).
@@ -166,6 +167,34 @@ class StepCostModel:
     def steps_s(self, b: int, top: int, catch_up: int = 0) -> np.ndarray:
         """round_s(b, g, catch_up) for every g in 0..top at once: the decision prices them all every step, and one
         call per draft length (4-5 map evaluations each) was most of its ~0.6 ms per step."""
+        out = self._stages_base(b, top).copy()
+        # The draft's catch-up (its third feature, b x catch_up tokens) is linear in its weight: added here, so
+        # the cache holds whatever the number of plain steps since the draft's last round.
+        draft = self.maps["draft"]
+        if catch_up and draft:
+            out[1:] += draft.weights()[2] * b * catch_up
+        out[0] += self._outside_s[False]
+        out[1:] += self._outside_s[True]
+        return out
+
+    def steps_by_batch_s(self, b: int, top: int, catch_up: int = 0) -> np.ndarray:
+        """[b, top + 1]: steps_s(k, top, catch_up) for every batch size k = 1..b (row k - 1): what the steps of a
+        static batch cost as its rows finish."""
+        versions = tuple(m.version for m in self.maps.values())
+        cached = self._by_batch.get((b, top))
+        if cached is None or cached[0] != versions:
+            cached = self._by_batch[(b, top)] = (versions, np.stack([self._stages_base(k, top)
+                                                                     for k in range(1, b + 1)]))
+        out = cached[1].copy()
+        draft = self.maps["draft"]
+        if catch_up and draft:
+            out[:, 1:] += draft.weights()[2] * catch_up * np.arange(1, b + 1)[:, None]
+        out[:, 0] += self._outside_s[False]
+        out[:, 1:] += self._outside_s[True]
+        return out
+
+    def _stages_base(self, b: int, top: int) -> np.ndarray:
+        """The three stages' seconds per draft length 0..top at batch size b, without catch-up or outside time."""
         versions = tuple(m.version for m in self.maps.values())
         cached = self._stages.get((b, top))
         if cached is None or cached[0] != versions:
@@ -176,15 +205,7 @@ class StepCostModel:
             base = self._stage_all("target", feats["target"])
             base[1:] += (self._stage_all("draft", feats["draft"]) + self._stage_all("reject", feats["reject"]))[1:]
             cached = self._stages[(b, top)] = (versions, base)
-        out = cached[1].copy()
-        # The draft's catch-up (its third feature, b x catch_up tokens) is linear in its weight: added here, so
-        # the cache holds whatever the number of plain steps since the draft's last round.
-        draft = self.maps["draft"]
-        if catch_up and draft:
-            out[1:] += draft.weights()[2] * b * catch_up
-        out[0] += self._outside_s[False]
-        out[1:] += self._outside_s[True]
-        return out
+        return cached[1]
 
     def _stage_all(self, name: str, x: np.ndarray) -> np.ndarray:
         m = self.maps[name]
