@@ -52,6 +52,9 @@ class StubCost:
     def measured_near(self, b):
         return 0, False  # a fresh engine: nothing measured before this run
 
+    def rounds_near(self, b):
+        return sum(1 for args in self.seen if args[1] > 0)
+
     def observe_draft_start(self, tokens, seconds):
         pass
 
@@ -189,7 +192,7 @@ def test_rule_probes_after_a_run_of_plain_decoding():
     s = policy.summary()
     assert s["gamma_histogram"]["0"] == 20 and sum(t["probe"] for t in s["trace"]) == 3
     far = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0), probe_every=8, first_probe=4,
-                        probe_budget=math.inf)  # ~0.65x
+                        probe_budget=math.inf, trusted_rounds=1)  # ~0.65x, on a verdict it trusts
     teach(far, 0.5)
     chosen = [far.choose(4, 100) for _ in range(23)]
     assert [i for i, g in enumerate(chosen) if g] == [8, 17]
@@ -211,16 +214,25 @@ def test_rule_keeps_probes_within_their_budget():
             chosen.append(g)
         return [i for i, g in enumerate(chosen) if g]
 
-    budgeted = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0), probe_every=8, first_probe=4)
-    teach(budgeted, 0.5)  # 2 s of timed steps
+    budgeted = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0), probe_every=8, first_probe=4,
+                             trusted_rounds=1)
+    teach(budgeted, 0.5)  # 2 s of timed steps, one of them a round
     probes = steps(budgeted, 120)
     assert len(probes) == 2 and 46 <= probes[0] <= 54 and 95 <= probes[1] <= 106
     s = budgeted.summary()
     assert s["probe_loss_s"] == pytest.approx(2 * 1.03, abs=0.08)  # the posterior mean says ~1.97 tokens
     assert s["probe_loss_s"] <= 0.02 * budgeted.elapsed_s and s["probes_deferred"] > 0
-    never = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0), probe_every=8, first_probe=4, probe_budget=0.0)
+    never = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0), probe_every=8, first_probe=4, probe_budget=0.0,
+                          trusted_rounds=1)
     teach(never, 0.5)
     assert steps(never, 120) == []
+    # Until the engine has timed `trusted_rounds` rounds near the batch size, a far verdict is probed like a close
+    # one (after 4, then 8 plain steps) and the budget does not hold (the verdict rests on a few measurements, and
+    # probes are what corrects it); from the third round on, it waits for the budget.
+    young = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0), probe_every=8, first_probe=4, probe_budget=0.0,
+                          trusted_rounds=3)
+    teach(young, 0.5)
+    assert steps(young, 120) == [4, 13]
     # Until a round has been measured, the first probe does not wait for the budget.
     fresh = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0))
     fresh.observe_times(4, 0, 1.0, 0.0, 0.0)

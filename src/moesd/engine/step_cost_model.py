@@ -16,10 +16,10 @@ from moesd.perf.step_time import StepContext, StepTimeParams, step_times
 
 
 class _OnlineMap:
-    """measured ~ w . features, w >= 0, by non-negative least squares on the last `window` observations of each group, using as
-    many features as distinct feature rows have been seen (at most `max_features`): with one, only a scale
-    on feature 1 (the prior's prediction; the median measured / predicted ratio); with two, the pair with feature 1
-    that fits best, the first pair on ties (the target: a per-forward constant and a scale on the prior, or a scale
+    """measured ~ w . features, w >= 0, by non-negative least squares on the last `window` observations of each
+    group, using as many features as distinct feature rows have been seen (at most `max_features`): with one, only a
+    scale on feature 1 (the prior's prediction; the median measured / predicted ratio); with two, the pair with
+    feature 1 that fits best, the first pair on ties (the target: a per-forward constant and a scale on the prior, or a scale
     on the prior and a per-token cost, pinned by one decode and one verify size); with three, all. Using what two
     points pin matters: the prior's shape over token counts can be far off either way (a CPU prior prices a 2-token
     verify at ~2 decodes where the machine takes ~1.35 at B = 1; at stdlib B = 64 the prior's expert loading is
@@ -129,6 +129,7 @@ class StepCostModel:
         # engine keeps one model for all its `generate` calls (the machine does not change between them), and a
         # new call's policy trusts it only near batch sizes it has seen (`measured_near`).
         self.rounds_at: dict[int, int] = {}
+        self.round_count_at: dict[int, int] = {}  # how many rounds were timed at each batch size
         self.decodes_at: set[int] = set()
         # The draft's prefill (proposer.start): seconds per history token it read, the last few. A policy whose
         # draft has not started yet (engine: the run opened with a plain prefill) must pay it before its first
@@ -221,6 +222,7 @@ class StepCostModel:
         f = self._features(b, g, catch_up)
         if g:
             self.rounds_at[b] = max(self.rounds_at.get(b, 0), g)
+            self.round_count_at[b] = self.round_count_at.get(b, 0) + 1
         else:
             self.decodes_at.add(b)
         self.maps["target"].add(f["target"], target_s, group=g > 0)
@@ -238,6 +240,10 @@ class StepCostModel:
         extrapolate over batch sizes with the prior's shape, which can be far off)."""
         longest = max((g for b2, g in self.rounds_at.items() if b / 2 <= b2 <= 2 * b), default=0)
         return longest, any(b / 2 <= b2 <= 2 * b for b2 in self.decodes_at)
+
+    def rounds_near(self, b: int) -> int:
+        """How many rounds were timed at batch sizes within a factor of 2 of `b` (this run's and earlier ones')."""
+        return sum(n for b2, n in self.round_count_at.items() if b / 2 <= b2 <= 2 * b)
 
     def observe_draft_start(self, tokens: int, seconds: float) -> None:
         if tokens > 0 and seconds > 0:
