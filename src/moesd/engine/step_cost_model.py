@@ -16,11 +16,11 @@ from moesd.perf.step_time import StepContext, StepTimeParams, step_times
 
 
 class _OnlineMap:
-    """measured ~ w . features, w >= 0, by non-negative least squares on the last `window` observations of each
-    group, using as many features as distinct feature rows have been seen (at most `max_features`): with one, only a
-    scale on feature 1 (the prior's prediction; the median measured / predicted ratio); with two, the pair with
-    feature 1 that fits best, the first pair on ties (the target: a per-forward constant and a scale on the prior, or a scale
-    on the prior and a per-token cost, pinned by one decode and one verify size); with three, all. Using what two
+    """measured ~ w . features, w >= 0, by non-negative least squares on the last `window` observations of each group,
+    using as many features as distinct feature rows have been seen (at most `max_features`): with one, only a scale on
+    feature 1 (the prior's prediction; the median measured / predicted ratio); with two, the pair with feature 1 that
+    fits best, the first pair on ties (the target: a per-forward constant and a scale on the prior, or a scale on the
+    prior and a per-token cost, pinned by one decode and one verify size); with three, all. Using what two
     points pin matters: the prior's shape over token counts can be far off either way (a CPU prior prices a 2-token
     verify at ~2 decodes where the machine takes ~1.35 at B = 1; at stdlib B = 64 the prior's expert loading is
     saturated, 128 tokens priced 1.10x 64 where the machine took 1.7x, which no non-negative constant plus scale
