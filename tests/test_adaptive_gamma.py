@@ -185,14 +185,14 @@ def test_rule_probes_after_a_run_of_plain_decoding():
     where it loses far (predicted under 0.9x decoding) it waits the longest run at once."""
     # The cadence alone: no budget (test_rule_keeps_probes_within_their_budget has it).
     policy = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=2.05), probe_every=8, first_probe=4,
-                           probe_budget=math.inf)  # ~0.95x
+                           probe_budget=math.inf, untrusted_probe_budget=math.inf)  # ~0.95x
     teach(policy, 0.5)
     chosen = [policy.choose(4, 100) for _ in range(23)]
     assert [i for i, g in enumerate(chosen) if g] == [4, 13, 22]
     s = policy.summary()
     assert s["gamma_histogram"]["0"] == 20 and sum(t["probe"] for t in s["trace"]) == 3
     far = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0), probe_every=8, first_probe=4,
-                        probe_budget=math.inf, trusted_rounds=1)  # ~0.65x, on a verdict it trusts
+                        probe_budget=math.inf, trusted_rounds=1)  # ~0.65x, a verdict it trusts
     teach(far, 0.5)
     chosen = [far.choose(4, 100) for _ in range(23)]
     assert [i for i, g in enumerate(chosen) if g] == [8, 17]
@@ -227,12 +227,18 @@ def test_rule_keeps_probes_within_their_budget():
     teach(never, 0.5)
     assert steps(never, 120) == []
     # Until the engine has timed `trusted_rounds` rounds near the batch size, a far verdict is probed like a close
-    # one (after 4, then 8 plain steps) and the budget does not hold (the verdict rests on a few measurements, and
-    # probes are what corrects it); from the third round on, it waits for the budget.
+    # one (after 4, then 8 plain steps) within the larger budget (the verdict rests on a few measurements, and
+    # probes are what corrects it); from the third round on, the trusted budget holds.
     young = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0), probe_every=8, first_probe=4, probe_budget=0.0,
-                          trusted_rounds=3)
+                          trusted_rounds=3, untrusted_probe_budget=math.inf)
     teach(young, 0.5)
     assert steps(young, 120) == [4, 13]
+    # At 10 %, the first probe (~1.03 s over decoding) waits until the run has taken ~10 s.
+    tenth = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0), probe_every=8, first_probe=4, probe_budget=0.0,
+                          trusted_rounds=3)
+    teach(tenth, 0.5)
+    probes = steps(tenth, 120)
+    assert len(probes) == 2 and 7 <= probes[0] <= 10 and probes[1] > probes[0] + 8
     # Until a round has been measured, the first probe does not wait for the budget.
     fresh = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0))
     fresh.observe_times(4, 0, 1.0, 0.0, 0.0)
@@ -241,6 +247,8 @@ def test_rule_keeps_probes_within_their_budget():
         AdaptiveGamma(4, StubCost(), probe_budget=-0.1)
     with pytest.raises(MoesdError):
         AdaptiveGamma(4, StubCost(), probe_budget=math.nan)
+    with pytest.raises(MoesdError):
+        AdaptiveGamma(4, StubCost(), untrusted_probe_budget=-1.0)
 
 
 def test_cost_model_keeps_its_rounds_through_a_long_run_of_decode_steps():

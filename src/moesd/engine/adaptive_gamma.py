@@ -60,7 +60,7 @@ class AdaptiveGamma:
 
     def __init__(self, max_gamma: int, cost: StepCostModel, probe_every: int = 64, first_probe: int = 4,
                  trace_limit: int = 4096, margin: float = 0.05, probe_gain: float = 0.9,
-                 probe_budget: float = 0.02, trusted_rounds: int = 4) -> None:
+                 probe_budget: float = 0.02, trusted_rounds: int = 4, untrusted_probe_budget: float = 0.1) -> None:
         if max_gamma < 1:
             raise MoesdError(f"--gamma auto needs a maximum draft length >= 1, got {max_gamma}")
         if not 1 <= first_probe <= probe_every:
@@ -78,11 +78,12 @@ class AdaptiveGamma:
         if not 0.0 <= probe_gain <= 1.0:
             raise MoesdError(f"the probing threshold must be in [0, 1], got {probe_gain}")
         self.probe_gain = probe_gain
-        if not probe_budget >= 0.0:
-            raise MoesdError(f"the probing budget must be >= 0, got {probe_budget}")
-        self.probe_budget = probe_budget
+        for budget in (probe_budget, untrusted_probe_budget):
+            if not budget >= 0.0:
+                raise MoesdError(f"a probing budget must be >= 0, got {budget}")
+        self.probe_budget, self.untrusted_probe_budget = probe_budget, untrusted_probe_budget
         # Below this many rounds timed near the batch size (this run's and the engine's earlier runs'), a verdict
-        # rests on a few measurements: far ones are probed like close ones, and probes ignore the budget.
+        # rests on a few measurements: far ones are probed like close ones, within the larger budget.
         self.trusted_rounds = trusted_rounds
         self.elapsed_s = 0.0  # the steps this run has timed
         self.probe_loss_s = 0.0  # what its probes were predicted to cost over decoding
@@ -256,15 +257,16 @@ class AdaptiveGamma:
         largest cost of a short run: at stdlib B = 4 (6 ms decode steps, 32 tokens) the first probe read the four
         prompts into the draft (~8 ms) and with the decision's own cost left auto 0.92x autoregressive while
         it decoded 29 of 31 steps (docs/results.md section 15). Where the model is right, SD loses and the probes
-        cost at most the budget; where it is wrong, they still come, later. So the budget holds only once the
-        engine has timed `trusted_rounds` rounds near this batch size: before, the verdict rests on a few
-        measurements and the probes are what corrects it."""
-        if self.cost.rounds_near(b) < self.trusted_rounds:
-            return True
+        cost at most the budget; where it is wrong, they still come, later. Until the engine has timed
+        `trusted_rounds` rounds near this batch size the verdict rests on a few measurements and the probes are
+        what corrects it, so they get a larger share, `untrusted_probe_budget` (no budget at all there made the
+        cold first call at stdlib B = 64 probe four times, 0.93x autoregressive: each probe there cost half a
+        decode step or more, where at B = 1 one costs ~1.5 ms against 5 ms steps)."""
+        budget = self.untrusted_probe_budget if self.cost.rounds_near(b) < self.trusted_rounds else self.probe_budget
         step_s = self._steps_s(b, g, 0 if start_tokens else self.since_round)
         start_s = self.cost.draft_start_s(start_tokens) if start_tokens else 0.0
         loss_s = max(0.0, float(step_s[g]) + start_s - expected_tokens * float(step_s[0]))
-        if self.probe_loss_s + loss_s > self.probe_budget * self.elapsed_s:
+        if self.probe_loss_s + loss_s > budget * self.elapsed_s:
             self.probes_deferred += 1
             return False
         self.probe_loss_s += loss_s
