@@ -23,7 +23,8 @@ estimates stay current; the run it waits doubles after each probe that changed n
 `probe_every`), so a short generation still probes and a long one where SD loses pays little for probing; where
 the model predicts SD far below decoding (under 0.9x) it waits the longest run (`probe_every`) at once. Once
 both sides are measured, probes also share a budget: their predicted cost over decoding stays within 2 % of the
-time the run has taken (`_probe_affordable`), so a short run where SD loses pays little for them.
+time the run has taken (10 % while fewer than 4 rounds have been timed near the batch size, where the verdict rests
+on little; `_probe_affordable`), so a short run where SD loses pays little for them.
 
 What carries between the `generate` calls of one engine (engine/factory.py): the cost model (the machine and the
 models do not change; a new run trusts its measurements near batch sizes they were made at, `_seed`) and the last
@@ -224,7 +225,7 @@ class AdaptiveGamma:
             # twice on verdicts of 0.82-0.84 from a cost model within 5 % of the rounds it then measured: 0.9.)
             sd = max(range(1, top + 1), key=lambda g: rates[g])
             # A far verdict from a few timed rounds is no verdict: a stdlib engine whose only rounds at B = 1
-            # were its 4-token warm-up's opened nine 32-token runs with a plain prefill on predicted 0.81-0.92x
+            # were its 4-token warm-up's opened nine 32-token runs with a plain prefill on predicted 0.79-0.98x
             # and never probed (0.96x autoregressive, where gamma 6 runs 1.8x).
             close = (rates[sd] >= self.probe_gain * rates[0]
                      or self.cost.rounds_near(batch_size) < self.trusted_rounds)
@@ -255,13 +256,12 @@ class AdaptiveGamma:
         expected tokens replace) must stay within `probe_budget` of the time the run has taken. A probe is
         insurance against the cost model's error, and on a machine whose costs earlier runs measured it was the
         largest cost of a short run: at stdlib B = 4 (6 ms decode steps, 32 tokens) the first probe read the four
-        prompts into the draft (~8 ms) and with the decision's own cost left auto 0.92x autoregressive while
-        it decoded 29 of 31 steps (docs/results.md section 15). Where the model is right, SD loses and the probes
+        prompts into the draft (5-14 ms) and with the decision's own cost left auto 0.88-0.92x autoregressive
+        while it decoded 29 of 31 steps (docs/results.md section 15). Where the model is right, SD loses and the probes
         cost at most the budget; where it is wrong, they still come, later. Until the engine has timed
         `trusted_rounds` rounds near this batch size the verdict rests on a few measurements and the probes are
         what corrects it, so they get a larger share, `untrusted_probe_budget` (no budget at all there made the
-        cold first call at stdlib B = 64 probe four times, 0.93x autoregressive: each probe there cost half a
-        decode step or more, where at B = 1 one costs ~1.5 ms against 5 ms steps)."""
+        cold first call at stdlib B = 64 probe four times, 0.93x autoregressive)."""
         budget = self.untrusted_probe_budget if self.cost.rounds_near(b) < self.trusted_rounds else self.probe_budget
         step_s = self._steps_s(b, g, 0 if start_tokens else self.since_round)
         start_s = self.cost.draft_start_s(start_tokens) if start_tokens else 0.0
