@@ -215,7 +215,7 @@ def test_rule_keeps_probes_within_their_budget():
         return [i for i, g in enumerate(chosen) if g]
 
     budgeted = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0), probe_every=8, first_probe=4,
-                             trusted_rounds=1)
+                             trusted_rounds=1, hold_steps=0)  # every step decided (the holds delay by <= 3)
     teach(budgeted, 0.5)  # 2 s of timed steps, one of them a round
     probes = steps(budgeted, 120)
     assert len(probes) == 2 and 46 <= probes[0] <= 54 and 95 <= probes[1] <= 106
@@ -235,7 +235,7 @@ def test_rule_keeps_probes_within_their_budget():
     assert steps(young, 120) == [4, 13]
     # At 10 %, the first probe (~1.03 s over decoding) waits until the run has taken ~10 s.
     tenth = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0), probe_every=8, first_probe=4, probe_budget=0.0,
-                          trusted_rounds=3)
+                          trusted_rounds=3, hold_steps=0)
     teach(tenth, 0.5)
     probes = steps(tenth, 120)
     assert len(probes) == 2 and 7 <= probes[0] <= 10 and probes[1] > probes[0] + 8
@@ -263,6 +263,45 @@ def test_cost_model_keeps_its_rounds_through_a_long_run_of_decode_steps():
         cost.observe(8, 0, 0.1, 0.0, 0.0)
     assert cost.steps_s(8, 4)[4] == pytest.approx(0.5, rel=0.05)
     assert cost.steps_s(8, 4)[0] == pytest.approx(0.1, rel=0.05)
+
+
+def test_rule_holds_a_clear_decode_verdict_for_a_few_steps_without_changing_any_choice():
+    """A plain-decoding verdict at least 5 % from flipping stands for up to 3 more steps of the same rows without
+    being recomputed; no probe falls due inside them, so the choices are those of a policy that decides every
+    step. A new batch size, or a round's outcome, ends the hold."""
+    def run(policy):
+        teach(policy, 0.5)
+        chosen = []
+        for i in range(60):
+            b = 4 if i < 40 else 3
+            g = policy.choose(b, 1000, rows=list(range(b)))
+            policy.observe_times(b, g, 3.0 if g else 1.0, 0.0, 0.0)
+            if g:
+                policy.observe_round([1] * b, [g] * b, list(range(b)))
+            chosen.append(g)
+        return chosen
+
+    kwargs = dict(probe_every=8, first_probe=4, probe_budget=math.inf, untrusted_probe_budget=math.inf)
+    # Holds of 2 steps: full decisions then fall between the steps where a probe falls due (4, 8 plain steps).
+    holding = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0), hold_steps=2, **kwargs)
+    every = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0), hold_steps=0, **kwargs)
+    chosen = run(holding)
+    assert chosen == run(every) and 2 <= sum(1 for g in chosen if g) <= 8  # the probes, at the same steps
+    assert every.held_decisions == 0 and holding.held_decisions >= 25
+    held = [t for t in holding.trace if t["held"]]
+    assert len(held) == holding.held_decisions and all(t["gamma"] == 0 and not t["probe"] for t in held)
+    assert holding.summary()["held_decisions"] == holding.held_decisions
+    # Where a due probe was deferred by the budget, the verdict is held too (a probe the growing budget would
+    # allow inside the hold comes at most 2 steps later): with no budget at all, most steps are held.
+    frugal = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0), probe_every=8, first_probe=4, probe_budget=0.0,
+                           trusted_rounds=1, hold_steps=2)
+    assert not any(run(frugal)) and frugal.held_decisions >= 35
+    # Inside the margin (SD predicted ~1.0x decoding), every step is decided afresh.
+    near = AdaptiveGamma(1, StubCost(decode=1.0, verify_fixed=1.48), **kwargs)
+    teach(near, 0.5, gamma=1, rounds=20000)
+    for _ in range(8):
+        near.choose(4, 100)
+    assert near.held_decisions == 0
 
 
 def two_requests_taught():

@@ -24,7 +24,8 @@ estimates stay current; the run it waits doubles after each probe that changed n
 the model predicts SD far below decoding (under 0.9x) it waits the longest run (`probe_every`) at once. Once
 both sides are measured, probes also share a budget: their predicted cost over decoding stays within 2 % of the
 time the run has taken (10 % while fewer than 4 rounds have been timed near the batch size, where the verdict rests
-on little; `_probe_affordable`), so a short run where SD loses pays little for them.
+on little; `_probe_affordable`), so a short run where SD loses pays little for them. A plain-decoding verdict at
+least 5 % from flipping stands for up to 3 more steps of the same rows without being recomputed (`hold_steps`).
 
 What carries between the `generate` calls of one engine (engine/factory.py): the cost model (the machine and the
 models do not change; a new run trusts its measurements near batch sizes they were made at, `_seed`) and the last
@@ -61,7 +62,8 @@ class AdaptiveGamma:
 
     def __init__(self, max_gamma: int, cost: StepCostModel, probe_every: int = 64, first_probe: int = 4,
                  trace_limit: int = 4096, margin: float = 0.05, probe_gain: float = 0.9,
-                 probe_budget: float = 0.02, trusted_rounds: int = 4, untrusted_probe_budget: float = 0.1) -> None:
+                 probe_budget: float = 0.02, trusted_rounds: int = 4, untrusted_probe_budget: float = 0.1,
+                 hold_steps: int = 3) -> None:
         if max_gamma < 1:
             raise MoesdError(f"--gamma auto needs a maximum draft length >= 1, got {max_gamma}")
         if not 1 <= first_probe <= probe_every:
@@ -86,6 +88,15 @@ class AdaptiveGamma:
         # Below this many rounds timed near the batch size (this run's and the engine's earlier runs'), a verdict
         # rests on a few measurements: far ones are probed like close ones, within the larger budget.
         self.trusted_rounds = trusted_rounds
+        # A plain-decoding verdict at least 5 % from flipping stands for up to `hold_steps` more steps of the same
+        # rows (no probe falls due inside them): between rounds nothing but the rows' remaining tokens and the
+        # cost maps' small drift changes, and the decision's ~0.2-0.3 ms (inside runs; ~0.04 ms alone, its arrays
+        # cached) was 3 % of a 6-9 ms stdlib step at B = 4 (docs/results.md section 15). One-off, stdlib B = 16, calls
+        # that decoded every step: 6.3-6.9 ms of decision per 32-token call before, 3.1-3.4 ms holding.
+        self.hold_steps = max(0, hold_steps)
+        # (batch size and rows, steps it may still stand, its trace entry, whether a probe it skips was deferred)
+        self._held: tuple | None = None
+        self.held_decisions = 0
         self.elapsed_s = 0.0  # the steps this run has timed
         self.probe_loss_s = 0.0  # what its probes were predicted to cost over decoding
         self.probes_deferred = 0  # steps where a probe was due and the budget had no room for it
@@ -208,6 +219,17 @@ class AdaptiveGamma:
         `start_tokens`: the history tokens a draft that has not started yet must read before its first round."""
         t0 = time.perf_counter()
         self._seed(batch_size)
+        held, key = self._held, (batch_size, tuple(rows) if rows else None)
+        self._held = None
+        # Held: no probe can fall due inside the hold (zero_run stays <= wait), or one was due and the probes'
+        # budget had no room for it (its room grows with the run's time: a probe it would allow inside the hold
+        # comes at most `hold_steps` steps later).
+        if held is not None and minimum == 0 and held[0] == key and held[1] > 0 \
+                and (self.zero_run < self.wait or held[3]):
+            self._held = (key, held[1] - 1, held[2], held[3])
+            self.zero_run += 1
+            self.held_decisions += 1
+            return self._record(0, t0, held[2])
         rates, tokens, top = self._rates(batch_size, room, minimum, rows, remaining, start_tokens)
         best = max(range(minimum, top + 1), key=lambda g: (rates[g], -g))  # ties: the shorter draft
         if best > 0 and minimum == 0 and rates[best] < (1.0 + self.margin) * rates[0]:
@@ -235,19 +257,27 @@ class AdaptiveGamma:
                 best = sd
                 probe, self.zero_run = True, 0
                 self.wait = min(2 * self.wait, self.probe_every)
+            elif self.hold_steps and rates[sd] < 0.95 * (1.0 + self.margin) * rates[0]:
+                self._held = (key, self.hold_steps, None, due)  # due here: deferred by the budget
         elif best > 0 and not self.decode_measured and self.longest_measured > 0 and minimum == 0:
             # The other side of the comparison must be measured too: a decode cost extrapolated from verify
             # forwards alone kept one stdlib run speculating at B = 64 (0.79x autoregressive) where decoding wins.
             best, probe = 0, True
         elif best > 0:
             self.zero_run, self.wait = 0, self.first_probe
+        entry = {"batch_size": batch_size, "gamma": best, "probe": probe, "held": False,
+                 "predicted_gain": rates[best] / rates[0], "expected_tokens": tokens[best],
+                 "objective": "throughput" if remaining is None else "finish"}
+        if self._held is not None:
+            self._held = (key, self.hold_steps, dict(entry, held=True), self._held[3])
+        return self._record(best, t0, entry)
+
+    def _record(self, best: int, t0: float, entry: dict) -> int:
         self.decision_s += time.perf_counter() - t0
         self.decisions += 1
         self.histogram[best] += 1
         if len(self.trace) < self.trace_limit:
-            self.trace.append({"batch_size": batch_size, "gamma": best, "probe": probe,
-                               "predicted_gain": rates[best] / rates[0], "expected_tokens": tokens[best],
-                               "objective": "throughput" if remaining is None else "finish"})
+            self.trace.append(entry)
         return best
 
     def _probe_affordable(self, b: int, g: int, expected_tokens: float, start_tokens: int) -> bool:
@@ -329,6 +359,7 @@ class AdaptiveGamma:
 
     def observe_round(self, accepted: list[int], drafted: list[int], rows: list[int] | None = None) -> None:
         self.rounds_asked += 1
+        self._held = None
         self._acceptance_version += 1
         self.acceptance.record(accepted, drafted)
         if rows is not None:
@@ -349,6 +380,7 @@ class AdaptiveGamma:
                                if self.decisions else 0.0),
                 "decisions": self.decisions, "empty_rounds": self.empty_rounds, "decision_s": self.decision_s,
                 "probe_loss_s": self.probe_loss_s, "probes_deferred": self.probes_deferred,
+                "held_decisions": self.held_decisions,
                 "decision_us_per_step": 1e6 * self.decision_s / self.decisions if self.decisions else 0.0,
                 "alpha_estimate": self.acceptance.alpha, "carried": self.carried,
                 "carried_acceptance": self.carried_acceptance, "opening": self.opening,
