@@ -35,9 +35,9 @@ class _OnlineMap:
     def __init__(self, window: int, max_features: int, refit_every: int = 8) -> None:
         # The last `window` observations of each group (the target map: decode steps and rounds apart). One
         # window for all let a long run of plain steps push every round out: the map then priced rounds from
-        # decode steps alone, on the prior's shape, and a stdlib engine at B = 16 that had decoded two whole
-        # calls opened its third with a round on a predicted 1.08x (0.82x the call before) and ran 0.89x
-        # autoregressive decoding.
+        # decode steps alone, on the prior's shape, and a stdlib engine at B = 16 whose two calls before had
+        # decoded every step (on predicted 0.81-0.82x) opened its fourth with a round on a predicted 1.08x and ran
+        # 0.89x autoregressive decoding (docs/results.md section 15).
         self.window = window
         self.groups: dict = {}
         self.max_features = max_features
