@@ -156,7 +156,7 @@ class AdaptiveGamma:
         start_s = self.cost.draft_start_s(start_tokens) if start_tokens else 0.0
         catch_up = 0 if start_tokens else self.since_round
         if remaining is not None and len(remaining) == per_row.shape[0]:
-            rates = self._finish_rates(b, per_row, np.asarray(remaining, dtype=float), top, catch_up, start_s)
+            rates = self._finish_rates(per_row, np.asarray(remaining, dtype=float), top, catch_up, start_s)
         else:
             step_s = self._steps_s(b, top, catch_up)
             # Spread over the rest of the run at that draft length (~room / e_g steps).
@@ -172,21 +172,20 @@ class AdaptiveGamma:
 
     def _steps_by_batch_s(self, b: int, top: int, catch_up: int) -> np.ndarray:
         """`_steps_s` for batch sizes 1..b at once ([b, top + 1])."""
-        step_s = self.cost.steps_by_batch_s(b, top, catch_up)
-        empty = self.empty_fraction
-        if empty:
-            step_s[:, 1:] = empty * step_s[:, :1] + (1.0 - empty) * step_s[:, 1:]
-        return step_s
+        return self._empty_as_decode(self.cost.steps_by_batch_s(b, top, catch_up))
 
     def _steps_s(self, b: int, top: int, catch_up: int) -> np.ndarray:
         """The cost model's step times for draft lengths 0..top, a round's being a decode step's in the share of
         rounds that come out empty: without this, every empty prompt-lookup round was priced a round's time and
         counted as all drafts rejected, and one SmolLM2 run at B = 1 decoded 29 of 31 steps where the previous
         table's gamma 1 had run 1.15x decoding."""
-        step_s = self.cost.steps_s(b, top, catch_up)
+        return self._empty_as_decode(self.cost.steps_s(b, top, catch_up))
+
+    def _empty_as_decode(self, step_s: np.ndarray) -> np.ndarray:
+        """Step times over draft lengths (last axis) with each round a decode step in the share that come out empty."""
         empty = self.empty_fraction
         if empty:
-            step_s[1:] = empty * step_s[0] + (1.0 - empty) * step_s[1:]
+            step_s[..., 1:] = empty * step_s[..., :1] + (1.0 - empty) * step_s[..., 1:]
         return step_s
 
     def opens_with_round(self, batch_size: int, room: int, rows: list[int] | None = None,
@@ -249,11 +248,11 @@ class AdaptiveGamma:
             # A far verdict from a few timed rounds is no verdict: a stdlib engine whose only rounds at B = 1
             # were its 4-token warm-up's opened nine 32-token runs with a plain prefill on predicted 0.79-0.98x
             # and never probed (0.96x autoregressive, where gamma 6 runs 1.8x).
-            close = (rates[sd] >= self.probe_gain * rates[0]
-                     or self.cost.rounds_near(batch_size) < self.trusted_rounds)
+            thin = self.cost.rounds_near(batch_size) < self.trusted_rounds
+            close = rates[sd] >= self.probe_gain * rates[0] or thin
             due = (self.zero_run > self.wait and close) or self.zero_run > self.probe_every
             if self.longest_measured == 0 or (due and self._probe_affordable(batch_size, sd, tokens[sd],
-                                                                             start_tokens)):
+                                                                             start_tokens, thin)):
                 best = sd
                 probe, self.zero_run = True, 0
                 self.wait = min(2 * self.wait, self.probe_every)
@@ -280,7 +279,7 @@ class AdaptiveGamma:
             self.trace.append(entry)
         return best
 
-    def _probe_affordable(self, b: int, g: int, expected_tokens: float, start_tokens: int) -> bool:
+    def _probe_affordable(self, b: int, g: int, expected_tokens: float, start_tokens: int, thin: bool) -> bool:
         """Whether a probe of draft length g fits the probing budget: what the probes of this run are predicted to
         cost over decoding (a round's time, the draft's start where it has not started, less the decode steps its
         expected tokens replace) must stay within `probe_budget` of the time the run has taken. A probe is
@@ -289,10 +288,10 @@ class AdaptiveGamma:
         prompts into the draft (5-14 ms) and with the decision's own cost left auto 0.88-0.92x autoregressive
         while it decoded 29 of 31 steps (docs/results.md section 15). Where the model is right, SD loses and the probes
         cost at most the budget; where it is wrong, they still come, later. Until the engine has timed
-        `trusted_rounds` rounds near this batch size the verdict rests on a few measurements and the probes are
+        `trusted_rounds` rounds near this batch size (`thin`) the verdict rests on a few measurements and the probes are
         what corrects it, so they get a larger share, `untrusted_probe_budget` (no budget at all there made the
         cold first call at stdlib B = 64 probe four times, 0.93x autoregressive)."""
-        budget = self.untrusted_probe_budget if self.cost.rounds_near(b) < self.trusted_rounds else self.probe_budget
+        budget = self.untrusted_probe_budget if thin else self.probe_budget
         step_s = self._steps_s(b, g, 0 if start_tokens else self.since_round)
         start_s = self.cost.draft_start_s(start_tokens) if start_tokens else 0.0
         loss_s = max(0.0, float(step_s[g]) + start_s - expected_tokens * float(step_s[0]))
@@ -302,7 +301,7 @@ class AdaptiveGamma:
         self.probe_loss_s += loss_s
         return True
 
-    def _finish_rates(self, b: int, per_row: np.ndarray, remaining: np.ndarray, top: int, catch_up: int,
+    def _finish_rates(self, per_row: np.ndarray, remaining: np.ndarray, top: int, catch_up: int,
                       start_s: float = 0.0) -> np.ndarray:
         """Where no request waits for a row, what matters is when the last row ends, not tokens per second over
         all rows: in a static batch whose rows run to a limit, rounds that only move the rows that accept well

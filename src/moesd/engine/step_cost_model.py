@@ -102,8 +102,8 @@ class StepCostModel:
     and verify forward of the run): the prior's shape over token counts (the MoE's concave expert loading
     included) with this machine's level, a per-forward overhead and a per-token term where the machine is more
     compute-bound than the prior says (the CPU prior alone is ~3x off, docs/results.md section 13). A draft round
-    of g forwards costs g (v0 + v1 * prior draft forward) + v2 * catch-up tokens; rejection a scale on its prior. Until a stage has been
-    measured, the target's scale stands in for it."""
+    of g forwards costs g (v0 + v1 * prior draft forward) + v2 * catch-up tokens; rejection a scale on its prior.
+    Until a stage has been measured, the target's scale stands in for it."""
 
     def __init__(self, params: StepTimeParams, ctx: StepContext, num_experts: int, top_k: int,
                  window: int = 64, source: str = "prior", max_gamma: int = 16) -> None:
@@ -168,15 +168,7 @@ class StepCostModel:
     def steps_s(self, b: int, top: int, catch_up: int = 0) -> np.ndarray:
         """round_s(b, g, catch_up) for every g in 0..top at once: the decision prices them all every step, and one
         call per draft length (4-5 map evaluations each) was most of its ~0.6 ms per step."""
-        out = self._stages_base(b, top).copy()
-        # The draft's catch-up (its third feature, b x catch_up tokens) is linear in its weight: added here, so
-        # the cache holds whatever the number of plain steps since the draft's last round.
-        draft = self.maps["draft"]
-        if catch_up and draft:
-            out[1:] += draft.weights()[2] * b * catch_up
-        out[0] += self._outside_s[False]
-        out[1:] += self._outside_s[True]
-        return out
+        return self._with_catch_up_and_outside(self._stages_base(b, top).copy(), b, catch_up)
 
     def steps_by_batch_s(self, b: int, top: int, catch_up: int = 0) -> np.ndarray:
         """[b, top + 1]: steps_s(k, top, catch_up) for every batch size k = 1..b (row k - 1): what the steps of a
@@ -186,12 +178,17 @@ class StepCostModel:
         if cached is None or cached[0] != versions:
             cached = self._by_batch[(b, top)] = (versions, np.stack([self._stages_base(k, top)
                                                                      for k in range(1, b + 1)]))
-        out = cached[1].copy()
+        return self._with_catch_up_and_outside(cached[1].copy(), np.arange(1, b + 1)[:, None], catch_up)
+
+    def _with_catch_up_and_outside(self, out: np.ndarray, b, catch_up: int) -> np.ndarray:
+        """Add to cached stage times (draft lengths on the last axis, batch sizes `b` broadcast against the rest)
+        what changes between refits: the draft's catch-up, linear in its third weight (b x catch_up tokens), and
+        each kind of step's time outside the stages."""
         draft = self.maps["draft"]
         if catch_up and draft:
-            out[:, 1:] += draft.weights()[2] * catch_up * np.arange(1, b + 1)[:, None]
-        out[:, 0] += self._outside_s[False]
-        out[:, 1:] += self._outside_s[True]
+            out[..., 1:] += draft.weights()[2] * b * catch_up
+        out[..., 0] += self._outside_s[False]
+        out[..., 1:] += self._outside_s[True]
         return out
 
     def _stages_base(self, b: int, top: int) -> np.ndarray:
