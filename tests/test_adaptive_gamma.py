@@ -436,8 +436,11 @@ def test_acceptance_carries_the_position_curve_and_the_request_spread_between_ru
     # New rows take the spread's quantiles (which is which is unknown); a row seen in this run keeps its own.
     later.observe_round([1, 1, 1, 1], [1] * 4, rows=[9] * 4)
     ratios = later.requests.ratios([9, 10, 11, 12, 13], later.acceptance.alpha)
-    assert ratios[0] > 1.0 and sorted(ratios[1:]) == pytest.approx(
-        np.quantile(later.requests.spread, [0.125, 0.375, 0.625, 0.875]))
+    # Four new rows after four requests take exactly the four requests' ratios (not quantiles interpolated
+    # between them, which pull the slowest towards the next).
+    assert ratios[0] > 1.0 and sorted(ratios[1:]) == pytest.approx(later.requests.spread)
+    two = later.requests.ratios([14, 15], later.acceptance.alpha)
+    assert sorted(two) == pytest.approx(np.quantile(later.requests.spread, [0.25, 0.75], method="hazen"))
     # A static batch of new rows ends with its slowest: with the spread known, a round is worth less.
     for policy in (later, fresh):
         policy.observe_times(4, 6, 1.0, 0.0, 0.0)

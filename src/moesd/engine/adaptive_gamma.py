@@ -114,6 +114,7 @@ class AdaptiveGamma:
         self.carried_acceptance: dict = {}  # what they had accepted (`carry_acceptance`)
         self._acceptance_version = 0  # bumped by every acceptance outcome: `_rates` caches the tokens by it
         self._tokens_cache: tuple | None = None
+        self._last_step_s = np.zeros(1)  # the step times the last `_rates` priced, at its batch size
         self.opening: dict | None = None  # the opening decision, where one was made (`opens_with_round`)
         self.decision_s = 0.0
         self.decisions = 0
@@ -156,12 +157,12 @@ class AdaptiveGamma:
         start_s = self.cost.draft_start_s(start_tokens) if start_tokens else 0.0
         catch_up = 0 if start_tokens else self.since_round
         if remaining is not None and len(remaining) == per_row.shape[0]:
-            rates = self._finish_rates(per_row, np.asarray(remaining, dtype=float), top, catch_up, start_s)
+            rates, step_s = self._finish_rates(per_row, np.asarray(remaining, dtype=float), top, catch_up, start_s)
         else:
             step_s = self._steps_s(b, top, catch_up)
             # Spread over the rest of the run at that draft length (~room / e_g steps).
-            step_s[1:] += start_s * tokens[1:] / max(room, 1)
-            rates = tokens / step_s
+            rates = tokens / (step_s + np.concatenate([[0.0], start_s * tokens[1:] / max(room, 1)]))
+        self._last_step_s = step_s
         return rates.tolist(), tokens.tolist(), top
 
     @property
@@ -266,6 +267,8 @@ class AdaptiveGamma:
             self.zero_run, self.wait = 0, self.first_probe
         entry = {"batch_size": batch_size, "gamma": best, "probe": probe, "held": False,
                  "predicted_gain": rates[best] / rates[0], "expected_tokens": tokens[best],
+                 # What the step is predicted to take (draft prefill excluded), for checks against what it measures.
+                 "predicted_step_s": float(self._last_step_s[best]),
                  "objective": "throughput" if remaining is None else "finish"}
         if self._held is not None:
             self._held = (key, self.hold_steps, dict(entry, held=True), self._held[3])
@@ -317,13 +320,14 @@ class AdaptiveGamma:
         saturated CPU MoE's B = 13 that made a round's P ~0 and F ~ a whole round, so the slowest row alone was
         priced at a full batch's round and auto decoded the rest of the run (0.94x the best fixed gamma at B = 16,
         0.87x on the mixed-lengths batch; docs/results.md section 15). A draft that has not started adds its
-        prefill, `start_s`, to every draft length >= 1. Returned as remaining tokens per second."""
+        prefill, `start_s`, to every draft length >= 1. Returned as remaining tokens per second, with the step times
+        at the current batch size."""
         steps = remaining[:, None] / np.minimum(per_row, np.maximum(remaining, 1.0)[:, None])  # [rows, top + 1]
         by_batch = self._steps_by_batch_s(steps.shape[0], top, catch_up)  # row k: batch size k + 1
         ends = np.sort(steps, axis=0)
         total_s = (np.diff(ends, axis=0, prepend=0.0) * by_batch[::-1]).sum(axis=0)
         total_s[1:] += start_s
-        return float(remaining.sum()) / total_s
+        return float(remaining.sum()) / total_s, by_batch[-1]
 
     def carry_acceptance(self, earlier: "AdaptiveGamma", weight: float = 8.0) -> None:
         """Start from an earlier run's acceptance: its pooled alpha and each position's conditional acceptance as

@@ -1,0 +1,182 @@
+"""Diagnostics behind docs/results.md section 15 (`--gamma auto`): the checks that one cell of
+benchmarks/adaptive_gamma.py needs when its table row alone cannot say why auto won or lost.
+
+    .venv/bin/python benchmarks/adaptive_gamma_diagnose.py --alternate stdlib:16 [--calls 6]
+        autoregressive and auto calls of one cell, alternating (paired ratios, one pair per line): per auto call its
+        choices, the decision's time, held decisions, deferred probes, how it opened, and each side's median decode
+        step and prefill.
+    .venv/bin/python benchmarks/adaptive_gamma_diagnose.py --calibrate stdlib:4 [--gamma 2] [--calls 3]
+        [--strengths 1,2,4,8,16]
+        each request's expected tokens per round against what it committed: `--calls` greedy calls of a fixed-gamma
+        engine, their rounds replayed through the acceptance estimates auto uses (engine/acceptance_posterior.py,
+        the last call's estimates carried to the next as the engine does) under each per-request prior strength.
+
+Greedy calls of the same prompts commit the same tokens, so `--calibrate` replays one call's rounds `--calls` times:
+what changes between them is what the estimates carried, as in the benchmark's passes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from adaptive_gamma import cell
+from moesd.engine.acceptance_posterior import PositionAcceptance, RequestAcceptance
+from moesd.engine.factory import ModelCache
+from moesd.engine.metrics import AcceptanceStats
+
+
+def _median_ms(values: list[float]) -> float:
+    return 1e3 * statistics.median(values) if values else float("nan")
+
+
+def alternate(where: str, calls: int, max_new: int, max_gamma: int) -> None:
+    name, batch = where.split(":")
+    engines, prompts, eos = cell(name, int(batch), [("ar", 0, False), ("auto", max_gamma, True)], ModelCache())
+    paired = []
+    for call in range(calls):
+        out = {}
+        for label in ("ar", "auto") if call % 2 == 0 else ("auto", "ar"):
+            t0 = time.perf_counter()
+            res = engines[label].generate(prompts, max_new, eos)
+            steps = res.metrics["steps"]
+            out[label] = (res, time.perf_counter() - t0, steps)
+        (ar, _, ar_steps), (auto, _, auto_steps) = out["ar"], out["auto"]
+        a = auto.metrics["adaptive"]
+        ratio = auto.metrics["stages"]["tokens_per_s"] / ar.metrics["stages"]["tokens_per_s"]
+        paired.append(ratio)
+        decode = [s["step_s"] for s in auto_steps if s["gamma"] == 0]
+        outside = [s["step_s"] - s["target_s"] for s in auto_steps if s["gamma"] == 0]
+        ar_outside = [s["step_s"] - s["target_s"] for s in ar_steps]
+        # Measured over predicted step time, per kind (the first step of a run that opened with a round also
+        # carries the target's prefill: left out).
+        errors = {False: [], True: []}
+        for i, (t, st) in enumerate(zip(a["trace"], auto_steps)):
+            if t.get("predicted_step_s") and not (i == 0 and st["kind"] != "decode"):
+                errors[st["gamma"] > 0].append(st["step_s"] / t["predicted_step_s"])
+        fit = ", ".join(f"{kind} {statistics.median(errors[k]):.2f} over {len(errors[k])}"
+                        for k, kind in ((False, "decode steps"), (True, "rounds")) if errors[k])
+        print(f"{where} call {call + 1}: AR {ar.metrics['stages']['tokens_per_s']:.1f} tok/s, auto "
+              f"{auto.metrics['stages']['tokens_per_s']:.1f} ({ratio:.3f}x); prefill AR "
+              f"{1e3 * ar.metrics['prefill_s']:.1f} ms, auto {1e3 * auto.metrics['prefill_s']:.1f} ms; median decode "
+              f"step AR {_median_ms([s['step_s'] for s in ar_steps]):.2f} ms, auto {_median_ms(decode):.2f} ms (outside the "
+              f"target's forward AR {_median_ms(ar_outside):.2f}, auto {_median_ms(outside):.2f}); auto gammas "
+              f"{a['gamma_histogram']}, decision {1e3 * a['decision_s']:.2f} ms over {a['decisions']} steps "
+              f"({a['held_decisions']} held), probes deferred {a['probes_deferred']}, opening {a['opening']}; "
+              f"measured / predicted step time (median): {fit or '-'}", flush=True)
+    print(f"{where}: auto / AR paired per call {', '.join(f'{r:.3f}' for r in paired)}; median "
+          f"{statistics.median(paired):.3f}")
+
+
+def record_rounds(where: str, gamma: int, max_new: int) -> tuple[list[tuple], int]:
+    """One greedy call of a fixed-gamma engine: per round (request ids, accepted drafts per row, draft length)."""
+    name, batch = where.split(":")
+    engines, prompts, eos = cell(name, int(batch), [(f"g{gamma}", gamma, False)], ModelCache())
+    rounds: list[tuple] = []
+    original = AcceptanceStats.record
+
+    def spy(self, request_ids, num_accepted, g):
+        # Prompt lookup drafts fewer than gamma in some rows; auto counts every row as offered gamma positions.
+        rounds.append((list(request_ids), list(num_accepted), gamma if isinstance(g, (list, tuple)) else g))
+        original(self, request_ids, num_accepted, g)
+
+    AcceptanceStats.record = spy
+    try:
+        engines[f"g{gamma}"].generate(prompts, max_new, eos)
+    finally:
+        AcceptanceStats.record = original
+    return rounds, int(batch)
+
+
+def replay(rounds: list[tuple], calls: int, max_gamma: int, strength: float) -> dict:
+    """Each row's expected tokens before each round (as `AdaptiveGamma._rates` computes them) against the tokens it
+    committed, over `calls` calls whose estimates carry from one to the next (AdaptiveGamma.carry_acceptance)."""
+    pred, actual, low_pred, low_actual, high_pred, high_actual = [], [], [], [], [], []
+    last, opening = None, None
+    rounds_of = {}
+    for rows, _, _ in rounds:
+        for r in rows:
+            rounds_of[r] = rounds_of.get(r, 0) + 1
+    for call in range(calls):
+        pos, req = PositionAcceptance(max_gamma), RequestAcceptance(prior_strength=strength)
+        if last is not None:
+            pos.carry(last[0], 8.0)
+            req.carry(last[1], last[0].alpha)
+        for k, (rows, acc, gamma) in enumerate(rounds):
+            ratios = req.ratios(rows, pos.alpha)
+            p = req.row_tokens(pos.per_position(gamma), ratios)[:, gamma]
+            a = np.asarray(acc, dtype=float) + 1.0
+            if k == 0 and call == calls - 1:
+                # Before any round of the call: the rounds each row is expected to need (tokens it commits over
+                # expected tokens per round), slowest first, against how many each request took.
+                committed = {r: 0.0 for r in rows}
+                for rr, aa, _ in rounds:
+                    for r, x in zip(rr, aa):
+                        committed[r] += x + 1
+                opening = (sorted((committed[r] / e for r, e in zip(rows, p)), reverse=True),
+                           sorted(rounds_of.values(), reverse=True))
+            if call == calls - 1:
+                pred += p.tolist()
+                actual += a.tolist()
+                if len(rows) >= 2:  # the half of the rows predicted slowest, and the other half
+                    order = np.argsort(p, kind="stable")
+                    half = len(rows) // 2
+                    low_pred += p[order[:half]].tolist()
+                    low_actual += a[order[:half]].tolist()
+                    high_pred += p[order[-half:]].tolist()
+                    high_actual += a[order[-half:]].tolist()
+            pos.record(acc, [gamma] * len(acc))
+            req.record(rows, acc, [gamma] * len(acc))
+        last = (pos, req)
+    err = np.asarray(pred) - np.asarray(actual)
+    return {"rms_error": float(np.sqrt(np.mean(err ** 2))), "bias": float(np.mean(err)),
+            "slow_half": (float(np.mean(low_pred)), float(np.mean(low_actual))) if low_pred else None,
+            "fast_half": (float(np.mean(high_pred)), float(np.mean(high_actual))) if high_pred else None,
+            "row_rounds": len(pred), "opening": opening}
+
+
+def calibrate(where: str, gamma: int, calls: int, max_new: int, strengths: list[float]) -> None:
+    rounds, batch = record_rounds(where, gamma, max_new)
+    per_request: dict[int, list[int]] = {}
+    for rows, acc, _ in rounds:
+        for r, a in zip(rows, acc):
+            per_request.setdefault(r, []).append(a + 1)
+    print(f"{where} gamma {gamma}: {len(rounds)} rounds; tokens per round by request: "
+          + ", ".join(f"{r}: {np.mean(v):.2f} over {len(v)}" for r, v in sorted(per_request.items())))
+    print(f"replayed over {calls} calls, the last call scored (expected tokens per round vs committed):")
+    for s in strengths:
+        out = replay(rounds, calls, gamma, s)
+        halves = ""
+        if out["slow_half"]:
+            halves = (f"; rows predicted slowest half: expected {out['slow_half'][0]:.2f}, committed "
+                      f"{out['slow_half'][1]:.2f}; fastest half: {out['fast_half'][0]:.2f} vs {out['fast_half'][1]:.2f}")
+        print(f"  prior strength {s:g}: rms error {out['rms_error']:.3f}, bias {out['bias']:+.3f} over "
+              f"{out['row_rounds']} row-rounds{halves}")
+        expected, taken = out["opening"]
+        print(f"    at the call's first round, rounds per request expected (slowest first) "
+              f"{', '.join(f'{x:.1f}' for x in expected[:4])}; taken {', '.join(str(x) for x in taken[:4])}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--alternate", metavar="SETTING:B", help="AR and auto calls of one cell, alternating")
+    ap.add_argument("--calibrate", metavar="SETTING:B", help="each request's expected vs committed tokens")
+    ap.add_argument("--calls", type=int, default=None, help="calls (default: 6 alternating, 3 calibrating)")
+    ap.add_argument("--gamma", type=int, default=2, help="--calibrate: the fixed draft length whose rounds replay")
+    ap.add_argument("--max-gamma", type=int, default=6, help="--alternate: auto's maximum draft length")
+    ap.add_argument("--strengths", default="1,2,4,8,16", help="--calibrate: per-request prior strengths to score")
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    a = ap.parse_args()
+    if a.alternate:
+        alternate(a.alternate, a.calls or 6, a.max_new_tokens, a.max_gamma)
+    elif a.calibrate:
+        calibrate(a.calibrate, a.gamma, a.calls or 3, a.max_new_tokens, [float(x) for x in a.strengths.split(",")])
+    else:
+        ap.error("give --alternate or --calibrate")
+
+
+if __name__ == "__main__":
+    main()
