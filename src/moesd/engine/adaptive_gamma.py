@@ -94,7 +94,8 @@ class AdaptiveGamma:
         # cached) was 3 % of a 6-9 ms stdlib step at B = 4 (docs/results.md section 15). One-off, stdlib B = 16, calls
         # that decoded every step: 6.3-6.9 ms of decision per 32-token call before, 3.1-3.4 ms holding.
         self.hold_steps = max(0, hold_steps)
-        # (batch size and rows, steps it may still stand, its trace entry, whether a probe it skips was deferred)
+        # (batch size and rows, steps it may still stand, its trace entry, the plain-step count below which no
+        # probe can fall due inside it)
         self._held: tuple | None = None
         self.held_decisions = 0
         self.elapsed_s = 0.0  # the steps this run has timed
@@ -221,11 +222,11 @@ class AdaptiveGamma:
         self._seed(batch_size)
         held, key = self._held, (batch_size, tuple(rows) if rows else None)
         self._held = None
-        # Held: no probe can fall due inside the hold (zero_run stays <= wait), or one was due and the probes'
-        # budget had no room for it (its room grows with the run's time: a probe it would allow inside the hold
-        # comes at most `hold_steps` steps later).
-        if held is not None and minimum == 0 and held[0] == key and held[1] > 0 \
-                and (self.zero_run < self.wait or held[3]):
+        # Held while no probe can fall due inside the hold: zero_run stays below `wait` (the verdict was close), or
+        # below `probe_every` (it was far, by the same 5 %), or a probe was due and the probes' budget had no room
+        # for it (its room grows with the run's time: a probe it would allow inside the hold comes at most
+        # `hold_steps` steps later).
+        if held is not None and minimum == 0 and held[0] == key and held[1] > 0 and self.zero_run < held[3]:
             self._held = (key, held[1] - 1, held[2], held[3])
             self.zero_run += 1
             self.held_decisions += 1
@@ -235,6 +236,8 @@ class AdaptiveGamma:
         if best > 0 and minimum == 0 and rates[best] < (1.0 + self.margin) * rates[0]:
             best = 0
         probe = False
+        # The best speculating choice against decoding: how far a decode verdict is from flipping.
+        sd = max(range(1, top + 1), key=lambda g: rates[g]) if top >= 1 else 0
         if best == 0 and top >= 1:
             self.zero_run += 1
             # No SD round has been measured yet (the merged first round is not priced, and until one is, a "SD
@@ -245,7 +248,6 @@ class AdaptiveGamma:
             # every token decoded since. (It did not thin the probes of stdlib B = 64, five rounds in 32 steps:
             # their verdicts were predicted >= 0.8x; docs/results.md section 15. At 0.8 the CPU MoE at B = 16 probed
             # twice on verdicts of 0.82-0.84 from a cost model within 5 % of the rounds it then measured: 0.9.)
-            sd = max(range(1, top + 1), key=lambda g: rates[g])
             # A far verdict from a few timed rounds is no verdict: a stdlib engine whose only rounds at B = 1
             # were its 4-token warm-up's opened nine 32-token runs with a plain prefill on predicted 0.79-0.98x
             # and never probed (0.96x autoregressive, where gamma 6 runs 1.8x).
@@ -258,7 +260,12 @@ class AdaptiveGamma:
                 probe, self.zero_run = True, 0
                 self.wait = min(2 * self.wait, self.probe_every)
             elif self.hold_steps and rates[sd] < 0.95 * (1.0 + self.margin) * rates[0]:
-                self._held = (key, self.hold_steps, None, due)  # due here: deferred by the budget
+                # A far verdict stayed unprobed: a stdlib B = 4 call held 9 of its first 12 plain steps and none of
+                # the 19 after, whose verdicts (0.39-0.90x) no probe was due for (`--trace`).
+                far = not thin and rates[sd] < 0.95 * self.probe_gain * rates[0]
+                # due here: deferred by the budget
+                self._held = (key, self.hold_steps, None,
+                              float("inf") if due else self.probe_every if far else self.wait)
         elif best > 0 and not self.decode_measured and self.longest_measured > 0 and minimum == 0:
             # The other side of the comparison must be measured too: a decode cost extrapolated from verify
             # forwards alone kept one stdlib run speculating at B = 64 (0.79x autoregressive) where decoding wins.
@@ -267,6 +274,7 @@ class AdaptiveGamma:
             self.zero_run, self.wait = 0, self.first_probe
         entry = {"batch_size": batch_size, "gamma": best, "probe": probe, "held": False,
                  "predicted_gain": rates[best] / rates[0], "expected_tokens": tokens[best],
+                 "best_round_gain": rates[sd] / rates[0] if sd else 0.0,
                  # What the step is predicted to take (draft prefill excluded), for checks against what it measures.
                  "predicted_step_s": float(self._last_step_s[best]),
                  "objective": "throughput" if remaining is None else "finish"}
