@@ -296,6 +296,15 @@ def test_rule_holds_a_clear_decode_verdict_for_a_few_steps_without_changing_any_
     frugal = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0), probe_every=8, first_probe=4, probe_budget=0.0,
                            trusted_rounds=1, hold_steps=2)
     assert not any(run(frugal)) and frugal.held_decisions >= 35
+    # A far verdict (SD predicted ~0.6x decoding, on trusted rounds) is probed only every `probe_every` plain steps,
+    # so it holds past the short probe interval too, with the same choices.
+    far_kwargs = dict(probe_every=32, first_probe=4, probe_budget=math.inf, untrusted_probe_budget=math.inf,
+                      trusted_rounds=1)
+    far = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0), hold_steps=2, **far_kwargs)
+    far_every = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0), hold_steps=0, **far_kwargs)
+    chosen = run(far)
+    assert chosen == run(far_every) and 1 <= sum(1 for g in chosen if g) <= 3
+    assert far.held_decisions >= 35 and all(t["best_round_gain"] < 0.8 for t in far.trace)
     # Inside the margin (SD predicted ~1.0x decoding), every step is decided afresh.
     near = AdaptiveGamma(1, StubCost(decode=1.0, verify_fixed=1.48), **kwargs)
     teach(near, 0.5, gamma=1, rounds=20000)
