@@ -221,7 +221,9 @@ def trace(where: str, max_new: int, max_gamma: int, calls: int = 2) -> None:
               f"{res.metrics['prefill_s']:.3f} s, gammas {a['gamma_histogram']}, decision "
               f"{a['decision_us_per_step']:.0f} us per step; carried {a['carried']}, opening {a['opening']}")
         for t, s in zip(a["trace"], res.metrics["steps"]):
-            print(f"B={t['batch_size']} gamma {t['gamma']}{' P' if t['probe'] else ''} ({t['objective']}): predicted "
+            flags = (" P" if t["probe"] else "") + (" H" if t.get("held") else "")
+            print(f"B={t['batch_size']} gamma {t['gamma']}{flags} ({t['objective']}): best round "
+                  f"{t.get('best_round_gain', 0):.2f}x, predicted "
                   f"gain {t['predicted_gain']:.2f}, {t['expected_tokens']:.2f} tokens per row | {s['kind']} "
                   f"{1e3 * s['step_s']:.1f} ms (target {1e3 * s['target_s']:.1f}, draft {1e3 * s['draft_s']:.1f}), "
                   f"{s['tokens']} tokens")

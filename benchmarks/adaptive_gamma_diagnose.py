@@ -1,8 +1,9 @@
 """Diagnostics behind docs/results.md section 15 (`--gamma auto`): the checks that one cell of
 benchmarks/adaptive_gamma.py needs when its table row alone cannot say why auto won or lost.
 
-    .venv/bin/python benchmarks/adaptive_gamma_diagnose.py --alternate stdlib:16 [--calls 6]
-        autoregressive and auto calls of one cell, alternating (paired ratios, one pair per line): per auto call its
+    .venv/bin/python benchmarks/adaptive_gamma_diagnose.py --alternate stdlib:16 [--calls 6] [--against 0]
+        autoregressive (or `--against` gamma) and auto calls of one cell, alternating (paired ratios, one pair per
+        line): per auto call its
         choices, the decision's time, held decisions, deferred probes, how it opened, and each side's median decode
         step and prefill.
     .venv/bin/python benchmarks/adaptive_gamma_diagnose.py --calibrate stdlib:4 [--gamma 2] [--calls 3]
@@ -33,24 +34,28 @@ def _median_ms(values: list[float]) -> float:
     return 1e3 * statistics.median(values) if values else float("nan")
 
 
-def alternate(where: str, calls: int, max_new: int, max_gamma: int) -> None:
+def alternate(where: str, calls: int, max_new: int, max_gamma: int, against: int = 0) -> None:
+    """`calls` pairs of one autoregressive (`against` 0) or fixed-gamma call and one auto call, in alternating order."""
     name, batch = where.split(":")
-    engines, prompts, eos = cell(name, int(batch), [("ar", 0, False), ("auto", max_gamma, True)], ModelCache())
+    other = "ar" if against == 0 else f"g{against}"
+    engines, prompts, eos = cell(name, int(batch), [(other, against, False), ("auto", max_gamma, True)], ModelCache())
     paired = []
     for call in range(calls):
         out = {}
-        for label in ("ar", "auto") if call % 2 == 0 else ("auto", "ar"):
+        for label in (other, "auto") if call % 2 == 0 else ("auto", other):
             t0 = time.perf_counter()
             res = engines[label].generate(prompts, max_new, eos)
             steps = res.metrics["steps"]
             out[label] = (res, time.perf_counter() - t0, steps)
-        (ar, _, ar_steps), (auto, _, auto_steps) = out["ar"], out["auto"]
+        (ar, _, ar_steps), (auto, _, auto_steps) = out[other], out["auto"]
         a = auto.metrics["adaptive"]
         ratio = auto.metrics["stages"]["tokens_per_s"] / ar.metrics["stages"]["tokens_per_s"]
         paired.append(ratio)
         decode = [s["step_s"] for s in auto_steps if s["gamma"] == 0]
         outside = [s["step_s"] - s["target_s"] for s in auto_steps if s["gamma"] == 0]
-        ar_outside = [s["step_s"] - s["target_s"] for s in ar_steps]
+        ar_outside = [s["step_s"] - s["target_s"] for s in ar_steps if s["gamma"] == 0]
+        ar_rounds = [s["step_s"] for s in ar_steps[1:] if s["gamma"] > 0]
+        auto_rounds = [s["step_s"] for s in auto_steps[1:] if s["gamma"] > 0]
         # Measured over predicted step time, per kind (the first step of a run that opened with a round also
         # carries the target's prefill: left out).
         errors = {False: [], True: []}
@@ -59,15 +64,18 @@ def alternate(where: str, calls: int, max_new: int, max_gamma: int) -> None:
                 errors[st["gamma"] > 0].append(st["step_s"] / t["predicted_step_s"])
         fit = ", ".join(f"{kind} {statistics.median(errors[k]):.2f} over {len(errors[k])}"
                         for k, kind in ((False, "decode steps"), (True, "rounds")) if errors[k])
-        print(f"{where} call {call + 1}: AR {ar.metrics['stages']['tokens_per_s']:.1f} tok/s, auto "
-              f"{auto.metrics['stages']['tokens_per_s']:.1f} ({ratio:.3f}x); prefill AR "
-              f"{1e3 * ar.metrics['prefill_s']:.1f} ms, auto {1e3 * auto.metrics['prefill_s']:.1f} ms; median decode "
-              f"step AR {_median_ms([s['step_s'] for s in ar_steps]):.2f} ms, auto {_median_ms(decode):.2f} ms (outside the "
-              f"target's forward AR {_median_ms(ar_outside):.2f}, auto {_median_ms(outside):.2f}); auto gammas "
-              f"{a['gamma_histogram']}, decision {1e3 * a['decision_s']:.2f} ms over {a['decisions']} steps "
+        print(f"{where} call {call + 1}: {other} {ar.metrics['stages']['tokens_per_s']:.1f} tok/s, auto "
+              f"{auto.metrics['stages']['tokens_per_s']:.1f} ({ratio:.3f}x); prefill {other} "
+              f"{1e3 * ar.metrics['prefill_s']:.1f} ms, auto {1e3 * auto.metrics['prefill_s']:.1f} ms; steps "
+              f"{other} {len(ar_steps)}, auto {len(auto_steps)}; median decode step {other} "
+              f"{_median_ms([s['step_s'] for s in ar_steps if s['gamma'] == 0]):.2f} ms, auto "
+              f"{_median_ms(decode):.2f} ms (outside the target's forward {other} {_median_ms(ar_outside):.2f}, auto "
+              f"{_median_ms(outside):.2f}); rounds after the first {other} {len(ar_rounds)} "
+              f"({1e3 * sum(ar_rounds):.1f} ms), auto {len(auto_rounds)} ({1e3 * sum(auto_rounds):.1f} ms); "
+              f"auto gammas {a['gamma_histogram']}, decision {1e3 * a['decision_s']:.2f} ms over {a['decisions']} steps "
               f"({a['held_decisions']} held), probes deferred {a['probes_deferred']}, opening {a['opening']}; "
               f"measured / predicted step time (median): {fit or '-'}", flush=True)
-    print(f"{where}: auto / AR paired per call {', '.join(f'{r:.3f}' for r in paired)}; median "
+    print(f"{where}: auto / {other} paired per call {', '.join(f'{r:.3f}' for r in paired)}; median "
           f"{statistics.median(paired):.3f}")
 
 
@@ -152,7 +160,8 @@ def calibrate(where: str, gamma: int, calls: int, max_new: int, strengths: list[
         halves = ""
         if out["slow_half"]:
             halves = (f"; rows predicted slowest half: expected {out['slow_half'][0]:.2f}, committed "
-                      f"{out['slow_half'][1]:.2f}; fastest half: {out['fast_half'][0]:.2f} vs {out['fast_half'][1]:.2f}")
+                      f"{out['slow_half'][1]:.2f}; fastest half: {out['fast_half'][0]:.2f} vs "
+                      f"{out['fast_half'][1]:.2f}")
         print(f"  prior strength {s:g}: rms error {out['rms_error']:.3f}, bias {out['bias']:+.3f} over "
               f"{out['row_rounds']} row-rounds{halves}")
         expected, taken = out["opening"]
@@ -167,11 +176,13 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=None, help="calls (default: 6 alternating, 3 calibrating)")
     ap.add_argument("--gamma", type=int, default=2, help="--calibrate: the fixed draft length whose rounds replay")
     ap.add_argument("--max-gamma", type=int, default=6, help="--alternate: auto's maximum draft length")
+    ap.add_argument("--against", type=int, default=0,
+                    help="--alternate: the fixed draft length auto alternates with (0: autoregressive decoding)")
     ap.add_argument("--strengths", default="1,2,4,8,16", help="--calibrate: per-request prior strengths to score")
     ap.add_argument("--max-new-tokens", type=int, default=32)
     a = ap.parse_args()
     if a.alternate:
-        alternate(a.alternate, a.calls or 6, a.max_new_tokens, a.max_gamma)
+        alternate(a.alternate, a.calls or 6, a.max_new_tokens, a.max_gamma, a.against)
     elif a.calibrate:
         calibrate(a.calibrate, a.gamma, a.calls or 3, a.max_new_tokens, [float(x) for x in a.strengths.split(",")])
     else:
