@@ -72,8 +72,9 @@ def alternate(where: str, calls: int, max_new: int, max_gamma: int, against: int
               f"{_median_ms(decode):.2f} ms (outside the target's forward {other} {_median_ms(ar_outside):.2f}, auto "
               f"{_median_ms(outside):.2f}); rounds after the first {other} {len(ar_rounds)} "
               f"({1e3 * sum(ar_rounds):.1f} ms), auto {len(auto_rounds)} ({1e3 * sum(auto_rounds):.1f} ms); "
-              f"auto gammas {a['gamma_histogram']}, decision {1e3 * a['decision_s']:.2f} ms over {a['decisions']} steps "
-              f"({a['held_decisions']} held), probes deferred {a['probes_deferred']}, opening {a['opening']}; "
+              f"auto gammas {a['gamma_histogram']}, decision {1e3 * a['decision_s']:.2f} ms over "
+              f"{a['decisions']} steps ({a['held_decisions']} held), probes deferred {a['probes_deferred']}, "
+              f"opening {a['opening']}; "
               f"measured / predicted step time (median): {fit or '-'}", flush=True)
     print(f"{where}: auto / {other} paired per call {', '.join(f'{r:.3f}' for r in paired)}; median "
           f"{statistics.median(paired):.3f}")
