@@ -305,6 +305,8 @@ def test_rule_holds_a_clear_decode_verdict_for_a_few_steps_without_changing_any_
     chosen = run(far)
     assert chosen == run(far_every) and 1 <= sum(1 for g in chosen if g) <= 3
     assert far.held_decisions >= 35 and all(t["best_round_gain"] < 0.8 for t in far.trace)
+    # Each trace entry carries the step time it was priced at (the stub's: 1 for a decode step, 3 for a round).
+    assert all(t["predicted_step_s"] == pytest.approx(3.0 if t["gamma"] else 1.0) for t in far.trace)
     # Inside the margin (SD predicted ~1.0x decoding), every step is decided afresh.
     near = AdaptiveGamma(1, StubCost(decode=1.0, verify_fixed=1.48), **kwargs)
     teach(near, 0.5, gamma=1, rounds=20000)
