@@ -114,7 +114,7 @@ def test_rule_extrapolates_at_most_to_twice_the_draft_length_it_measured():
 
 
 def test_rule_decodes_where_the_predicted_gain_is_inside_the_margin():
-    """A predicted gain under the margin (5 %) is inside the cost model's error: decode (probing now and then);
+    """A predicted gain under the margin (3 %) is inside the cost model's error: decode (probing now and then);
     above it, speculate. Margin 0 speculates on any predicted gain."""
     cost = StubCost(decode=1.0, verify_fixed=1.48, draft=0.0)  # gamma 1 at alpha ~0.5: ~1.5 / 1.48 tokens / s
     inside, eager = AdaptiveGamma(1, cost), AdaptiveGamma(1, cost, margin=0.0)
