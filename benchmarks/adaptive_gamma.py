@@ -29,6 +29,7 @@ autoregressive; on the mixed batch auto beats every fixed gamma.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import random
@@ -80,10 +81,15 @@ def prompts_for(name: str, tokenizer, batch: int, seed: int = 0) -> list[list[in
     return out
 
 
-def cell(name: str, batch: int, configs: list[tuple], models: ModelCache) -> tuple[dict, list, int | None]:
+def cell(name: str, batch: int, configs: list[tuple], models: ModelCache,
+         options: dict | None = None) -> tuple[dict, list, int | None]:
     """One engine per configuration (label, gamma, auto), the cell's prompts and EOS, each engine warmed up by one
-    short generation (allocator, kernels, its fixed-shape plans)."""
-    engines = {label: build_engine(setting_specs(name, g, auto), models) for label, g, auto in configs}
+    short generation (allocator, kernels, its fixed-shape plans). `options`: label -> keyword arguments of that
+    auto configuration's policy (EngineSpec.gamma_policy_options)."""
+    options = options or {}
+    engines = {label: build_engine(dataclasses.replace(setting_specs(name, g, auto),
+                                                       gamma_policy_options=options.get(label, ())), models)
+               for label, g, auto in configs}
     tok = engines[configs[0][0]].target.tokenizer
     prompts = prompts_for(name, tok, batch)
     eos = getattr(tok, "eos_token_id", None) if name != "moe" else None

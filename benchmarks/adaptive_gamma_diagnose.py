@@ -14,6 +14,11 @@ benchmarks/adaptive_gamma.py needs when its table row alone cannot say why auto 
 
 Greedy calls of the same prompts commit the same tokens, so `--calibrate` replays one call's rounds `--calls` times:
 what changes between them is what the estimates carried, as in the benchmark's passes.
+
+    .venv/bin/python benchmarks/adaptive_gamma_diagnose.py --variant smollm:1 margin=0.05,0.03 [--passes 5]
+        auto with each value of one policy option (engine/adaptive_gamma.py AdaptiveGamma's keyword arguments),
+        side by side with autoregressive decoding and the fixed gammas in the same passes: medians, auto / AR per
+        pass, the gammas auto chose in each pass.
 """
 
 from __future__ import annotations
@@ -78,6 +83,40 @@ def alternate(where: str, calls: int, max_new: int, max_gamma: int, against: int
               f"measured / predicted step time (median): {fit or '-'}", flush=True)
     print(f"{where}: auto / {other} paired per call {', '.join(f'{r:.3f}' for r in paired)}; median "
           f"{statistics.median(paired):.3f}")
+
+
+def _value(text: str):
+    return int(text) if text.lstrip("-").isdigit() else float(text)
+
+
+def variant(where: str, option: str, passes: int, max_new: int, gammas: list[int]) -> None:
+    """auto with each value of one policy option (`option` NAME=V1,V2,...: an AdaptiveGamma keyword argument) side by
+    side with autoregressive decoding and the fixed gammas, all in the same passes (order rotated by one each pass):
+    what a change of the option does to the choices, paired against the same noise."""
+    name, batch = where.split(":")
+    key, values = option.split("=")
+    autos = {f"auto {key}={v}": ((key, _value(v)),) for v in values.split(",")}
+    configs = [("ar", 0, False)] + [(f"g{g}", g, False) for g in gammas] \
+        + [(label, max(gammas), True) for label in autos]
+    engines, prompts, eos = cell(name, int(batch), configs, ModelCache(), options=autos)
+    labels = list(engines)
+    runs: dict[str, list] = {label: [] for label in labels}
+    for rep in range(passes):
+        for label in labels[rep % len(labels):] + labels[:rep % len(labels)]:
+            res = engines[label].generate(prompts, max_new, eos)
+            runs[label].append((res.metrics["stages"]["tokens_per_s"],
+                                res.metrics.get("adaptive", {}).get("gamma_histogram")))
+    median = {label: statistics.median(t for t, _ in r) for label, r in runs.items()}
+    fixed = {label: median[label] for label in labels if label.startswith("g")}
+    best = max(fixed, key=fixed.get)
+    print(f"{where}, {passes} passes (medians): AR {median['ar']:.1f} tok/s, "
+          + ", ".join(f"{label} {v:.1f}" for label, v in fixed.items()))
+    for label in autos:
+        paired = [a / b for (a, _), (b, _) in zip(runs[label], runs["ar"])]
+        print(f"  {label}: {median[label]:.1f} tok/s, {median[label] / fixed[best]:.3f}x the best fixed gamma "
+              f"({best}), {median[label] / median['ar']:.3f}x AR; per pass vs AR "
+              f"{', '.join(f'{x:.2f}' for x in paired)}; gammas per pass {' '.join(str(h) for _, h in runs[label])}",
+              flush=True)
 
 
 def record_rounds(where: str, gamma: int, max_new: int) -> tuple[list[tuple], int]:
@@ -174,6 +213,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--alternate", metavar="SETTING:B", help="AR and auto calls of one cell, alternating")
     ap.add_argument("--calibrate", metavar="SETTING:B", help="each request's expected vs committed tokens")
+    ap.add_argument("--variant", nargs=2, metavar=("SETTING:B", "OPTION=V1,V2"),
+                    help="auto with each value of a policy option, side by side with AR and the fixed gammas")
+    ap.add_argument("--passes", type=int, default=5, help="--variant: passes")
+    ap.add_argument("--gammas", default="1,2,4,6", help="--variant: the fixed gammas (auto's maximum: the largest)")
     ap.add_argument("--calls", type=int, default=None, help="calls (default: 6 alternating, 3 calibrating)")
     ap.add_argument("--gamma", type=int, default=2, help="--calibrate: the fixed draft length whose rounds replay")
     ap.add_argument("--max-gamma", type=int, default=6, help="--alternate: auto's maximum draft length")
@@ -184,10 +227,12 @@ def main() -> None:
     a = ap.parse_args()
     if a.alternate:
         alternate(a.alternate, a.calls or 6, a.max_new_tokens, a.max_gamma, a.against)
+    elif a.variant:
+        variant(a.variant[0], a.variant[1], a.passes, a.max_new_tokens, [int(x) for x in a.gammas.split(",")])
     elif a.calibrate:
         calibrate(a.calibrate, a.gamma, a.calls or 3, a.max_new_tokens, [float(x) for x in a.strengths.split(",")])
     else:
-        ap.error("give --alternate or --calibrate")
+        ap.error("give --alternate, --variant or --calibrate")
 
 
 if __name__ == "__main__":

@@ -638,6 +638,30 @@ def test_generate_cli_auto_and_bad_values(capsys, tiny_dir):
         assert rc == 2 and err.startswith("moesd: error: ") and err.count("\n") == 1 and message in err, (argv, err)
 
 
+def test_policy_options_reach_every_call_and_bad_ones_fail_before_any_run(tiny_model, agreeing_draft):
+    """EngineSpec.gamma_policy_options: keyword arguments of every call's policy; unknown names and bad values fail
+    when the engine is built, options without --gamma auto when the spec is made."""
+    from moesd.engine.factory import EngineSpec, make_gamma_policy
+
+    target = tiny_model("qwen3_moe")
+    draft = agreeing_draft(target)
+
+    def spec(**options):
+        return EngineSpec(target="tiny", draft="tiny-draft", gamma=4, adaptive_gamma=True,
+                          gamma_policy_options=options)
+
+    factory = make_gamma_policy(spec(margin=0.5, hold_steps=0), target, draft)
+    first, second = factory(0), factory(1)
+    assert (first.margin, first.hold_steps, second.margin, second.hold_steps) == (0.5, 0, 0.5, 0)
+    assert make_gamma_policy(spec(), target, draft)(0).margin == pytest.approx(0.03)
+    with pytest.raises(MoesdError, match="unknown --gamma auto option.*margn"):
+        make_gamma_policy(spec(margn=0.5), target, draft)
+    with pytest.raises(MoesdError, match="margin must be in"):
+        make_gamma_policy(spec(margin=2.0), target, draft)
+    with pytest.raises(MoesdError, match="give --gamma auto"):
+        EngineSpec(target="tiny", draft="tiny-draft", gamma=4, gamma_policy_options={"margin": 0.5})
+
+
 def test_per_request_token_limits_finish_rows_at_different_times(tiny_model, agreeing_draft):
     """Requests asking for different lengths: each row stops at its own limit, its tokens equal the prefix of the
     longest autoregressive run, with a fixed and an automatic gamma (the batch shrinks as rows finish)."""

@@ -10,6 +10,7 @@ creates a fresh proposer for every `generate` call.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass
 
 from moesd.engine.loading import LoadedModel, load_model
@@ -54,6 +55,9 @@ class EngineSpec:
     hardware: str | None = None  # hardware of the prior for --gamma auto (default: cpu, or the GPU's preset)
     kv_cache: str = "static"  # engine/static_kv.py: "static" or "ragged"
     cuda_graphs: bool = False  # engine/cuda_graphs.py: capture decode / verify / draft forwards (CUDA only)
+    # Python API: keyword arguments of --gamma auto's policy (engine/adaptive_gamma.py: margin, probe_budget, ...) as
+    # (name, value) pairs, or a dict; what benchmarks/adaptive_gamma_diagnose.py --variant compares side by side.
+    gamma_policy_options: tuple = ()
 
     def __post_init__(self) -> None:
         method = self.method
@@ -85,6 +89,10 @@ class EngineSpec:
             raise MoesdError(f"experts per token must be >= 1, got {self.experts_per_token}")
         if not 1 <= self.ngram_min <= self.ngram_max:
             raise MoesdError(f"need 1 <= ngram min <= max, got {self.ngram_min}, {self.ngram_max}")
+        if isinstance(self.gamma_policy_options, dict):
+            object.__setattr__(self, "gamma_policy_options", tuple(sorted(self.gamma_policy_options.items())))
+        if self.gamma_policy_options and not self.adaptive_gamma:
+            raise MoesdError("gamma policy options tune --gamma auto; give --gamma auto")
         if self.adaptive_gamma:
             if self.gamma < 1:
                 raise MoesdError(f"--gamma auto needs a maximum draft length >= 1 (--max-gamma), got {self.gamma}")
@@ -220,10 +228,16 @@ def make_gamma_policy(spec: EngineSpec, target: LoadedModel, draft: LoadedModel 
     cost = StepCostModel(params, ctx, num_experts, top_k, source=source, max_gamma=spec.gamma)
     cost.predicted(64, spec.gamma)  # a bad configuration fails here, and the prior's table is filled before any run
 
+    options = dict(spec.gamma_policy_options)
+    known = set(inspect.signature(AdaptiveGamma).parameters) - {"max_gamma", "cost"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise MoesdError(f"unknown --gamma auto option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    AdaptiveGamma(spec.gamma, cost, **options)  # bad values fail here, before any run
     last: list[AdaptiveGamma] = []  # the previous call's policy: its acceptance is the next one's prior
 
     def factory(seed: int) -> AdaptiveGamma:  # the rule draws nothing at random: the engine's seed is not needed
-        policy = AdaptiveGamma(spec.gamma, cost)
+        policy = AdaptiveGamma(spec.gamma, cost, **options)
         if last:
             policy.carry_acceptance(last[0])
         last[:] = [policy]
