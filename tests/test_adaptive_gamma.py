@@ -462,6 +462,18 @@ def test_acceptance_carries_the_position_curve_and_the_request_spread_between_ru
     assert spread_gain >= 1 and later.trace[-2]["predicted_gain"] < later.trace[-1]["predicted_gain"]
 
 
+def test_a_requests_first_round_counts_in_the_pool_but_not_in_its_own_estimate():
+    """A request's first round continues its prompt, where drafts fail far more often than later: it counts in the
+    pooled acceptance, not in the request's own, which a single such round would otherwise mark as slow."""
+    policy = AdaptiveGamma(4, StubCost())
+    policy.observe_round([0, 4], [4, 4], rows=[0, 1])  # both rows' first rounds
+    assert sum(policy.acceptance.offered) == 5 and policy.requests.accepted == {}
+    assert policy.requests.ratios([0, 1], policy.acceptance.alpha).tolist() == [1.0, 1.0]  # still like the pool
+    policy.observe_round([0, 4], [4, 4], rows=[0, 1])
+    slow, fast = policy.requests.ratios([0, 1], policy.acceptance.alpha)
+    assert slow < 1.0 < fast and policy.requests.accepted == {0: 0, 1: 4}
+
+
 def test_rule_prices_empty_rounds_as_decode_steps():
     """Prompt lookup finds no draft in some rounds, and the engine decodes instead: such a round costs a decode step
     and commits one token. Half the rounds empty, the others accepting 90 %, a round 1.6x a decode step: gamma 1
