@@ -78,9 +78,10 @@ class AdaptiveGamma:
         # 3 % margin a stdlib B = 4 run still speculated on predicted gains of 1.04-1.09 whose rounds measured
         # about a decode step's tokens per second). It was 5 % from then until the carried request spread was
         # taken at its own points (RequestAcceptance.ratios), after which stdlib B = 4's openings predicted
-        # 0.95-1.04; side by side in the same passes (one-off, 3-5 passes per cell), 3 % chose as 5 % at smollm
-        # B = 4, stdlib B = 16 and the MoE at B = 4, and at SmolLM2 B = 1, where gamma 1 and 2 gain ~5 % and the
-        # predicted gain sat at 1.04-1.05, it read 0.99x the best fixed gamma where 5 % read 0.95x.
+        # 0.95-1.04; side by side in the same passes (`benchmarks/adaptive_gamma_diagnose.py --variant`, 3-5
+        # passes per cell), 3 % chose as 5 % at SmolLM2 B = 4 and stdlib B = 16 (one more probe in two of three
+        # passes at the MoE at B = 4), and at SmolLM2 B = 1, where gamma 1 and 2 gain ~5 % and the predicted gain
+        # sat at 1.04-1.05, it read 0.99x the best fixed gamma where 5 % read 0.95x (docs/results.md section 15).
         self.margin = margin
         if not 0.0 <= probe_gain <= 1.0:
             raise MoesdError(f"the probing threshold must be in [0, 1], got {probe_gain}")
