@@ -355,7 +355,7 @@ def test_finish_objective_prices_each_stretch_of_a_static_batch_at_its_own_batch
             t += (end - before) * policy.cost.round_s(len(ends) - k, g)
             before = end
         expected_rate = sum(remaining) / t
-        rates, _, _ = policy._rates(4, 100, 0, rows, remaining, 0)
+        rates = policy._rates(4, 100, 0, rows, remaining, 0)[0]
         assert rates[g] == pytest.approx(expected_rate, rel=1e-9)
 
 

@@ -2,7 +2,7 @@
 
 Each step, for the B rows still generating, the policy picks gamma in 0..G_max maximising expected committed
 tokens per second, E[tokens | gamma] / T(B, gamma), where a request waits for a row (continuous batching), or
-minimising the time until the last row ends where none does (a static batch: `_finish_rates`):
+minimising the time until the last row ends where none does (a static batch: engine/finish_objective.py):
 - E[tokens | gamma] = 1 + sum_{i < gamma} p_i, with p_i the probability that the first i + 1 draft tokens are all
   accepted (vLLM's per-position acceptance rate), from this run's past rounds: the means of Beta posteriors of
   per-position conditional acceptance, shrunk towards the pooled alpha where a position has few observations
@@ -51,6 +51,7 @@ from collections import Counter
 import numpy as np
 
 from moesd.engine.acceptance_posterior import PositionAcceptance, RequestAcceptance
+from moesd.engine.finish_objective import finish_rates
 from moesd.engine.step_cost_model import StepCostModel
 from moesd.errors import MoesdError
 
@@ -120,7 +121,6 @@ class AdaptiveGamma:
         self.carried_acceptance: dict = {}  # what they had accepted (`carry_acceptance`)
         self._acceptance_version = 0  # bumped by every acceptance outcome: `_rates` caches the tokens by it
         self._tokens_cache: tuple | None = None
-        self._last_step_s = np.zeros(1)  # the step times the last `_rates` priced, at its batch size
         self.opening: dict | None = None  # the opening decision, where one was made (`opens_with_round`)
         self.decision_s = 0.0
         self.decisions = 0
@@ -139,7 +139,9 @@ class AdaptiveGamma:
             self.carried = {"longest_round": longest, "decode": decoded}
 
     def _rates(self, b: int, room: int, minimum: int, rows, remaining, start_tokens: int):
-        """(the objective per draft length 0..top, expected tokens per row per draft length, top)."""
+        """(the objective per draft length 0..top, expected tokens per row per draft length, top, the step times
+        at batch size b). The objective: tokens per second, or where `remaining` is given (no request waits for a
+        row) the static batch's remaining tokens over the time until its last row ends (engine/finish_objective.py)."""
         # A trust region on the cost model: at most twice the longest draft length it has measured (one more
         # from 1). Its shape over token counts comes from the prior, which can be far off (a CPU is more
         # compute-bound than its roofline), and one extrapolated round of a long draft at a large batch costs
@@ -163,13 +165,13 @@ class AdaptiveGamma:
         start_s = self.cost.draft_start_s(start_tokens) if start_tokens else 0.0
         catch_up = 0 if start_tokens else self.since_round
         if remaining is not None and len(remaining) == per_row.shape[0]:
-            rates, step_s = self._finish_rates(per_row, np.asarray(remaining, dtype=float), top, catch_up, start_s)
+            by_batch = self._steps_by_batch_s(per_row.shape[0], top, catch_up)  # row k: batch size k + 1
+            rates, step_s = finish_rates(per_row, np.asarray(remaining, dtype=float), by_batch, start_s), by_batch[-1]
         else:
             step_s = self._steps_s(b, top, catch_up)
             # Spread over the rest of the run at that draft length (~room / e_g steps).
             rates = tokens / (step_s + np.concatenate([[0.0], start_s * tokens[1:] / max(room, 1)]))
-        self._last_step_s = step_s
-        return rates.tolist(), tokens.tolist(), top
+        return rates.tolist(), tokens.tolist(), top, step_s
 
     @property
     def empty_fraction(self) -> float:
@@ -206,7 +208,7 @@ class AdaptiveGamma:
         self._seed(batch_size)
         opens = True
         if self.longest_measured and self.decode_measured:
-            rates, _, top = self._rates(batch_size, room, 0, rows, remaining, start_tokens)
+            rates, _, top, _ = self._rates(batch_size, room, 0, rows, remaining, start_tokens)
             sd = max(range(1, top + 1), key=lambda g: rates[g]) if top >= 1 else 0
             opens = sd > 0 and rates[sd] >= (1.0 + self.margin) * rates[0]
             self.opening = {"batch_size": batch_size, "round": opens,
@@ -236,7 +238,7 @@ class AdaptiveGamma:
             self.zero_run += 1
             self.held_decisions += 1
             return self._record(0, t0, held[2])
-        rates, tokens, top = self._rates(batch_size, room, minimum, rows, remaining, start_tokens)
+        rates, tokens, top, step_s = self._rates(batch_size, room, minimum, rows, remaining, start_tokens)
         best = max(range(minimum, top + 1), key=lambda g: (rates[g], -g))  # ties: the shorter draft
         if best > 0 and minimum == 0 and rates[best] < (1.0 + self.margin) * rates[0]:
             best = 0
@@ -281,7 +283,7 @@ class AdaptiveGamma:
                  "predicted_gain": rates[best] / rates[0], "expected_tokens": tokens[best],
                  "best_round_gain": rates[sd] / rates[0] if sd else 0.0,
                  # What the step is predicted to take (draft prefill excluded), for checks against what it measures.
-                 "predicted_step_s": float(self._last_step_s[best]),
+                 "predicted_step_s": float(step_s[best]),
                  "objective": "throughput" if remaining is None else "finish"}
         if self._held is not None:
             self._held = (key, self.hold_steps, dict(entry, held=True), self._held[3])
@@ -316,31 +318,6 @@ class AdaptiveGamma:
             return False
         self.probe_loss_s += loss_s
         return True
-
-    def _finish_rates(self, per_row: np.ndarray, remaining: np.ndarray, top: int, catch_up: int,
-                      start_s: float = 0.0) -> np.ndarray:
-        """Where no request waits for a row, what matters is when the last row ends, not tokens per second over
-        all rows: in a static batch whose rows run to a limit, rounds that only move the rows that accept well
-        ahead do not end it sooner (stdlib B = 16, 128 tokens: auto's rounds won per step, and the run still took
-        125 steps against autoregressive decoding's 127, 85-88 of them decoding the rows left behind at
-        0.83x its speed; docs/results.md section 15). Holding gamma for the rest of the run, row r needs
-        s_r = R_r / e_r(gamma) more steps; between the k-th and the (k+1)-th row to end, B - k rows step, each step
-        costing the cost model's T(B - k, gamma), so the rest takes sum_k (s_(k+1) - s_(k)) x T(B - k, gamma)
-        (s sorted). Where steps cost little per row (a per-forward overhead, a memory-bound GPU) the slowest row
-        sets it; where they cost mostly per row, finishing rows early shrinks the batch and every row's progress
-        counts; a MoE is both, its cost concave in the batch (expert loading saturates). The first form split a
-        step into a part per step F and one per row P = T(B) - T(B - 1), F x max_r(s_r) + P x sum_r(s_r): at the
-        saturated CPU MoE's B = 13 that made a round's P ~0 and F ~ a whole round, so the slowest row alone was
-        priced at a full batch's round and auto decoded the rest of the run (0.94x the best fixed gamma at B = 16,
-        0.87x on the mixed-lengths batch; docs/results.md section 15). A draft that has not started adds its
-        prefill, `start_s`, to every draft length >= 1. Returned as remaining tokens per second, with the step times
-        at the current batch size."""
-        steps = remaining[:, None] / np.minimum(per_row, np.maximum(remaining, 1.0)[:, None])  # [rows, top + 1]
-        by_batch = self._steps_by_batch_s(steps.shape[0], top, catch_up)  # row k: batch size k + 1
-        ends = np.sort(steps, axis=0)
-        total_s = (np.diff(ends, axis=0, prepend=0.0) * by_batch[::-1]).sum(axis=0)
-        total_s[1:] += start_s
-        return float(remaining.sum()) / total_s, by_batch[-1]
 
     def carry_acceptance(self, earlier: "AdaptiveGamma", weight: float = 8.0) -> None:
         """Start from an earlier run's acceptance: its pooled alpha and each position's conditional acceptance as
