@@ -128,11 +128,10 @@ class RequestAcceptance:
         default, put the slowest of 16 new rows halfway to the second slowest request: a 32-token stdlib run at
         B = 16 then expected its slowest request to need 25.5 rounds of gamma 1 where it took 28, 28.4 with these
         positions; `benchmarks/adaptive_gamma_diagnose.py --calibrate stdlib:16 --gamma 1`). What the choice
-        computes from the rows (the mean tokens
-        per row, the slowest row's and the sum of their steps) does not depend on which row gets which, and with
-        the spread a batch of new rows has a slow row before any of its rounds shows which one it is: one stdlib
-        run at B = 16 opened with rounds on a predicted 1.19x where every fixed gamma lost through its slowest
-        rows (docs/results.md section 15)."""
+        computes from the rows (the mean tokens per row, the slowest row's and the sum of their steps) does not
+        depend on which row gets which, and with the spread a batch of new rows has a slow row before any of its
+        rounds shows which one it is: one stdlib run at B = 16 opened with rounds on a predicted 1.19x where every
+        fixed gamma lost through its slowest rows (docs/results.md section 15)."""
         k = self.prior_strength
         acc = np.array([self.accepted.get(r, 0) for r in rows], dtype=float)
         rej = np.array([self.rejected.get(r, 0) for r in rows], dtype=float)
