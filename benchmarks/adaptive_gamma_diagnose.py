@@ -61,6 +61,10 @@ def alternate(where: str, calls: int, max_new: int, max_gamma: int, against: int
         ar_outside = [s["step_s"] - s["target_s"] for s in ar_steps if s["gamma"] == 0]
         ar_rounds = [s["step_s"] for s in ar_steps[1:] if s["gamma"] > 0]
         auto_rounds = [s["step_s"] for s in auto_steps[1:] if s["gamma"] > 0]
+        # A round's time outside its three stages (bookkeeping; for auto also its decision), at the fixed gamma.
+        ar_round_outside, auto_round_outside = (
+            [s["step_s"] - s["target_s"] - s["draft_s"] - s["reject_s"] for s in steps[1:] if s["gamma"] == against > 0]
+            for steps in (ar_steps, auto_steps))
         # Measured over predicted step time, per kind (the first step of a run that opened with a round also
         # carries the target's prefill: left out).
         errors = {False: [], True: []}
@@ -77,12 +81,26 @@ def alternate(where: str, calls: int, max_new: int, max_gamma: int, against: int
               f"{_median_ms(decode):.2f} ms (outside the target's forward {other} {_median_ms(ar_outside):.2f}, auto "
               f"{_median_ms(outside):.2f}); rounds after the first {other} {len(ar_rounds)} "
               f"({1e3 * sum(ar_rounds):.1f} ms), auto {len(auto_rounds)} ({1e3 * sum(auto_rounds):.1f} ms); "
+              + (f"median round of gamma {against} outside its stages {other} {_median_ms(ar_round_outside):.2f} ms, "
+                 f"auto {_median_ms(auto_round_outside):.2f} ms; " if against else "") +
               f"auto gammas {a['gamma_histogram']}, decision {1e3 * a['decision_s']:.2f} ms over "
               f"{a['decisions']} steps ({a['held_decisions']} held), probes deferred {a['probes_deferred']}, "
-              f"opening {a['opening']}; "
+              f"opening {a['opening']}; pooled alpha {a['alpha_estimate']:.3f}; "
               f"measured / predicted step time (median): {fit or '-'}", flush=True)
     print(f"{where}: auto / {other} paired per call {', '.join(f'{r:.3f}' for r in paired)}; median "
           f"{statistics.median(paired):.3f}")
+    if against:
+        # What auto's cost model (one per engine, kept between its calls) prices a round of the fixed gamma at, at
+        # the batch sizes that engine's last call ran them, against what they measured there.
+        measured: dict[int, list] = {}
+        for st in ar_steps[1:]:
+            if st["gamma"] == against:
+                measured.setdefault(st["batch_size"], []).append(st["step_s"])
+        cost = engines["auto"]._gamma_policy(0).cost  # a policy of that engine, made after its last call
+        priced = cost.steps_by_batch_s(max(measured, default=1), against)[:, against]
+        print(f"{where}: a round of gamma {against} priced by auto's cost model vs measured in the last {other} call "
+              "(median, ms): " + ", ".join(f"B={b} {1e3 * priced[b - 1]:.1f} vs {_median_ms(v):.1f}"
+                                            for b, v in sorted(measured.items())))
 
 
 def _value(text: str):
