@@ -97,8 +97,9 @@ class AdaptiveGamma:
         # A plain-decoding verdict at least 5 % from flipping stands for up to `hold_steps` more steps of the same
         # rows (no probe falls due inside them): between rounds nothing but the rows' remaining tokens and the
         # cost maps' small drift changes, and the decision's ~0.2-0.3 ms (inside runs; ~0.04 ms alone, its arrays
-        # cached) was 3 % of a 6-9 ms stdlib step at B = 4 (docs/results.md section 15). One-off, stdlib B = 16, calls
-        # that decoded every step: 6.3-6.9 ms of decision per 32-token call before, 3.1-3.4 ms holding.
+        # cached) was 3 % of a 6-9 ms stdlib step at B = 4 (docs/results.md section 15). `--alternate stdlib:16` of
+        # benchmarks/adaptive_gamma_diagnose.py, calls that decoded every step: 8.5-9.0 ms of decision per 32-token
+        # call without holds (8edc74f), 3.5-3.8 ms with 23 of 31 steps held (far verdicts too, 9b07f81).
         self.hold_steps = max(0, hold_steps)
         # (batch size and rows, steps it may still stand, its trace entry, the plain-step count below which no
         # probe can fall due inside it)
