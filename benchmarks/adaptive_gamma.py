@@ -11,6 +11,11 @@ At each batch size every configuration generates the same prompts, in one proces
 gets up to 3x the passes until it has run `--min-cell-s`):
 autoregressive (gamma 0), each fixed gamma, then auto (max gamma = the largest fixed one, the physical prior of
 the `cpu` hardware preset rescaled online). Throughput is generated tokens / (prefill + steps).
+Every configuration of pass k runs with seed k: the greedy settings commit the same tokens whatever the seed, and
+the MoE's synthetic acceptance draws each pass's requests and coin flips afresh. With one seed every pass
+repeated one draw of the requests' alphas and the same coin flips, and auto, which probes the first rounds of a
+call, saw the same 3 of 8 drafts accepted in every pass of the B = 4 cell (it learnt alpha 0.40 where those
+requests' mean was 0.54), while a fixed gamma's passes averaged nothing: one draw decided the cell.
 A `mixed` run decodes one batch whose requests ask for very different lengths (half 8 tokens, half the full
 length): the batch shrinks mid-run, so the best gamma changes inside one generation.
 
@@ -18,7 +23,7 @@ Goals: auto >= 0.97x the best fixed gamma and >= 1.10x the worst at every batch 
 autoregressive; on the mixed batch auto beats every fixed gamma.
 
     .venv/bin/python benchmarks/adaptive_gamma.py [--settings moe,stdlib,smollm] [--batch-sizes 1,4,16,64]
-        [--gammas 1,2,4,6] [--max-new-tokens 32] [--repeats 3] [--repeat-budget-s 200]
+        [--gammas 1,2,4,6] [--max-new-tokens 32] [--repeats 3] [--repeat-budget-s 250]
         [--min-cell-s 30] [-o results/adaptive_gamma.jsonl]
     .venv/bin/python benchmarks/adaptive_gamma.py --decision-only   # the decision's own cost, outside any run
     .venv/bin/python benchmarks/adaptive_gamma.py --table results/adaptive_gamma.jsonl   # docs/results.md's table
@@ -98,9 +103,9 @@ def cell(name: str, batch: int, configs: list[tuple], models: ModelCache,
     return engines, prompts, eos
 
 
-def one_run(engine, prompts, max_new, eos, auto: bool) -> dict:
+def one_run(engine, prompts, max_new, eos, auto: bool, seed: int = 0) -> dict:
     t0 = time.perf_counter()
-    res = engine.generate(prompts, max_new, eos)
+    res = engine.generate(prompts, max_new, eos, seed=seed)
     wall = time.perf_counter() - t0
     st = res.metrics["stages"]
     row = {"tokens_per_s": st["tokens_per_s"], "tokens": st["tokens"], "wall_s": wall}
@@ -115,11 +120,13 @@ def one_run(engine, prompts, max_new, eos, auto: bool) -> dict:
 
 
 def measure(name: str, batch: int, gammas: list[int], max_new, models: ModelCache, mixed: bool = False,
-            repeats: int = 3, repeat_budget_s: float = 200.0, min_cell_s: float = 30.0) -> dict:
+            repeats: int = 3, repeat_budget_s: float = 250.0, min_cell_s: float = 30.0) -> dict:
     """Every configuration on the same prompts, `repeats` passes; each pass runs the configurations in an order
     rotated by one (a slow spell of this shared machine, which moves one run 10-45 %, then falls on different
     configurations). A cell whose first pass took longer than `repeat_budget_s` runs once: its runs are long
-    enough to average such spells out, and repeating them would not fit a session. A cell of short runs gets
+    enough to average such spells out, and repeating them would not fit a session (250 s: SmolLM2 at B = 64, whose
+    first pass takes ~215 s, runs three passes; at 200 s it ran one, auto's coldest at that batch size, and read
+    0.85x autoregressive where three passes had read 0.87, 1.09 and 1.04x). A cell of short runs gets
     more passes (up to 3 x `repeats`) until it has run `min_cell_s`: one stdlib B = 1 run lasts ~0.4 s, and its
     passes spread 35-97 tok/s. Each configuration's throughput is the median of its passes; the ratios are of
     medians."""
@@ -134,7 +141,7 @@ def measure(name: str, batch: int, gammas: list[int], max_new, models: ModelCach
         order = configs[rep % len(configs):] + configs[:rep % len(configs)]
         t_pass = time.perf_counter()
         for label, _, auto in order:
-            row = one_run(engines[label], prompts, max_new, eos, auto)
+            row = one_run(engines[label], prompts, max_new, eos, auto, seed=rep)
             passes[label].append(row)
             print(f"  {name} B={batch}{' mixed' if mixed else ''} pass {rep + 1} {label}: "
                   f"{row['tokens_per_s']:.2f} tok/s ({row['wall_s']:.1f} s)"
@@ -196,8 +203,8 @@ def breakdown(where: str, max_new: int, gammas: list[int]) -> None:
     name, batch = where.split(":")
     engines, prompts, eos = cell(name, int(batch), [("ar", 0, False), ("auto", max(gammas), True)], ModelCache())
     for label, engine in engines.items():
-        for _ in range(2):
-            res = engine.generate(prompts, max_new, eos)
+        for run in range(2):
+            res = engine.generate(prompts, max_new, eos, seed=run)
             st, steps = res.metrics["stages"], res.metrics["steps"]
             rounds = [s for s in steps if s["gamma"] > 0]
             decode = sorted(s["step_s"] for s in steps if s["gamma"] == 0)
@@ -221,7 +228,7 @@ def trace(where: str, max_new: int, max_gamma: int, calls: int = 2) -> None:
     name, batch = where.split(":")
     engines, prompts, eos = cell(name, int(batch), [("auto", max_gamma, True)], ModelCache())
     for call in range(calls):
-        res = engines["auto"].generate(prompts, max_new, eos)
+        res = engines["auto"].generate(prompts, max_new, eos, seed=call)  # as the table's passes
         a = res.metrics["adaptive"]
         print(f"{where} auto, call {call + 1}: {res.metrics['stages']['tokens_per_s']:.1f} tok/s, prefill "
               f"{res.metrics['prefill_s']:.3f} s, gammas {a['gamma_histogram']}, decision "
@@ -282,7 +289,7 @@ def main() -> None:
     ap.add_argument("--gammas", default="1,2,4,6")
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3, help="passes per cell (medians are reported)")
-    ap.add_argument("--repeat-budget-s", type=float, default=200.0,
+    ap.add_argument("--repeat-budget-s", type=float, default=250.0,
                     help="a cell whose first pass takes longer runs once")
     ap.add_argument("--min-cell-s", type=float, default=30.0,
                     help="a cell of short runs gets more passes (up to 3 x --repeats) until it has run this long")

@@ -49,7 +49,7 @@ def alternate(where: str, calls: int, max_new: int, max_gamma: int, against: int
         out = {}
         for label in (other, "auto") if call % 2 == 0 else ("auto", other):
             t0 = time.perf_counter()
-            res = engines[label].generate(prompts, max_new, eos)
+            res = engines[label].generate(prompts, max_new, eos, seed=call)  # fresh synthetic draws per call
             steps = res.metrics["steps"]
             out[label] = (res, time.perf_counter() - t0, steps)
         (ar, _, ar_steps), (auto, _, auto_steps) = out[other], out["auto"]
@@ -121,7 +121,7 @@ def variant(where: str, option: str, passes: int, max_new: int, gammas: list[int
     runs: dict[str, list] = {label: [] for label in labels}
     for rep in range(passes):
         for label in labels[rep % len(labels):] + labels[:rep % len(labels)]:
-            res = engines[label].generate(prompts, max_new, eos)
+            res = engines[label].generate(prompts, max_new, eos, seed=rep)  # as benchmarks/adaptive_gamma.py
             runs[label].append((res.metrics["stages"]["tokens_per_s"],
                                 res.metrics.get("adaptive", {}).get("gamma_histogram")))
     median = {label: statistics.median(t for t, _ in r) for label, r in runs.items()}

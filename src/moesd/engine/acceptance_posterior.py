@@ -34,7 +34,12 @@ class PositionAcceptance:
         """Start from `earlier`'s pooled alpha and per-position conditional acceptance (its own counts and what it
         had carried itself), each worth at most `weight` observations."""
         alpha = earlier.alpha
-        self.pooled_prior = (1.0 + weight * alpha, 1.0 + weight * (1.0 - alpha))
+        # Centred on the earlier mean itself: (1 + w alpha, 1 + w (1 - alpha)) pulled it 2 / (w + 2) of the way to
+        # 0.5 at every carry, and an engine that decoded every step of its calls (no rounds, nothing new learnt)
+        # forgot what it had measured: stdlib B = 4 read 0.76 after its last round and 0.54 seven decoding calls
+        # later (`benchmarks/adaptive_gamma_diagnose.py --alternate stdlib:4 --calls 10`). The same total weight;
+        # the earlier mean lies strictly inside (0, 1), so both pseudo-counts stay positive.
+        self.pooled_prior = ((weight + 2.0) * alpha, (weight + 2.0) * (1.0 - alpha))
         prior = []
         for i in range(len(self.offered)):
             if i < len(earlier.offered):

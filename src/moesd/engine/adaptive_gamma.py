@@ -340,6 +340,16 @@ class AdaptiveGamma:
             "request_spread": [float(np.min(spread)), float(np.median(spread)), float(np.max(spread))]
             if spread.size else None}
 
+    def carry_probe_clock(self, earlier: "AdaptiveGamma") -> None:
+        """Continue an earlier run's probe schedule: the plain steps since its last round and the interval the next
+        probe waits. The verdict a probe would check is carried (the cost model, `carry_acceptance`), so its age is
+        too: counted per run, a far verdict waited `probe_every` (64) plain steps inside one run, and 32-token calls
+        never reached it. One engine at the CPU MoE at B = 4 (fresh requests each call) then decoded every step of
+        four calls in a row on a verdict of 0.89x from the pooled alpha 0.48 its first two calls had learnt, while
+        gamma 2 ran 0.82-1.15x of it over those calls (`benchmarks/adaptive_gamma_diagnose.py --alternate moe:4
+        --against 2 --calls 8`)."""
+        self.zero_run, self.wait = earlier.zero_run, earlier.wait
+
     def draft_started(self, tokens: int, seconds: float) -> None:
         """The draft has just read `tokens` history tokens in `seconds` (its prefill): priced for later runs, and
         nothing is left to catch up on."""

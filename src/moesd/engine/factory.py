@@ -240,6 +240,7 @@ def make_gamma_policy(spec: EngineSpec, target: LoadedModel, draft: LoadedModel 
         policy = AdaptiveGamma(spec.gamma, cost, **options)
         if last:
             policy.carry_acceptance(last[0])
+            policy.carry_probe_clock(last[0])
         last[:] = [policy]
         return policy
 
