@@ -220,6 +220,17 @@ def test_probe_schedule_and_pooled_alpha_carry_between_runs():
     assert [i for i, g in enumerate(chosen) if g] == [3]  # its 4th step is the 9th plain one in a row
     alone, chosen = far_run(None)
     assert not any(chosen)  # counted per run, it never probes
+    # A close verdict's short interval restarts with each run (its rows are new requests): 4 plain steps, not the 8
+    # the earlier run's probe had doubled it to.
+    close = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=2.05), probe_every=64, first_probe=4,
+                          probe_budget=math.inf, untrusted_probe_budget=math.inf)  # ~0.95x
+    teach(close, 0.5)
+    assert [i for i, g in enumerate(close.choose(4, 100) for _ in range(10)) if g] == [4]
+    again = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=2.05), probe_every=64, first_probe=4,
+                          probe_budget=math.inf, untrusted_probe_budget=math.inf)
+    teach(again, 0.5)
+    again.carry_probe_clock(close)
+    assert [i for i, g in enumerate(again.choose(4, 100) for _ in range(10)) if g] == [4]
 
     stale = AdaptiveGamma(4, StubCost())
     stale.observe_round([4] * 30 + [0] * 10, [4] * 40)

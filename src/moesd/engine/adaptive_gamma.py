@@ -113,6 +113,7 @@ class AdaptiveGamma:
         self.acceptance = PositionAcceptance(max_gamma)
         self.requests = RequestAcceptance()
         self.zero_run = 0
+        self.plain_before = 0  # plain steps the engine's earlier runs decoded since its last round (carry_probe_clock)
         self.longest_measured = 0  # the longest draft length whose round the cost model has seen
         self.decode_measured = False  # whether the cost model has seen a plain decode step
         self.since_round = 0  # plain steps since the last round: what a draft model must read before drafting
@@ -261,11 +262,11 @@ class AdaptiveGamma:
             # and never probed (0.96x autoregressive, where gamma 6 runs 1.8x).
             thin = self.cost.rounds_near(batch_size) < self.trusted_rounds
             close = rates[sd] >= self.probe_gain * rates[0] or thin
-            due = (self.zero_run > self.wait and close) or self.zero_run > self.probe_every
+            due = (self.zero_run > self.wait and close) or self.zero_run + self.plain_before > self.probe_every
             if self.longest_measured == 0 or (due and self._probe_affordable(batch_size, sd, tokens[sd],
                                                                              start_tokens, thin)):
                 best = sd
-                probe, self.zero_run = True, 0
+                probe, self.zero_run, self.plain_before = True, 0, 0
                 self.wait = min(2 * self.wait, self.probe_every)
             elif self.hold_steps and rates[sd] < 0.95 * (1.0 + self.margin) * rates[0]:
                 # A far verdict stayed unprobed: a stdlib B = 4 call held 9 of its first 12 plain steps and none of
@@ -273,13 +274,13 @@ class AdaptiveGamma:
                 far = not thin and rates[sd] < 0.95 * self.probe_gain * rates[0]
                 # due here: deferred by the budget
                 self._held = (key, self.hold_steps, None,
-                              float("inf") if due else self.probe_every if far else self.wait)
+                              float("inf") if due else self.probe_every - self.plain_before if far else self.wait)
         elif best > 0 and not self.decode_measured and self.longest_measured > 0 and minimum == 0:
             # The other side of the comparison must be measured too: a decode cost extrapolated from verify
             # forwards alone kept one stdlib run speculating at B = 64 (0.79x autoregressive) where decoding wins.
             best, probe = 0, True
         elif best > 0:
-            self.zero_run, self.wait = 0, self.first_probe
+            self.zero_run, self.wait, self.plain_before = 0, self.first_probe, 0
         entry = {"batch_size": batch_size, "gamma": best, "probe": probe, "held": False,
                  "predicted_gain": rates[best] / rates[0], "expected_tokens": tokens[best],
                  "best_round_gain": rates[sd] / rates[0] if sd else 0.0,
@@ -321,8 +322,8 @@ class AdaptiveGamma:
         return True
 
     def carry_acceptance(self, earlier: "AdaptiveGamma", weight: float = 8.0) -> None:
-        """Start from an earlier run's acceptance: its pooled alpha and each position's conditional acceptance as
-        priors worth at most `weight` observations each, and how far its requests spread around the pool (not
+        """Start from an earlier run's acceptance: its pooled alpha (a prior worth `weight` + 2 observations, centred
+        on its mean) and each position's conditional acceptance (worth at most `weight`) as priors, and how far its requests spread around the pool (not
         which request accepted what: a request's own acceptance is never carried). Serving engines keep acceptance
         statistics across requests; with the uniform prior a new run's first choices (whether to open with a round
         at all, engine: `opens_with_round`) were coin flips: one engine at stdlib B = 1, where SD runs 1.6x
@@ -341,14 +342,17 @@ class AdaptiveGamma:
             if spread.size else None}
 
     def carry_probe_clock(self, earlier: "AdaptiveGamma") -> None:
-        """Continue an earlier run's probe schedule: the plain steps since its last round and the interval the next
-        probe waits. The verdict a probe would check is carried (the cost model, `carry_acceptance`), so its age is
-        too: counted per run, a far verdict waited `probe_every` (64) plain steps inside one run, and 32-token calls
-        never reached it. One engine at the CPU MoE at B = 4 (fresh requests each call) then decoded every step of
-        four calls in a row on a verdict of 0.89x from the pooled alpha 0.48 its first two calls had learnt, while
-        gamma 2 ran 0.82-1.15x of it over those calls (`benchmarks/adaptive_gamma_diagnose.py --alternate moe:4
-        --against 2 --calls 8`)."""
-        self.zero_run, self.wait = earlier.zero_run, earlier.wait
+        """Count the plain steps since the engine's last round across runs, towards the far verdict's probe
+        (`probe_every`): the verdict it would check is carried (the cost model, `carry_acceptance`), so its age is
+        too. Counted per run, a far verdict waited 64 plain steps inside one run, and 32-token calls never reached
+        it: one engine at the CPU MoE at B = 4 (fresh requests each call) decoded every step of four calls in a row
+        on a verdict of 0.89x from the pooled alpha 0.48 its first two calls had learnt, while gamma 2 ran 0.82-1.15x
+        of it over those calls (`benchmarks/adaptive_gamma_diagnose.py --alternate moe:4 --against 2 --calls 8`).
+        The short interval (`wait`, 4, 8, ...) restarts with each run: its rows are new requests, which no round
+        has measured. Carried as well, it stayed at 64 once earlier probes had doubled it, and the CPU MoE's
+        mixed-length batch decoded 53-56 of 64 steps in passes where gamma 2 ran 1.12x auto (0.895x gamma 2 over
+        the cell, docs/results.md section 15)."""
+        self.plain_before = earlier.plain_before + earlier.zero_run
 
     def draft_started(self, tokens: int, seconds: float) -> None:
         """The draft has just read `tokens` history tokens in `seconds` (its prefill): priced for later runs, and
