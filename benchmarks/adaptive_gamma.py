@@ -29,6 +29,7 @@ autoregressive; on the mixed batch auto beats every fixed gamma.
     .venv/bin/python benchmarks/adaptive_gamma.py --table results/adaptive_gamma.jsonl   # docs/results.md's table
     .venv/bin/python benchmarks/adaptive_gamma.py --breakdown stdlib:64   # where AR's and auto's time goes
     .venv/bin/python benchmarks/adaptive_gamma.py --trace stdlib:64   # auto's decision at every step of one run
+    .venv/bin/python benchmarks/adaptive_gamma.py --trace moe:16:mixed   # the same on the mixed-lengths batch
 """
 
 from __future__ import annotations
@@ -220,15 +221,21 @@ def breakdown(where: str, max_new: int, gammas: list[int]) -> None:
                   f"{sum(decode):.2f} s, smallest batch {min(s['batch_size'] for s in steps)}", flush=True)
 
 
+def mixed_limits(batch: int, max_new: int) -> list[int]:
+    """The mixed-lengths batch's requests: 8 tokens and twice the full length, alternating."""
+    return [8 if i % 2 == 0 else max_new * 2 for i in range(batch)]
+
+
 def trace(where: str, max_new: int, max_gamma: int, calls: int = 2) -> None:
-    """auto's decisions in `calls` runs of one engine in a cell (SETTING:B; the engine keeps its cost model between
-    them): per run how it opened and what it carried from earlier runs, per step the batch size, the chosen gamma
-    (P: a probe), the predicted gain over decoding and expected tokens per row, then what the step measured; last,
-    the fitted cost maps."""
-    name, batch = where.split(":")
+    """auto's decisions in `calls` runs of one engine in a cell (SETTING:B, or SETTING:B:mixed for the mixed-lengths
+    batch; the engine keeps its cost model between them): per run how it opened and what it carried from earlier
+    runs, per step the batch size, the chosen gamma (P: a probe, H: a held verdict), the predicted gain over decoding
+    and expected tokens per row, then what the step measured; last, the fitted cost maps."""
+    name, batch, *mixed = where.split(":")
+    limits = mixed_limits(int(batch), max_new) if mixed == ["mixed"] else max_new
     engines, prompts, eos = cell(name, int(batch), [("auto", max_gamma, True)], ModelCache())
     for call in range(calls):
-        res = engines["auto"].generate(prompts, max_new, eos, seed=call)  # as the table's passes
+        res = engines["auto"].generate(prompts, limits, eos, seed=call)  # as the table's passes
         a = res.metrics["adaptive"]
         print(f"{where} auto, call {call + 1}: {res.metrics['stages']['tokens_per_s']:.1f} tok/s, prefill "
               f"{res.metrics['prefill_s']:.3f} s, gammas {a['gamma_histogram']}, decision "
@@ -297,7 +304,8 @@ def main() -> None:
     ap.add_argument("-o", "--output", default="results/adaptive_gamma.jsonl")
     ap.add_argument("--table", metavar="JSONL", help="print the markdown table and goal tallies of a results file")
     ap.add_argument("--breakdown", metavar="SETTING:B", help="where AR's and auto's time goes in one cell")
-    ap.add_argument("--trace", metavar="SETTING:B", help="auto's decision and measurement at every step of one run")
+    ap.add_argument("--trace", metavar="SETTING:B[:mixed]",
+                    help="auto's decision and measurement at every step of one run")
     a = ap.parse_args()
     if a.trace:
         trace(a.trace, a.max_new_tokens, max(int(x) for x in a.gammas.split(",")))
@@ -330,7 +338,7 @@ def main() -> None:
                 print(f"{name} B={b}: auto/best {rec['auto_vs_best']:.3f} ({rec['best_fixed']}), auto/worst "
                       f"{rec['auto_vs_worst']:.3f}, auto/AR {rec['auto_vs_ar']:.3f}", flush=True)
             if a.mixed_batch:
-                limits = [8 if i % 2 == 0 else a.max_new_tokens * 2 for i in range(a.mixed_batch)]
+                limits = mixed_limits(a.mixed_batch, a.max_new_tokens)
                 rec = dict(measure(name, a.mixed_batch, gammas, limits, models, mixed=True, repeats=a.repeats,
                                     repeat_budget_s=a.repeat_budget_s, min_cell_s=a.min_cell_s), **env)
                 f.write(json.dumps(rec) + "\n")

@@ -21,7 +21,8 @@ margin (3 %) inside the cost model's error, the engine stops speculating,
 and after a run of such steps it speculates once (with the best gamma >= 1) so the acceptance and cost
 estimates stay current; the run it waits doubles after each probe that changed nothing (4, 8, 16, ... up to
 `probe_every`), so a short generation still probes and a long one where SD loses pays little for probing; where
-the model predicts SD far below decoding (under 0.9x) it waits the longest run (`probe_every`) at once. Once
+the model predicts SD far below decoding (under 0.9x) it waits the longest run (`probe_every`) at once, counted
+across the engine's calls (`carry_probe_clock`). Once
 both sides are measured, probes also share a budget: their predicted cost over decoding stays within 2 % of the
 time the run has taken (10 % while fewer than 4 rounds have been timed near the batch size, where the verdict rests
 on little; `_probe_affordable`), so a short run where SD loses pays little for them. A plain-decoding verdict at
@@ -323,8 +324,9 @@ class AdaptiveGamma:
 
     def carry_acceptance(self, earlier: "AdaptiveGamma", weight: float = 8.0) -> None:
         """Start from an earlier run's acceptance: its pooled alpha (a prior worth `weight` + 2 observations, centred
-        on its mean) and each position's conditional acceptance (worth at most `weight`) as priors, and how far its requests spread around the pool (not
-        which request accepted what: a request's own acceptance is never carried). Serving engines keep acceptance
+        on its mean) and each position's conditional acceptance (worth at most `weight`) as priors, and how far its
+        requests spread around the pool (not which request accepted what: a request's own acceptance is never
+        carried). Serving engines keep acceptance
         statistics across requests; with the uniform prior a new run's first choices (whether to open with a round
         at all, engine: `opens_with_round`) were coin flips: one engine at stdlib B = 1, where SD runs 1.6x
         autoregressive, opened two calls with a plain prefill on predicted gains of 0.79 and 0.86 drawn from that
@@ -346,12 +348,12 @@ class AdaptiveGamma:
         (`probe_every`): the verdict it would check is carried (the cost model, `carry_acceptance`), so its age is
         too. Counted per run, a far verdict waited 64 plain steps inside one run, and 32-token calls never reached
         it: one engine at the CPU MoE at B = 4 (fresh requests each call) decoded every step of four calls in a row
-        on a verdict of 0.89x from the pooled alpha 0.48 its first two calls had learnt, while gamma 2 ran 0.82-1.15x
-        of it over those calls (`benchmarks/adaptive_gamma_diagnose.py --alternate moe:4 --against 2 --calls 8`).
+        on a verdict of 0.89x from the pooled alpha 0.48 its first two calls had learnt, and ran 0.82-1.15x gamma 2
+        over those calls (`benchmarks/adaptive_gamma_diagnose.py --alternate moe:4 --against 2 --calls 8`).
         The short interval (`wait`, 4, 8, ...) restarts with each run: its rows are new requests, which no round
         has measured. Carried as well, it stayed at 64 once earlier probes had doubled it, and the CPU MoE's
-        mixed-length batch decoded 53-56 of 64 steps in passes where gamma 2 ran 1.12x auto (0.895x gamma 2 over
-        the cell, docs/results.md section 15)."""
+        mixed-length batch decoded 53-56 of 64 steps in two of three passes (0.89x gamma 2 over the cell, gamma 2
+        1.12x auto in one of those passes; docs/results.md section 15)."""
         self.plain_before = earlier.plain_before + earlier.zero_run
 
     def draft_started(self, tokens: int, seconds: float) -> None:
