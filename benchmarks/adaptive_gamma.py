@@ -14,8 +14,8 @@ the `cpu` hardware preset rescaled online). Throughput is generated tokens / (pr
 Every configuration of pass k runs with seed k: the greedy settings commit the same tokens whatever the seed, and
 the MoE's synthetic acceptance draws each pass's requests and coin flips afresh. With one seed every pass
 repeated one draw of the requests' alphas and the same coin flips, and auto, which probes the first rounds of a
-call, saw the same 3 of 8 drafts accepted in every pass of the B = 4 cell (it learnt alpha 0.40 where those
-requests' mean was 0.54), while a fixed gamma's passes averaged nothing: one draw decided the cell.
+call, saw the same 3 of 8 drafts accepted in every pass after the first of the B = 4 cell (it learnt alpha 0.40
+where those requests' mean was 0.54), while a fixed gamma's passes averaged nothing: one draw decided the cell.
 A `mixed` run decodes one batch whose requests ask for very different lengths (half 8 tokens, half the full
 length): the batch shrinks mid-run, so the best gamma changes inside one generation.
 
@@ -127,7 +127,8 @@ def measure(name: str, batch: int, gammas: list[int], max_new, models: ModelCach
     configurations). A cell whose first pass took longer than `repeat_budget_s` runs once: its runs are long
     enough to average such spells out, and repeating them would not fit a session (250 s: SmolLM2 at B = 64, whose
     first pass takes ~215 s, runs three passes; at 200 s it ran one, auto's coldest at that batch size, and read
-    0.85x autoregressive where three passes had read 0.87, 1.09 and 1.04x). A cell of short runs gets
+    0.85x autoregressive, where the 63a4f53 table's three passes, its first one under 200 s, had read 0.87, 1.09 and
+    1.04x). A cell of short runs gets
     more passes (up to 3 x `repeats`) until it has run `min_cell_s`: one stdlib B = 1 run lasts ~0.4 s, and its
     passes spread 35-97 tok/s. Each configuration's throughput is the median of its passes; the ratios are of
     medians."""

@@ -218,6 +218,7 @@ def test_probe_schedule_and_pooled_alpha_carry_between_runs():
     assert not any(chosen)
     second, chosen = far_run(first)
     assert [i for i, g in enumerate(chosen) if g] == [3]  # its 4th step is the 9th plain one in a row
+    assert second.summary()["carried_plain_steps"] == 5
     alone, chosen = far_run(None)
     assert not any(chosen)  # counted per run, it never probes
     # A close verdict's short interval restarts with each run (its rows are new requests): 4 plain steps, not the 8

@@ -115,6 +115,7 @@ class AdaptiveGamma:
         self.requests = RequestAcceptance()
         self.zero_run = 0
         self.plain_before = 0  # plain steps the engine's earlier runs decoded since its last round (carry_probe_clock)
+        self.carried_plain_steps = 0  # what this run started from (reported)
         self.longest_measured = 0  # the longest draft length whose round the cost model has seen
         self.decode_measured = False  # whether the cost model has seen a plain decode step
         self.since_round = 0  # plain steps since the last round: what a draft model must read before drafting
@@ -354,7 +355,7 @@ class AdaptiveGamma:
         has measured. Carried as well, it stayed at 64 once earlier probes had doubled it, and the CPU MoE's
         mixed-length batch decoded 53-56 of 64 steps in two of three passes (0.89x gamma 2 over the cell, gamma 2
         1.12x auto in one of those passes; docs/results.md section 15)."""
-        self.plain_before = earlier.plain_before + earlier.zero_run
+        self.plain_before = self.carried_plain_steps = earlier.plain_before + earlier.zero_run
 
     def draft_started(self, tokens: int, seconds: float) -> None:
         """The draft has just read `tokens` history tokens in `seconds` (its prefill): priced for later runs, and
@@ -393,6 +394,7 @@ class AdaptiveGamma:
                 "held_decisions": self.held_decisions,
                 "decision_us_per_step": 1e6 * self.decision_s / self.decisions if self.decisions else 0.0,
                 "alpha_estimate": self.acceptance.alpha, "carried": self.carried,
-                "carried_acceptance": self.carried_acceptance, "opening": self.opening,
+                "carried_acceptance": self.carried_acceptance, "carried_plain_steps": self.carried_plain_steps,
+                "opening": self.opening,
                 "per_position_acceptance": self.acceptance.per_position(self.max_gamma),
                 "cost_maps": self.cost.scales(), "trace": self.trace}
