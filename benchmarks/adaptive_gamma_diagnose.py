@@ -16,6 +16,7 @@ Greedy calls of the same prompts commit the same tokens, so `--calibrate` replay
 what changes between them is what the estimates carried, as in the benchmark's passes.
 
     .venv/bin/python benchmarks/adaptive_gamma_diagnose.py --variant smollm:1 margin=0.05,0.03 [--passes 5]
+    .venv/bin/python benchmarks/adaptive_gamma_diagnose.py --variant moe:16:mixed margin=0.03,0   # mixed lengths
         auto with each value of one policy option (engine/adaptive_gamma.py AdaptiveGamma's keyword arguments),
         side by side with autoregressive decoding and the fixed gammas in the same passes: medians, auto / AR per
         pass, the gammas auto chose in each pass.
@@ -29,7 +30,7 @@ import time
 
 import numpy as np
 
-from adaptive_gamma import cell
+from adaptive_gamma import cell, mixed_limits
 from moesd.engine.acceptance_posterior import PositionAcceptance, RequestAcceptance
 from moesd.engine.factory import ModelCache
 from moesd.engine.metrics import AcceptanceStats
@@ -110,8 +111,10 @@ def _value(text: str):
 def variant(where: str, option: str, passes: int, max_new: int, gammas: list[int]) -> None:
     """auto with each value of one policy option (`option` NAME=V1,V2,...: an AdaptiveGamma keyword argument) side by
     side with autoregressive decoding and the fixed gammas, all in the same passes (order rotated by one each pass):
-    what a change of the option does to the choices, paired against the same noise."""
-    name, batch = where.split(":")
+    what a change of the option does to the choices, paired against the same noise. SETTING:B:mixed runs the
+    mixed-lengths batch (benchmarks/adaptive_gamma.py `mixed_limits`)."""
+    name, batch, *mixed = where.split(":")
+    limits = mixed_limits(int(batch), max_new) if mixed == ["mixed"] else max_new
     key, values = option.split("=")
     autos = {f"auto {key}={v}": ((key, _value(v)),) for v in values.split(",")}
     configs = [("ar", 0, False)] + [(f"g{g}", g, False) for g in gammas] \
@@ -121,7 +124,7 @@ def variant(where: str, option: str, passes: int, max_new: int, gammas: list[int
     runs: dict[str, list] = {label: [] for label in labels}
     for rep in range(passes):
         for label in labels[rep % len(labels):] + labels[:rep % len(labels)]:
-            res = engines[label].generate(prompts, max_new, eos, seed=rep)  # as benchmarks/adaptive_gamma.py
+            res = engines[label].generate(prompts, limits, eos, seed=rep)  # as benchmarks/adaptive_gamma.py
             runs[label].append((res.metrics["stages"]["tokens_per_s"],
                                 res.metrics.get("adaptive", {}).get("gamma_histogram")))
     median = {label: statistics.median(t for t, _ in r) for label, r in runs.items()}
