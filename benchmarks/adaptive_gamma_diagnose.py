@@ -131,13 +131,16 @@ def variant(where: str, option: str, passes: int, max_new: int, gammas: list[int
     fixed = {label: median[label] for label in labels if label.startswith("g")}
     best = max(fixed, key=fixed.get)
     print(f"{where}, {passes} passes (medians): AR {median['ar']:.1f} tok/s, "
-          + ", ".join(f"{label} {v:.1f}" for label, v in fixed.items()))
+          + ", ".join(f"{label} {v:.1f}" for label, v in fixed.items())
+          # Pass k draws its own synthetic requests (seed k): whether SD pays can change from pass to pass.
+          + f"; {best} / AR per pass " + ", ".join(f"{a / b:.2f}" for (a, _), (b, _) in zip(runs[best], runs["ar"])))
     for label in autos:
         paired = [a / b for (a, _), (b, _) in zip(runs[label], runs["ar"])]
+        vs_best = [a / b for (a, _), (b, _) in zip(runs[label], runs[best])]
         print(f"  {label}: {median[label]:.1f} tok/s, {median[label] / fixed[best]:.3f}x the best fixed gamma "
               f"({best}), {median[label] / median['ar']:.3f}x AR; per pass vs AR "
-              f"{', '.join(f'{x:.2f}' for x in paired)}; gammas per pass {' '.join(str(h) for _, h in runs[label])}",
-              flush=True)
+              f"{', '.join(f'{x:.2f}' for x in paired)}, vs {best} {', '.join(f'{x:.2f}' for x in vs_best)}; "
+              f"gammas per pass {' '.join(str(h) for _, h in runs[label])}", flush=True)
 
 
 def record_rounds(where: str, gamma: int, max_new: int) -> tuple[list[tuple], int]:
