@@ -227,14 +227,19 @@ def mixed_limits(batch: int, max_new: int) -> list[int]:
     return [8 if i % 2 == 0 else max_new * 2 for i in range(batch)]
 
 
+def parse_cell(where: str, max_new: int) -> tuple[str, int, int | list[int]]:
+    """SETTING:B or SETTING:B:mixed -> (setting, batch size, the token limit or the mixed batch's limits)."""
+    name, batch, *mixed = where.split(":")
+    return name, int(batch), mixed_limits(int(batch), max_new) if mixed == ["mixed"] else max_new
+
+
 def trace(where: str, max_new: int, max_gamma: int, calls: int = 2) -> None:
     """auto's decisions in `calls` runs of one engine in a cell (SETTING:B, or SETTING:B:mixed for the mixed-lengths
     batch; the engine keeps its cost model between them): per run how it opened and what it carried from earlier
     runs, per step the batch size, the chosen gamma (P: a probe, H: a held verdict), the predicted gain over decoding
     and expected tokens per row, then what the step measured; last, the fitted cost maps."""
-    name, batch, *mixed = where.split(":")
-    limits = mixed_limits(int(batch), max_new) if mixed == ["mixed"] else max_new
-    engines, prompts, eos = cell(name, int(batch), [("auto", max_gamma, True)], ModelCache())
+    name, batch, limits = parse_cell(where, max_new)
+    engines, prompts, eos = cell(name, batch, [("auto", max_gamma, True)], ModelCache())
     for call in range(calls):
         res = engines["auto"].generate(prompts, limits, eos, seed=call)  # as the table's passes
         a = res.metrics["adaptive"]

@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from adaptive_gamma import cell, mixed_limits
+from adaptive_gamma import cell, parse_cell
 from moesd.engine.acceptance_posterior import PositionAcceptance, RequestAcceptance
 from moesd.engine.factory import ModelCache
 from moesd.engine.metrics import AcceptanceStats
@@ -112,14 +112,13 @@ def variant(where: str, option: str, passes: int, max_new: int, gammas: list[int
     """auto with each value of one policy option (`option` NAME=V1,V2,...: an AdaptiveGamma keyword argument) side by
     side with autoregressive decoding and the fixed gammas, all in the same passes (order rotated by one each pass):
     what a change of the option does to the choices, paired against the same noise. SETTING:B:mixed runs the
-    mixed-lengths batch (benchmarks/adaptive_gamma.py `mixed_limits`)."""
-    name, batch, *mixed = where.split(":")
-    limits = mixed_limits(int(batch), max_new) if mixed == ["mixed"] else max_new
+    mixed-lengths batch (benchmarks/adaptive_gamma.py `parse_cell`)."""
+    name, batch, limits = parse_cell(where, max_new)
     key, values = option.split("=")
     autos = {f"auto {key}={v}": ((key, _value(v)),) for v in values.split(",")}
     configs = [("ar", 0, False)] + [(f"g{g}", g, False) for g in gammas] \
         + [(label, max(gammas), True) for label in autos]
-    engines, prompts, eos = cell(name, int(batch), configs, ModelCache(), options=autos)
+    engines, prompts, eos = cell(name, batch, configs, ModelCache(), options=autos)
     labels = list(engines)
     runs: dict[str, list] = {label: [] for label in labels}
     for rep in range(passes):
