@@ -64,7 +64,6 @@ def test_paper_style_fit_on_21_points_predicts_the_rest():
     pred, _ = predicted_speedup(result.params, CTX, m.subset(rest))
     err = np.abs(pred / m.speedup[rest] - 1)
     assert np.median(err) < 0.06  # the noise alone gives ~4 %
-    assert result.elapsed_s < 1.0  # the speed goal (0.1 s) is checked by benchmarks/, not here
 
 
 def test_held_out_error_by_batch_size():
