@@ -46,6 +46,7 @@ from datetime import date
 
 import torch
 
+from moesd.bench.machine import cpu_description
 from moesd.bench.workloads import batch_prompts, load_workload, tokenize_prompts
 from moesd.engine.factory import EngineSpec, ModelCache, build_engine
 
@@ -333,7 +334,7 @@ def main() -> None:
         return
     torch.manual_seed(0)
     gammas = [int(x) for x in a.gammas.split(",")]
-    env = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+    env = {"machine": platform.processor() or platform.machine(), "cpu": cpu_description(), "threads": torch.get_num_threads(),
            "torch": torch.__version__, "date": date.today().isoformat(), "max_new_tokens": a.max_new_tokens,
            "gammas": gammas, "repeats": a.repeats, "repeat_budget_s": a.repeat_budget_s,
            "min_cell_s": a.min_cell_s, "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"],

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime
 import itertools
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from moesd.bench.machine import cpu_description
 from moesd.bench.record import BenchRecord
 from moesd.bench.results_file import ResultsFile
 from moesd.bench.workloads import batch_prompts, length_stats, load_workload, tokenize_prompts
@@ -161,7 +161,7 @@ def conditions(cfg: BenchConfig, target, prompt_stats: dict) -> dict:
         "git_commit": commit,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": cfg.device,
-        "device_name": torch.cuda.get_device_name() if cfg.device == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name() if cfg.device == "cuda" else cpu_description(),
         "torch_threads": torch.get_num_threads(),
         "dtype": cfg.dtype,
         "torch": torch.__version__,
