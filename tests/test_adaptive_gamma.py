@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 from scipy.stats import chi2_contingency  # noqa: E402
 
 from moesd.engine.adaptive_gamma import AdaptiveGamma, PositionAcceptance, StepCostModel  # noqa: E402
+from moesd.engine.finish_objective import finish_rates, switch_points  # noqa: E402
 from moesd.errors import MoesdError  # noqa: E402
 from moesd.perf.fit import fit_context  # noqa: E402
 from moesd.perf.hardware import resolve_hardware  # noqa: E402
@@ -382,23 +383,58 @@ class SaturatingCost(StubCost):
         return 1.0 + 0.2 * min(b * (g + 1), 10)
 
 
+def walk_plan_s(per_step, remaining, cost, first, switch_after, then):
+    """A static batch's time to its last row's end, stepping `first` until `switch_after` rows have ended and `then`
+    after: a direct walk over the rows' ends (continuous progress, each stretch priced at its own batch size)."""
+    left, t = np.array(remaining, dtype=float), 0.0
+    while (left > 1e-9).any():
+        active = left > 1e-9
+        g = first if (~active).sum() < switch_after else then
+        rate = np.minimum(per_step[:, g], np.maximum(np.array(remaining, dtype=float), 1.0))
+        dt = np.min(left[active] / rate[active])
+        t += dt * cost.round_s(int(active.sum()), g)
+        left = np.where(active, left - dt * rate, 0.0)
+    return t
+
+
 def test_finish_objective_prices_each_stretch_of_a_static_batch_at_its_own_batch_size():
     """Holding gamma, the rest of a static batch takes sum_k (s_(k+1) - s_(k)) x T(B - k, gamma) with s_r each row's
-    remaining steps: checked against a direct walk over the rows' ends, on a cost concave in the batch size."""
+    remaining steps; a draft length now is worth the best plan "gamma a until j rows have ended, then b": checked
+    against direct walks over the rows' ends, on a cost concave in the batch size."""
     policy = two_requests_taught()
     policy.cost = SaturatingCost()
     rows, remaining = [0, 1, 0, 1], [30, 30, 12, 20]
     policy.choose(4, 100, rows=rows, remaining=remaining)
     per_row = policy._tokens_cache[1]
-    for g in range(policy.max_gamma + 1):
-        ends = sorted(r / min(per_row[i, g], max(r, 1)) for i, r in enumerate(remaining))
-        t, before = 0.0, 0.0
-        for k, end in enumerate(ends):
-            t += (end - before) * policy.cost.round_s(len(ends) - k, g)
-            before = end
-        expected_rate = sum(remaining) / t
-        rates = policy._rates(4, 100, 0, rows, remaining, 0)[0]
-        assert rates[g] == pytest.approx(expected_rate, rel=1e-9)
+    rates = policy._rates(4, 100, 0, rows, remaining, 0)[0]
+    lengths = range(policy.max_gamma + 1)
+    for a in lengths:
+        hold_s = walk_plan_s(per_row, remaining, policy.cost, a, 4, a)
+        best_s = min([hold_s] + [walk_plan_s(per_row, remaining, policy.cost, a, j, b)
+                                 for j in switch_points(4) for b in lengths])
+        assert rates[a] == pytest.approx(sum(remaining) / best_s, rel=1e-9)
+        assert rates[a] >= sum(remaining) / hold_s
+
+
+def test_finish_objective_speculates_while_it_pays_and_decodes_the_rest():
+    """8 short and 8 long requests, on a cost where verifying is nearly free at 16 rows and not at 8: the long rows
+    dominate the time, so "gamma 1 to the end" prices below "decode to the end", and held for the rest of the run
+    the 16-row stretch decoded too. The plan "gamma 1 until the short rows end, then decode" beats both."""
+    cost = StubCost(decode=1.0, verify_per_token=0.05)
+    cost.round_s = lambda b, g, catch_up=0: 1.0 + 0.25 * min(b * (g + 1), 20)
+    per_row = np.tile([1.0, 1.5], (16, 1))  # alpha 0.5, gamma 0..1
+    remaining = np.array([6.0, 40.0] * 8)
+    by_batch_s = np.array([[cost.round_s(b, g) for g in (0, 1)] for b in range(1, 17)])
+    rates = finish_rates(per_row, remaining, by_batch_s)
+    hold = [remaining.sum() / walk_plan_s(per_row, remaining, cost, g, 16, g) for g in (0, 1)]
+    assert hold[1] < hold[0]  # held to the end, speculating loses
+    assert rates[1] > 1.04 * rates[0]  # speculating now wins: the plan switches when the short rows end
+    best_s = min(walk_plan_s(per_row, remaining, cost, 1, j, b) for j in switch_points(16) for b in (0, 1))
+    assert rates[1] == pytest.approx(remaining.sum() / best_s, rel=1e-9)
+    assert best_s == pytest.approx(walk_plan_s(per_row, remaining, cost, 1, 8, 0), rel=1e-9)
+    # Once the short rows have ended, decoding the long ones is the choice.
+    long_rows = finish_rates(per_row[:8], remaining[1::2] - 10, by_batch_s[:8])
+    assert long_rows[0] > long_rows[1]
 
 
 def test_rule_uses_each_requests_own_acceptance():
