@@ -97,7 +97,7 @@ def alternate(where: str, calls: int, max_new: int, max_gamma: int, against: int
         for st in ar_steps[1:]:
             if st["gamma"] == against:
                 measured.setdefault(st["batch_size"], []).append(st["step_s"])
-        cost = engines["auto"]._gamma_policy(0).cost  # a policy of that engine, made after its last call
+        cost = engines["auto"].gamma_cost_model
         priced = cost.steps_by_batch_s(max(measured, default=1), against)[:, against]
         print(f"{where}: a round of gamma {against} priced by auto's cost model vs measured in the last {other} call "
               "(median, ms): " + ", ".join(f"B={b} {1e3 * priced[b - 1]:.1f} vs {_median_ms(v):.1f}"

@@ -592,6 +592,8 @@ def test_engine_keeps_what_it_measured_between_generate_calls(tiny_model, agreei
     carried = second.metrics["adaptive"]["carried"]
     assert carried["longest_round"] >= 1 and carried["decode"]
     assert second.metrics["adaptive"]["opening"]["batch_size"] == 4  # decided from measurements, not forced
+    longest, decoded = engine.gamma_cost_model.measured_near(4)  # the engine's model, read without a new policy
+    assert longest >= carried["longest_round"] and decoded
     far = engine.generate(prompts_for(8) * 2, NEW).metrics["adaptive"]  # 4x the batch size measured so far
     assert far["carried"] == {"longest_round": 0, "decode": False} and far["opening"] is None
 

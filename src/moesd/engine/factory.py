@@ -244,6 +244,7 @@ def make_gamma_policy(spec: EngineSpec, target: LoadedModel, draft: LoadedModel 
         last[:] = [policy]
         return policy
 
+    factory.cost = cost  # the engine's cost model, for diagnostics (SpecEngine.gamma_cost_model)
     return factory
 
 

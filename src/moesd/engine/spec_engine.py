@@ -77,6 +77,12 @@ class SpecEngine:
         self.cuda_graphs = cuda_graphs
         self._plans: dict = {}  # (rows, capacity) -> GraphPlan: buffers and graphs kept between runs
 
+    @property
+    def gamma_cost_model(self):
+        """`--gamma auto`'s step-cost model, shared by the policies of every call (None without auto, or where the
+        policy factory keeps none): what the engine's earlier calls have measured."""
+        return getattr(self._gamma_policy, "cost", None)
+
     def _new_proposer(self, seed: int):
         if self.gamma == 0 or self._proposer is None:
             return None
