@@ -3,6 +3,8 @@
 Settings (greedy, bf16 for the random-weight MoE, fp32 for the trained models, as their other benchmarks):
 - moe:    the CPU MoE (Qwen3-MoE, E = 64, K = 8, 1.7 GB bf16, random weights, uniform routing), synthetic
           acceptance with each request's alpha drawn uniformly from [0.2, 0.9], random 32-token prompts;
+- moe32:  the same in fp32 (not in the default settings): on a CPU without native bf16 kernels (AVX2 only), bf16
+          makes the MoE compute-bound and SD loses at every batch size (docs/results.md section 15);
 - stdlib: the trained pair models/stdlib-draft -> models/stdlib-moe-e32k4 (real acceptance) on HumanEval prompts;
 - smollm: SmolLM2-135M-Instruct with prompt lookup (no draft model) on HumanEval and MT-bench prompts
           alternating (chat template for MT-bench).
@@ -55,11 +57,13 @@ MOE = "benchmarks/configs/cpu_moe_e64k8.json"
 
 def setting_specs(name: str, gamma: int, auto: bool) -> EngineSpec:
     common = dict(gamma=gamma, adaptive_gamma=auto)
-    if name == "moe":
+    if name in ("moe", "moe32"):
+        # moe32: the same MoE in fp32, for CPUs without native bf16, where bf16 makes it compute-bound
+        dtype = "fp32" if name == "moe32" else "bf16"
         if gamma == 0:
-            return EngineSpec(target=MOE, random_weights=True, routing="uniform", gamma=0)
+            return EngineSpec(target=MOE, random_weights=True, routing="uniform", dtype=dtype, gamma=0)
         return EngineSpec(target=MOE, random_weights=True, routing="uniform", draft_method="synthetic", alpha=0.2,
-                          alpha_max=0.9, **common)
+                          alpha_max=0.9, dtype=dtype, **common)
     if name == "stdlib":
         if gamma == 0:
             return EngineSpec(target="models/stdlib-moe-e32k4", dtype="fp32", gamma=0)
@@ -72,7 +76,7 @@ def setting_specs(name: str, gamma: int, auto: bool) -> EngineSpec:
 
 
 def prompts_for(name: str, tokenizer, batch: int, seed: int = 0) -> list[list[int]]:
-    if name == "moe":
+    if name in ("moe", "moe32"):
         rng = random.Random(seed)
         return [[rng.randrange(1, 8192) for _ in range(32)] for _ in range(batch)]
     if name == "stdlib":
@@ -99,7 +103,7 @@ def cell(name: str, batch: int, configs: list[tuple], models: ModelCache,
                for label, g, auto in configs}
     tok = engines[configs[0][0]].target.tokenizer
     prompts = prompts_for(name, tok, batch)
-    eos = getattr(tok, "eos_token_id", None) if name != "moe" else None
+    eos = getattr(tok, "eos_token_id", None) if name not in ("moe", "moe32") else None
     for engine in engines.values():
         engine.generate(prompts[:1], 4, eos)
     return engines, prompts, eos
@@ -262,8 +266,8 @@ def table(path: str) -> None:
     recs = [json.loads(line) for line in open(path)]
     gammas = recs[0]["gammas"]
     print("| setting | B | passes | AR tok/s | " + " | ".join(f"g{g}" for g in gammas)
-          + " | auto | auto / best fixed | auto / worst | auto / AR | auto / AR in each pass, in order | auto / best fixed "
-          "in each pass | gammas auto chose (median pass; gamma: steps) |")
+          + " | auto | auto / best fixed | auto / worst | auto / AR | auto / AR in each pass, in order | "
+          "auto / best fixed in each pass | gammas auto chose (median pass; gamma: steps) |")
     print("|---" * (11 + len(gammas)) + "|")
     tally = {"best": [], "worst": [], "ar": [], "mixed": []}
     for r in recs:
@@ -334,8 +338,9 @@ def main() -> None:
         return
     torch.manual_seed(0)
     gammas = [int(x) for x in a.gammas.split(",")]
-    env = {"machine": platform.processor() or platform.machine(), "cpu": cpu_description(), "threads": torch.get_num_threads(),
-           "torch": torch.__version__, "date": date.today().isoformat(), "max_new_tokens": a.max_new_tokens,
+    env = {"machine": platform.processor() or platform.machine(), "cpu": cpu_description(),
+           "threads": torch.get_num_threads(), "torch": torch.__version__, "date": date.today().isoformat(),
+           "max_new_tokens": a.max_new_tokens,
            "gammas": gammas, "repeats": a.repeats, "repeat_budget_s": a.repeat_budget_s,
            "min_cell_s": a.min_cell_s, "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"],
                                                                  capture_output=True, text=True).stdout.strip()}

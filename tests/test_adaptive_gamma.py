@@ -428,6 +428,7 @@ def test_finish_objective_speculates_while_it_pays_and_decodes_the_rest():
     rates = finish_rates(per_row, remaining, by_batch_s)
     hold = [remaining.sum() / walk_plan_s(per_row, remaining, cost, g, 16, g) for g in (0, 1)]
     assert hold[1] < hold[0]  # held to the end, speculating loses
+    assert finish_rates(per_row, remaining, by_batch_s, plans=False) == pytest.approx(hold, rel=1e-9)
     assert rates[1] > 1.04 * rates[0]  # speculating now wins: the plan switches when the short rows end
     best_s = min(walk_plan_s(per_row, remaining, cost, 1, j, b) for j in switch_points(16) for b in (0, 1))
     assert rates[1] == pytest.approx(remaining.sum() / best_s, rel=1e-9)

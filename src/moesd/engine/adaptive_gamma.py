@@ -65,7 +65,7 @@ class AdaptiveGamma:
     def __init__(self, max_gamma: int, cost: StepCostModel, probe_every: int = 64, first_probe: int = 4,
                  trace_limit: int = 4096, margin: float = 0.03, probe_gain: float = 0.9,
                  probe_budget: float = 0.02, trusted_rounds: int = 4, untrusted_probe_budget: float = 0.1,
-                 hold_steps: int = 3) -> None:
+                 hold_steps: int = 3, plans: bool = True) -> None:
         if max_gamma < 1:
             raise MoesdError(f"--gamma auto needs a maximum draft length >= 1, got {max_gamma}")
         if not 1 <= first_probe <= probe_every:
@@ -102,6 +102,10 @@ class AdaptiveGamma:
         # benchmarks/adaptive_gamma_diagnose.py, calls that decoded every step: 8.5-9.0 ms of decision per 32-token
         # call without holds (8edc74f), 3.5-3.8 ms with 23 of 31 steps held (far verdicts too, 9b07f81).
         self.hold_steps = max(0, hold_steps)
+        # A static batch's draft length is priced by the best two-phase plan starting with it (finish_objective.py);
+        # False holds each to the end, as before a5327fc: for side-by-side runs (`adaptive_gamma_diagnose.py
+        # --variant SETTING:B:mixed plans=1,0`).
+        self.plans = bool(plans)
         # (batch size and rows, steps it may still stand, its trace entry, the plain-step count below which no
         # probe can fall due inside it)
         self._held: tuple | None = None
@@ -170,7 +174,8 @@ class AdaptiveGamma:
         catch_up = 0 if start_tokens else self.since_round
         if remaining is not None and len(remaining) == per_row.shape[0]:
             by_batch = self._steps_by_batch_s(per_row.shape[0], top, catch_up)  # row k: batch size k + 1
-            rates, step_s = finish_rates(per_row, np.asarray(remaining, dtype=float), by_batch, start_s), by_batch[-1]
+            rates, step_s = finish_rates(per_row, np.asarray(remaining, dtype=float), by_batch, start_s,
+                                         self.plans), by_batch[-1]
         else:
             step_s = self._steps_s(b, top, catch_up)
             # Spread over the rest of the run at that draft length (~room / e_g steps).

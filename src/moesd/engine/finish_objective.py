@@ -36,11 +36,12 @@ def switch_points(rows: int, most: int = 7) -> np.ndarray:
 
 
 def finish_rates(per_row: np.ndarray, remaining: np.ndarray, by_batch_s: np.ndarray,
-                 start_s: float = 0.0) -> np.ndarray:
+                 start_s: float = 0.0, plans: bool = True) -> np.ndarray:
     """Remaining tokens per second until the last row ends, per draft length a = 0..top now: the best plan "a until j
     rows have ended, then b" (or a to the end). `per_row`: [rows, top + 1] expected tokens per step of each row;
     `remaining`: each row's remaining tokens; `by_batch_s`: [rows, top + 1] step seconds at batch sizes 1..rows
-    (row k: batch size k + 1); `start_s`: a draft that has not started, added to every plan that speculates."""
+    (row k: batch size k + 1); `start_s`: a draft that has not started, added to every plan that speculates;
+    `plans` False: each draft length held to the end only (the objective before two-phase plans)."""
     n = per_row.shape[0]
     per_step = np.minimum(per_row, np.maximum(remaining, 1.0)[:, None])  # a row takes no more than it has left
     steps = remaining[:, None] / per_step  # [rows, a]: each row's steps holding a
@@ -50,7 +51,7 @@ def finish_rates(per_row: np.ndarray, remaining: np.ndarray, by_batch_s: np.ndar
     step_down_s = by_phase_s - np.concatenate([by_phase_s[1:], np.zeros_like(by_phase_s[:1])])
     total_s = (ends * step_down_s).sum(axis=0)  # holding a
     total_s[1:] += start_s
-    if n >= 2:
+    if plans and n >= 2:
         js = switch_points(n)
         # Until j rows have ended, holding a: the stretches before the j-th end.
         stretch = ends.copy()
