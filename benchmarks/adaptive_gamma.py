@@ -53,11 +53,12 @@ from moesd.bench.workloads import batch_prompts, load_workload, tokenize_prompts
 from moesd.engine.factory import EngineSpec, ModelCache, build_engine
 
 MOE = "benchmarks/configs/cpu_moe_e64k8.json"
+MOE_SETTINGS = ("moe", "moe32")  # random weights and synthetic acceptance: random prompts, no EOS
 
 
 def setting_specs(name: str, gamma: int, auto: bool) -> EngineSpec:
     common = dict(gamma=gamma, adaptive_gamma=auto)
-    if name in ("moe", "moe32"):
+    if name in MOE_SETTINGS:
         # moe32: the same MoE in fp32, for CPUs without native bf16, where bf16 makes it compute-bound
         dtype = "fp32" if name == "moe32" else "bf16"
         if gamma == 0:
@@ -76,7 +77,7 @@ def setting_specs(name: str, gamma: int, auto: bool) -> EngineSpec:
 
 
 def prompts_for(name: str, tokenizer, batch: int, seed: int = 0) -> list[list[int]]:
-    if name in ("moe", "moe32"):
+    if name in MOE_SETTINGS:
         rng = random.Random(seed)
         return [[rng.randrange(1, 8192) for _ in range(32)] for _ in range(batch)]
     if name == "stdlib":
@@ -103,7 +104,7 @@ def cell(name: str, batch: int, configs: list[tuple], models: ModelCache,
                for label, g, auto in configs}
     tok = engines[configs[0][0]].target.tokenizer
     prompts = prompts_for(name, tok, batch)
-    eos = getattr(tok, "eos_token_id", None) if name not in ("moe", "moe32") else None
+    eos = getattr(tok, "eos_token_id", None) if name not in MOE_SETTINGS else None
     for engine in engines.values():
         engine.generate(prompts[:1], 4, eos)
     return engines, prompts, eos

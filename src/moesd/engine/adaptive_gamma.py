@@ -15,18 +15,17 @@ minimising the time until the last row ends where none does (a static batch: eng
   fitted to the run's forwards, a draft map that also prices the tokens the draft must catch up on, a rejection
   map, plus each kind of step's measured time outside these stages; engine/step_cost_model.py), so the choice
   adapts to the machine it runs on.
-The choice goes at most to twice the longest draft length whose round the run has measured (1 -> 2 -> 4 -> 8:
-a trust region on the cost model's extrapolation). gamma = 0 is plain decoding: where SD loses, or wins by less than a
-margin (3 %) inside the cost model's error, the engine stops speculating,
-and after a run of such steps it speculates once (with the best gamma >= 1) so the acceptance and cost
-estimates stay current; the run it waits doubles after each probe that changed nothing (4, 8, 16, ... up to
-`probe_every`), so a short generation still probes and a long one where SD loses pays little for probing; where
-the model predicts SD far below decoding (under 0.9x) it waits the longest run (`probe_every`) at once, counted
-across the engine's calls (`carry_probe_clock`). Once
-both sides are measured, probes also share a budget: their predicted cost over decoding stays within 2 % of the
-time the run has taken (10 % while fewer than 4 rounds have been timed near the batch size, where the verdict rests
-on little; `_probe_affordable`), so a short run where SD loses pays little for them. A plain-decoding verdict at
-least 5 % from flipping stands for up to 3 more steps of the same rows without being recomputed (`hold_steps`).
+The choice goes at most to twice the longest draft length whose round the run has measured (1 -> 2 -> 4 -> 8: a trust
+region on the cost model's extrapolation). gamma = 0 is plain decoding: where SD loses, or wins by less than a margin
+(3 %) inside the cost model's error, the engine stops speculating, and after a run of such steps it speculates once
+(with the best gamma >= 1) so the acceptance and cost estimates stay current; the run it waits doubles after each probe
+that changed nothing (4, 8, 16, ... up to `probe_every`), so a short generation still probes and a long one where SD
+loses pays little for probing; where the model predicts SD far below decoding (under 0.9x) it waits the longest run
+(`probe_every`) at once, counted across the engine's calls (`carry_probe_clock`). Once both sides are measured, probes
+also share a budget: their predicted cost over decoding stays within 2 % of the time the run has taken (10 % while fewer
+than 4 rounds have been timed near the batch size, where the verdict rests on little; `_probe_affordable`), so a short
+run where SD loses pays little for them. A plain-decoding verdict at least 5 % from flipping stands for up to 3 more
+steps of the same rows without being recomputed (`hold_steps`).
 
 What carries between the `generate` calls of one engine (engine/factory.py): the cost model (the machine and the
 models do not change; a new run trusts its measurements near batch sizes they were made at, `_seed`) and the last
@@ -102,10 +101,7 @@ class AdaptiveGamma:
         # benchmarks/adaptive_gamma_diagnose.py, calls that decoded every step: 8.5-9.0 ms of decision per 32-token
         # call without holds (8edc74f), 3.5-3.8 ms with 23 of 31 steps held (far verdicts too, 9b07f81).
         self.hold_steps = max(0, hold_steps)
-        # A static batch's draft length is priced by the best two-phase plan starting with it (finish_objective.py);
-        # False holds each to the end, as before a5327fc: for side-by-side runs (`adaptive_gamma_diagnose.py
-        # --variant SETTING:B:mixed plans=1,0`).
-        self.plans = bool(plans)
+        self.plans = bool(plans)  # False: finish_objective.py without two-phase plans (for side-by-side runs)
         # (batch size and rows, steps it may still stand, its trace entry, the plain-step count below which no
         # probe can fall due inside it)
         self._held: tuple | None = None
@@ -173,9 +169,8 @@ class AdaptiveGamma:
         start_s = self.cost.draft_start_s(start_tokens) if start_tokens else 0.0
         catch_up = 0 if start_tokens else self.since_round
         if remaining is not None and len(remaining) == per_row.shape[0]:
-            by_batch = self._steps_by_batch_s(per_row.shape[0], top, catch_up)  # row k: batch size k + 1
-            rates, step_s = finish_rates(per_row, np.asarray(remaining, dtype=float), by_batch, start_s,
-                                         self.plans), by_batch[-1]
+            step_s = self._steps_by_batch_s(per_row.shape[0], top, catch_up)  # row k: batch size k + 1
+            rates, step_s = finish_rates(per_row, np.asarray(remaining, float), step_s, start_s, self.plans), step_s[-1]
         else:
             step_s = self._steps_s(b, top, catch_up)
             # Spread over the rest of the run at that draft length (~room / e_g steps).

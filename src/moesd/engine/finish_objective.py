@@ -47,16 +47,17 @@ def finish_rates(per_row: np.ndarray, remaining: np.ndarray, by_batch_s: np.ndar
     steps = remaining[:, None] / per_step  # [rows, a]: each row's steps holding a
     ends = np.sort(steps, axis=0)
     by_phase_s = by_batch_s[::-1]  # row k: the batch while k rows have ended
-    # sum_k (s_(k) - s_(k - 1)) x T_k = sum_k s_(k) x (T_k - T_(k + 1)), T_rows = 0: one product, no differences
-    step_down_s = by_phase_s - np.concatenate([by_phase_s[1:], np.zeros_like(by_phase_s[:1])])
-    total_s = (ends * step_down_s).sum(axis=0)  # holding a
+    stretch = ends.copy()
+    stretch[1:] -= ends[:-1]
+    until_s = np.cumsum(stretch * by_phase_s, axis=0)  # [rows, a]: row k, until k + 1 rows have ended, holding a
+    total_s = until_s[-1].copy()  # holding a to the end
     total_s[1:] += start_s
     if plans and n >= 2:
         js = switch_points(n)
-        # Until j rows have ended, holding a: the stretches before the j-th end.
-        stretch = ends.copy()
-        stretch[1:] -= ends[:-1]
-        first_s = np.cumsum(stretch * by_phase_s, axis=0)[js - 1]  # [J, a]
+        first_s = until_s[js - 1]  # [J, a]
+        # sum_k (s_(k) - s_(k - 1)) x T_k = sum_k s_(k) x (T_k - T_(k + 1)), T_rows = 0: one product over the sorted
+        # steps, without their differences
+        step_down_s = by_phase_s - np.concatenate([by_phase_s[1:], np.zeros_like(by_phase_s[:1])])
         # Each row's steps left when j rows have ended under a, in a's steps, then in b's: [a, J, rows, b]. A row
         # that has ended has none; sorted, those come first and their stretches are empty, so row k of the sorted
         # steps still steps at batch size rows - k.
