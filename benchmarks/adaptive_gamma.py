@@ -9,7 +9,7 @@ Settings (greedy, bf16 for the random-weight MoE, fp32 for the trained models, a
 - smollm: SmolLM2-135M-Instruct with prompt lookup (no draft model) on HumanEval and MT-bench prompts
           alternating (chat template for MT-bench).
 At each batch size every configuration generates the same prompts, in one process, in up to `--repeats` passes
-(rotated order, medians; a cell whose first pass exceeds `--repeat-budget-s` runs once, a cell of short runs
+(mirrored pairs of rotated orders, `pass_order`; medians; a cell whose first pass exceeds `--repeat-budget-s` runs once, a cell of short runs
 gets up to 3x the passes until it has run `--min-cell-s`):
 autoregressive (gamma 0), each fixed gamma, then auto (max gamma = the largest fixed one, the physical prior of
 the `cpu` hardware preset rescaled online). Throughput is generated tokens / (prefill + steps).
@@ -25,7 +25,7 @@ Goals: auto >= 0.97x the best fixed gamma and >= 1.10x the worst at every batch 
 autoregressive; on the mixed batch auto beats every fixed gamma.
 
     .venv/bin/python benchmarks/adaptive_gamma.py [--settings moe,stdlib,smollm] [--batch-sizes 1,4,16,64]
-        [--gammas 1,2,4,6] [--max-new-tokens 32] [--repeats 3] [--repeat-budget-s 250]
+        [--gammas 1,2,4,6] [--max-new-tokens 32] [--repeats 4] [--repeat-budget-s 250]
         [--min-cell-s 30] [-o results/adaptive_gamma.jsonl]
     .venv/bin/python benchmarks/adaptive_gamma.py --decision-only   # the decision's own cost, outside any run
     .venv/bin/python benchmarks/adaptive_gamma.py --table results/adaptive_gamma.jsonl   # docs/results.md's table
@@ -126,27 +126,38 @@ def one_run(engine, prompts, max_new, eos, auto: bool, seed: int = 0) -> dict:
     return row
 
 
+def pass_order(configs: list, rep: int) -> list:
+    """The order of pass `rep`: passes come in mirrored pairs, the configurations rotated by one more each pair and
+    the second pass of a pair running them in reverse, so over a pair every configuration's mean position is the
+    middle one. A drift of the machine's speed across a pass (on the AVX2 CPU, a run of alternating calls slowed
+    by ~40 % over 12 calls, every later call of a pair the slower one) then cancels over each pair. Rotated by one
+    each pass, as before 2026-12-02, the last configuration (auto) ran at mean position 4 of 0..5 over three
+    passes, gamma 2 at 1, autoregressive decoding at 3, always right after gamma 6."""
+    k = (rep // 2) % len(configs)
+    order = configs[k:] + configs[:k]
+    return order[::-1] if rep % 2 else order
+
+
 def measure(name: str, batch: int, gammas: list[int], max_new, models: ModelCache, mixed: bool = False,
-            repeats: int = 3, repeat_budget_s: float = 250.0, min_cell_s: float = 30.0) -> dict:
-    """Every configuration on the same prompts, `repeats` passes; each pass runs the configurations in an order
-    rotated by one (a slow spell of this shared machine, which moves one run 10-45 %, then falls on different
-    configurations). A cell whose first pass took longer than `repeat_budget_s` runs once: its runs are long
-    enough to average such spells out, and repeating them would not fit a session (250 s: SmolLM2 at B = 64, whose
-    first pass takes ~215 s, runs three passes; at 200 s it ran one, auto's coldest at that batch size, and read
-    0.85x autoregressive, where the 63a4f53 table's three passes, its first one under 200 s, had read 0.87, 1.09 and
-    1.04x). A cell of short runs gets
-    more passes (up to 3 x `repeats`) until it has run `min_cell_s`: one stdlib B = 1 run lasts ~0.4 s, and its
-    passes spread 35-97 tok/s. Each configuration's throughput is the median of its passes; the ratios are of
-    medians."""
+            repeats: int = 4, repeat_budget_s: float = 250.0, min_cell_s: float = 30.0) -> dict:
+    """Every configuration on the same prompts, `repeats` passes in the order of `pass_order` (a slow spell of this
+    shared machine, which moves one run 10-45 %, then falls on different configurations, and a drift over a pass
+    weighs on none more than another). A cell whose first pass took longer than `repeat_budget_s` runs once: its
+    runs are long enough to average such spells out, and repeating them would not fit a session (250 s: SmolLM2
+    at B = 64, whose first pass takes ~215 s on the avx512_bf16 CPU, runs three passes; at 200 s it ran one,
+    auto's coldest at that batch size, and read 0.85x autoregressive, where the 63a4f53 table's three passes, its
+    first one under 200 s, had read 0.87, 1.09 and 1.04x). A cell of short runs gets more passes (up to 3 x
+    `repeats`, an even number) until it has run `min_cell_s`: one stdlib B = 1 run lasts ~0.4 s, and its passes
+    spread 35-97 tok/s. Each configuration's throughput is the median of its passes; the ratios are of medians."""
     configs = ([] if mixed else [("ar", 0, False)]) + [(f"g{g}", g, False) for g in gammas] + \
         [("auto", max(gammas), True)]
     engines, prompts, eos = cell(name, batch, configs, models)
     passes: dict[str, list[dict]] = {label: [] for label, _, _ in configs}
     t_cell = time.perf_counter()
     for rep in range(3 * repeats):
-        if rep >= repeats and time.perf_counter() - t_cell >= min_cell_s:
+        if rep >= repeats and rep % 2 == 0 and time.perf_counter() - t_cell >= min_cell_s:
             break
-        order = configs[rep % len(configs):] + configs[:rep % len(configs)]
+        order = pass_order(configs, rep)
         t_pass = time.perf_counter()
         for label, _, auto in order:
             row = one_run(engines[label], prompts, max_new, eos, auto, seed=rep)
@@ -312,7 +323,8 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="1,4,16,64")
     ap.add_argument("--gammas", default="1,2,4,6")
     ap.add_argument("--max-new-tokens", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=3, help="passes per cell (medians are reported)")
+    ap.add_argument("--repeats", type=int, default=4,
+                    help="passes per cell (mirrored pairs: even; medians are reported)")
     ap.add_argument("--repeat-budget-s", type=float, default=250.0,
                     help="a cell whose first pass takes longer runs once")
     ap.add_argument("--min-cell-s", type=float, default=30.0,

@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from adaptive_gamma import cell, parse_cell
+from adaptive_gamma import cell, parse_cell, pass_order
 from moesd.engine.acceptance_posterior import PositionAcceptance, RequestAcceptance
 from moesd.engine.factory import ModelCache
 from moesd.engine.metrics import AcceptanceStats
@@ -110,7 +110,7 @@ def _value(text: str):
 
 def variant(where: str, option: str, passes: int, max_new: int, gammas: list[int]) -> None:
     """auto with each value of one policy option (`option` NAME=V1,V2,...: an AdaptiveGamma keyword argument) side by
-    side with autoregressive decoding and the fixed gammas, all in the same passes (order rotated by one each pass):
+    side with autoregressive decoding and the fixed gammas, all in the same passes (`pass_order`):
     what a change of the option does to the choices, paired against the same noise. SETTING:B:mixed runs the
     mixed-lengths batch (benchmarks/adaptive_gamma.py `parse_cell`)."""
     name, batch, limits = parse_cell(where, max_new)
@@ -122,7 +122,7 @@ def variant(where: str, option: str, passes: int, max_new: int, gammas: list[int
     labels = list(engines)
     runs: dict[str, list] = {label: [] for label in labels}
     for rep in range(passes):
-        for label in labels[rep % len(labels):] + labels[:rep % len(labels)]:
+        for label in pass_order(labels, rep):
             res = engines[label].generate(prompts, limits, eos, seed=rep)  # as benchmarks/adaptive_gamma.py
             runs[label].append((res.metrics["stages"]["tokens_per_s"],
                                 res.metrics.get("adaptive", {}).get("gamma_histogram")))
