@@ -9,8 +9,8 @@ Settings (greedy, bf16 for the random-weight MoE, fp32 for the trained models, a
 - smollm: SmolLM2-135M-Instruct with prompt lookup (no draft model) on HumanEval and MT-bench prompts
           alternating (chat template for MT-bench).
 At each batch size every configuration generates the same prompts, in one process, in up to `--repeats` passes
-(mirrored pairs of rotated orders, `pass_order`; medians; a cell whose first pass exceeds `--repeat-budget-s` runs once, a cell of short runs
-gets up to 3x the passes until it has run `--min-cell-s`):
+(mirrored pairs of rotated orders, `pass_order`; medians; a cell whose first pass exceeds `--repeat-budget-s` runs
+once, a cell of short runs gets up to 3x the passes until it has run `--min-cell-s`):
 autoregressive (gamma 0), each fixed gamma, then auto (max gamma = the largest fixed one, the physical prior of
 the `cpu` hardware preset rescaled online). Throughput is generated tokens / (prefill + steps).
 Every configuration of pass k runs with seed k: the greedy settings commit the same tokens whatever the seed, and

@@ -202,6 +202,32 @@ def test_rule_probes_after_a_run_of_plain_decoding():
     assert AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0)).choose(4, 100, minimum=1) >= 1
 
 
+def test_probe_length_is_the_best_under_optimistic_acceptance_and_fades_with_observations():
+    """A probe drafts the length that is best where each position gets `probe_optimism` accepted pseudo-observations:
+    after two rounds of gamma 1 (one accepted), gamma 1 is the posterior means' best round (0.71x decoding, gamma 2
+    0.67x) and gamma 2 the optimistic best (0.79x against 0.83x), so the probe tries gamma 2 and can show the
+    second position's acceptance. After 400 rounds at alpha 0.3 the bonus no longer moves the choice: gamma 1."""
+    def first_probe(optimism, rounds):
+        policy = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=1.6, draft=0.5), probe_budget=math.inf,
+                               untrusted_probe_budget=math.inf, hold_steps=0, probe_optimism=optimism)
+        for accepted, drafted in rounds:
+            policy.observe_round(accepted, drafted)
+        policy.observe_times(1, 1, 2.1, 0.0, 0.0)
+        policy.observe_times(1, 0, 1.0, 0.0, 0.0)
+        chosen = [policy.choose(1, 100) for _ in range(6)]
+        probes = [t for t in policy.trace if t["probe"]]
+        assert chosen[:4] == [0] * 4 and len(probes) == 1 and probes[0]["best_round_gain"] < 0.75
+        return probes[0]["gamma"]
+
+    few = [([0], [1]), ([1], [1])]
+    assert first_probe(2.0, few) == 2 and first_probe(0.0, few) == 1
+    rng = random.Random(0)
+    many = [([int(rng.random() < 0.3) * (1 + int(rng.random() < 0.3))], [2]) for _ in range(400)]
+    assert first_probe(2.0, many) == 1
+    with pytest.raises(MoesdError):
+        AdaptiveGamma(4, StubCost(), probe_optimism=math.nan)
+
+
 def test_probe_schedule_and_pooled_alpha_carry_between_runs():
     """Runs shorter than the longest probe interval still probe a far verdict: the plain steps since the engine's
     last round carry from one run to the next. A run that learns nothing new (no round) hands on the pooled alpha it

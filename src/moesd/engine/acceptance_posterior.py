@@ -65,16 +65,18 @@ class PositionAcceptance:
         a0, b0 = self.pooled_prior
         return (sum(self.accepted) + a0) / (sum(self.offered) + a0 + b0)
 
-    def per_position(self, gamma: int, rng=None) -> list[float]:
+    def per_position(self, gamma: int, rng=None, optimism: float = 0.0) -> list[float]:
         """P(the first i + 1 draft tokens are all accepted), i < gamma (vLLM's per-position acceptance rate): the
-        posterior means, or one joint draw from the posteriors with `rng` (a numpy Generator)."""
+        posterior means, or one joint draw from the posteriors with `rng` (a numpy Generator). `optimism`: that
+        many accepted pseudo-observations added at each position, an exploration bonus that lifts a position
+        observed a few times and fades as its observations grow (AdaptiveGamma's probe length)."""
         acc, off, k = sum(self.accepted), sum(self.offered), self.prior_strength
         a0, b0 = self.pooled_prior
         alpha = rng.beta(acc + a0, off - acc + b0) if rng is not None else self.alpha
         out, survive = [], 1.0
         for i in range(gamma):
             pa, pb = self.position_prior[i]
-            a = self.accepted[i] + pa + k * alpha
+            a = self.accepted[i] + pa + k * alpha + optimism
             b = self.offered[i] - self.accepted[i] + pb + k * (1.0 - alpha)
             survive *= rng.beta(a, b) if rng is not None else a / (a + b)
             out.append(survive)

@@ -17,15 +17,12 @@ minimising the time until the last row ends where none does (a static batch: eng
   adapts to the machine it runs on.
 The choice goes at most to twice the longest draft length whose round the run has measured (1 -> 2 -> 4 -> 8: a trust
 region on the cost model's extrapolation). gamma = 0 is plain decoding: where SD loses, or wins by less than a margin
-(3 %) inside the cost model's error, the engine stops speculating, and after a run of such steps it speculates once
-(with the best gamma >= 1) so the acceptance and cost estimates stay current; the run it waits doubles after each probe
-that changed nothing (4, 8, 16, ... up to `probe_every`), so a short generation still probes and a long one where SD
-loses pays little for probing; where the model predicts SD far below decoding (under 0.9x) it waits the longest run
-(`probe_every`) at once, counted across the engine's calls (`carry_probe_clock`). Once both sides are measured, probes
-also share a budget: their predicted cost over decoding stays within 2 % of the time the run has taken (10 % while fewer
-than 4 rounds have been timed near the batch size, where the verdict rests on little; `_probe_affordable`), so a short
-run where SD loses pays little for them. A plain-decoding verdict at least 5 % from flipping stands for up to 3 more
-steps of the same rows without being recomputed (`hold_steps`).
+(3 %) inside the cost model's error, the engine stops speculating, and after a run of such steps it probes: one
+round, of the best length under optimistic acceptance (`_probe_length`), so the estimates stay current. The run it
+waits doubles after each probe that changed nothing (4, 8, ... `probe_every`); a far verdict (under 0.9x) waits
+`probe_every` at once, counted across calls (`carry_probe_clock`); probes share a budget of 2 % of the run's time
+(10 % while few rounds near the batch size are timed; `_probe_affordable`). A decode verdict at least 5 % from
+flipping stands for up to 3 more steps of the same rows (`hold_steps`).
 
 What carries between the `generate` calls of one engine (engine/factory.py): the cost model (the machine and the
 models do not change; a new run trusts its measurements near batch sizes they were made at, `_seed`) and the last
@@ -64,7 +61,7 @@ class AdaptiveGamma:
     def __init__(self, max_gamma: int, cost: StepCostModel, probe_every: int = 64, first_probe: int = 4,
                  trace_limit: int = 4096, margin: float = 0.03, probe_gain: float = 0.9,
                  probe_budget: float = 0.02, trusted_rounds: int = 4, untrusted_probe_budget: float = 0.1,
-                 hold_steps: int = 3, plans: bool = True) -> None:
+                 hold_steps: int = 3, plans: bool = True, probe_optimism: float = 2.0) -> None:
         if max_gamma < 1:
             raise MoesdError(f"--gamma auto needs a maximum draft length >= 1, got {max_gamma}")
         if not 1 <= first_probe <= probe_every:
@@ -75,14 +72,10 @@ class AdaptiveGamma:
         # Speculate only where the predicted gain over decoding exceeds this: the cost model's error on this CPU
         # is ~10 % step to step, and a predicted gain inside it is a coin flip whose loss side is what the
         # "never more than 3 % below autoregressive" goal forbids, while decoding there gives up at most the
-        # margin (one SmolLM2 run at B = 16 speculated on predicted gains of 1.03-1.09 and lost 13 %; with a
-        # 3 % margin a stdlib B = 4 run still speculated on predicted gains of 1.04-1.09 whose rounds measured
-        # about a decode step's tokens per second). It was 5 % from then until the carried request spread was
-        # taken at its own points (RequestAcceptance.ratios), after which stdlib B = 4's openings predicted
-        # 0.95-1.04; side by side in the same passes (`benchmarks/adaptive_gamma_diagnose.py --variant`, 3-5
-        # passes per cell), 3 % chose as 5 % at SmolLM2 B = 4 and stdlib B = 16 (one more probe in two of three
-        # passes at the MoE at B = 4), and at SmolLM2 B = 1, where gamma 1 and 2 gain ~5 % and the predicted gain
-        # sat at 1.04-1.05, it read 0.99x the best fixed gamma where 5 % read 0.95x (docs/results.md section 15).
+        # margin (one SmolLM2 run at B = 16 speculated on predicted gains of 1.03-1.09 and lost 13 %). 5 % until
+        # the carried request spread was taken at its own points; side by side (`adaptive_gamma_diagnose.py
+        # --variant`), 3 % chose as 5 % at SmolLM2 B = 4 and stdlib B = 16, and at SmolLM2 B = 1 (predicted gains
+        # 1.04-1.05) read 0.99x the best fixed gamma where 5 % read 0.95x (docs/results.md section 15).
         self.margin = margin
         if not 0.0 <= probe_gain <= 1.0:
             raise MoesdError(f"the probing threshold must be in [0, 1], got {probe_gain}")
@@ -95,13 +88,15 @@ class AdaptiveGamma:
         # rests on a few measurements: far ones are probed like close ones, within the larger budget.
         self.trusted_rounds = trusted_rounds
         # A plain-decoding verdict at least 5 % from flipping stands for up to `hold_steps` more steps of the same
-        # rows (no probe falls due inside them): between rounds nothing but the rows' remaining tokens and the
-        # cost maps' small drift changes, and the decision's ~0.2-0.3 ms (inside runs; ~0.04 ms alone, its arrays
-        # cached) was 3 % of a 6-9 ms stdlib step at B = 4 (docs/results.md section 15). `--alternate stdlib:16` of
-        # benchmarks/adaptive_gamma_diagnose.py, calls that decoded every step: 8.5-9.0 ms of decision per 32-token
-        # call without holds (8edc74f), 3.5-3.8 ms with 23 of 31 steps held (far verdicts too, 9b07f81).
+        # rows (no probe falls due inside them): between rounds only the rows' remaining tokens and the cost maps'
+        # small drift change, and the decision was 3 % of a 6-9 ms stdlib step at B = 4. `--alternate stdlib:16`
+        # (adaptive_gamma_diagnose.py), calls that decoded every step: 8.5-9.0 ms of decision per 32-token call
+        # without holds (8edc74f), 3.5-3.8 ms with 23 of 31 steps held (9b07f81; docs/results.md section 15).
         self.hold_steps = max(0, hold_steps)
         self.plans = bool(plans)  # False: finish_objective.py without two-phase plans (for side-by-side runs)
+        if not 0.0 <= probe_optimism < float("inf"):
+            raise MoesdError(f"the probes' acceptance optimism must be finite and >= 0, got {probe_optimism}")
+        self.probe_optimism = probe_optimism  # 0: a probe takes the best length at the posterior means
         # (batch size and rows, steps it may still stand, its trace entry, the plain-step count below which no
         # probe can fall due inside it)
         self._held: tuple | None = None
@@ -126,9 +121,7 @@ class AdaptiveGamma:
         self._acceptance_version = 0  # bumped by every acceptance outcome: `_rates` caches the tokens by it
         self._tokens_cache: tuple | None = None
         self.opening: dict | None = None  # the opening decision, where one was made (`opens_with_round`)
-        self.decision_s = 0.0
-        self.decisions = 0
-        self.histogram: Counter = Counter()
+        self.decision_s, self.decisions, self.histogram = 0.0, 0, Counter()
         self.trace: list[dict] = []
         self.trace_limit = trace_limit
 
@@ -142,10 +135,11 @@ class AdaptiveGamma:
             self.decode_measured |= decoded
             self.carried = {"longest_round": longest, "decode": decoded}
 
-    def _rates(self, b: int, room: int, minimum: int, rows, remaining, start_tokens: int):
+    def _rates(self, b: int, room: int, minimum: int, rows, remaining, start_tokens: int, optimism: float = 0.0):
         """(the objective per draft length 0..top, expected tokens per row per draft length, top, the step times
         at batch size b). The objective: tokens per second, or where `remaining` is given (no request waits for a
-        row) the static batch's remaining tokens over the time until its last row ends (engine/finish_objective.py)."""
+        row) the static batch's remaining tokens over the time until its last row ends (engine/finish_objective.py).
+        `optimism`: the acceptance's exploration bonus (PositionAcceptance.per_position), for a probe's length."""
         # A trust region on the cost model: at most twice the longest draft length it has measured (one more
         # from 1). Its shape over token counts comes from the prior, which can be far off (a CPU is more
         # compute-bound than its roofline), and one extrapolated round of a long draft at a large batch costs
@@ -155,9 +149,10 @@ class AdaptiveGamma:
         top = max(minimum, min(self.max_gamma, room - 1, reach))
         empty = self.empty_fraction
         # Acceptance changes only with a round: through a run of plain steps the same rows get the same tokens.
-        key = (top, tuple(rows) if rows else None, self._acceptance_version, empty, id(self.requests.spread))
+        key = (top, tuple(rows) if rows else None, self._acceptance_version, empty, id(self.requests.spread),
+               optimism)
         if self._tokens_cache is None or self._tokens_cache[0] != key:
-            per_position = self.acceptance.per_position(top)
+            per_position = self.acceptance.per_position(top, optimism=optimism)
             ratios = self.requests.ratios(rows, self.acceptance.alpha) if rows else np.ones(1)
             per_row = self.requests.row_tokens(per_position, ratios)  # [rows, top + 1]
             if empty:  # an empty round is a decode step: one token per row
@@ -189,9 +184,8 @@ class AdaptiveGamma:
 
     def _steps_s(self, b: int, top: int, catch_up: int) -> np.ndarray:
         """The cost model's step times for draft lengths 0..top, a round's being a decode step's in the share of
-        rounds that come out empty: without this, every empty prompt-lookup round was priced a round's time and
-        counted as all drafts rejected, and one SmolLM2 run at B = 1 decoded 29 of 31 steps where the previous
-        table's gamma 1 had run 1.15x decoding."""
+        rounds that come out empty (priced as rounds that accepted nothing, one SmolLM2 run at B = 1 decoded 29 of
+        31 steps where gamma 1 had run 1.15x decoding)."""
         return self._empty_as_decode(self.cost.steps_s(b, top, catch_up))
 
     def _empty_as_decode(self, step_s: np.ndarray) -> np.ndarray:
@@ -251,23 +245,21 @@ class AdaptiveGamma:
         sd = max(range(1, top + 1), key=lambda g: rates[g]) if top >= 1 else 0
         if best == 0 and top >= 1:
             self.zero_run += 1
-            # No SD round has been measured yet (the merged first round is not priced, and until one is, a "SD
-            # loses" verdict rests on the prior's shape alone), or `wait` plain steps have run and the verdict is
-            # close enough for the model's error to flip it (the best draft length predicted at >= `probe_gain`
-            # of decoding), or `probe_every` have run: this one probes. Far verdicts are not probed every few
-            # steps: a probe where SD clearly loses costs a round, and with a draft model the draft's catch-up on
-            # every token decoded since. (It did not thin the probes of stdlib B = 64, five rounds in 32 steps:
-            # their verdicts were predicted >= 0.8x; docs/results.md section 15. At 0.8 the CPU MoE at B = 16 probed
-            # twice on verdicts of 0.82-0.84 from a cost model within 5 % of the rounds it then measured: 0.9.)
-            # A far verdict from a few timed rounds is no verdict: a stdlib engine whose only rounds at B = 1
-            # were its 4-token warm-up's opened nine 32-token runs with a plain prefill on predicted 0.79-0.98x
-            # and never probed (0.96x autoregressive, where gamma 6 runs 1.8x).
+            # No SD round has been measured yet (the merged first round is not priced; until one is, a "SD loses"
+            # verdict rests on the prior's shape alone), or `wait` plain steps have run and the verdict is close
+            # enough for the model's error to flip it (the best round predicted at >= `probe_gain` of decoding),
+            # or `probe_every` have run: this one probes. Far verdicts are not probed every few steps: such a probe
+            # costs a round and the draft's catch-up (0.8 let the CPU MoE at B = 16 probe twice on verdicts of
+            # 0.82-0.84 from a cost model within 5 % of the rounds it then measured). A far verdict from a few timed
+            # rounds is no verdict: a stdlib engine whose only rounds at B = 1 were its 4-token warm-up's opened
+            # nine runs with a plain prefill on predicted 0.79-0.98x and never probed (gamma 6 runs 1.8x there).
             thin = self.cost.rounds_near(batch_size) < self.trusted_rounds
             close = rates[sd] >= self.probe_gain * rates[0] or thin
             due = (self.zero_run > self.wait and close) or self.zero_run + self.plain_before > self.probe_every
-            if self.longest_measured == 0 or (due and self._probe_affordable(batch_size, sd, tokens[sd],
+            length = self._probe_length(batch_size, room, rows, remaining, start_tokens, sd, tokens) if due else sd
+            if self.longest_measured == 0 or (due and self._probe_affordable(batch_size, length, tokens[length],
                                                                              start_tokens, thin)):
-                best = sd
+                best = length
                 probe, self.zero_run, self.plain_before = True, 0, 0
                 self.wait = min(2 * self.wait, self.probe_every)
             elif self.hold_steps and rates[sd] < 0.95 * (1.0 + self.margin) * rates[0]:
@@ -293,6 +285,21 @@ class AdaptiveGamma:
             self._held = (key, self.hold_steps, dict(entry, held=True), self._held[3])
         return self._record(best, t0, entry)
 
+    def _probe_length(self, b: int, room: int, rows, remaining, start_tokens: int, sd: int, tokens: list) -> int:
+        """A probe's draft length: the best under optimistic acceptance (`probe_optimism` accepted pseudo-observations
+        per position), so a probe can show a long draft's gain where a position was seen a few times; priced at the
+        posterior means, and the means' best (`sd`) where it does not fit the budget. Probing the means' best, a
+        cold engine at stdlib B = 1 (gamma 6: 1.8x decoding) probed gamma 1, at most 2 tokens for ~1.6 decode steps,
+        and decoded 24 of a 64-token call's 36 steps (`moesd generate --gamma auto`, docs/results.md section 15)."""
+        if not self.probe_optimism:
+            return sd
+        rates, _, top, _ = self._rates(b, room, 0, rows, remaining, start_tokens, self.probe_optimism)
+        length = max(range(1, top + 1), key=lambda g: (rates[g], -g))
+        if length != sd and not self._probe_affordable(b, length, tokens[length], start_tokens,
+                                                       self.cost.rounds_near(b) < self.trusted_rounds, commit=False):
+            return sd
+        return length
+
     def _record(self, best: int, t0: float, entry: dict) -> int:
         self.decision_s += time.perf_counter() - t0
         self.decisions += 1
@@ -301,40 +308,35 @@ class AdaptiveGamma:
             self.trace.append(entry)
         return best
 
-    def _probe_affordable(self, b: int, g: int, expected_tokens: float, start_tokens: int, thin: bool) -> bool:
-        """Whether a probe of draft length g fits the probing budget: what the probes of this run are predicted to
-        cost over decoding (a round's time, the draft's start where it has not started, less the decode steps its
-        expected tokens replace) must stay within `probe_budget` of the time the run has taken. A probe is
-        insurance against the cost model's error, and on a machine whose costs earlier runs measured it was the
-        largest cost of a short run: at stdlib B = 4 (6 ms decode steps, 32 tokens) the first probe read the four
-        prompts into the draft (5-14 ms) and with the decision's own cost left auto 0.88-0.92x autoregressive
-        while it decoded 29 of 31 steps (docs/results.md section 15). Where the model is right, SD loses and the probes
-        cost at most the budget; where it is wrong, they still come, later. Until the engine has timed
-        `trusted_rounds` rounds near this batch size (`thin`) the verdict rests on a few measurements and the probes are
-        what corrects it, so they get a larger share, `untrusted_probe_budget` (no budget at all there made the
-        cold first call at stdlib B = 64 probe four times, 0.93x autoregressive)."""
+    def _probe_affordable(self, b: int, g: int, expected_tokens: float, start_tokens: int, thin: bool,
+                          commit: bool = True) -> bool:
+        """Whether a probe of draft length g fits the probing budget: what this run's probes are predicted to cost
+        over decoding (a round's time, the draft's start where it has not started, less the decode steps its
+        expected tokens replace) must stay within `probe_budget` of the time the run has taken (`commit`: count it).
+        A probe is insurance against the cost model's error; on a machine earlier runs had measured it was a short
+        run's largest cost: at stdlib B = 4 the first probe read the prompts into the draft and auto ran 0.88-0.92x
+        autoregressive while decoding 29 of 31 steps. Until `trusted_rounds` rounds near this batch size are timed
+        (`thin`), the probes correct a verdict resting on a few measurements and get `untrusted_probe_budget` (no
+        budget there made the cold first call at stdlib B = 64 probe four times, 0.93x autoregressive)."""
         budget = self.untrusted_probe_budget if thin else self.probe_budget
         step_s = self._steps_s(b, g, 0 if start_tokens else self.since_round)
         start_s = self.cost.draft_start_s(start_tokens) if start_tokens else 0.0
         loss_s = max(0.0, float(step_s[g]) + start_s - expected_tokens * float(step_s[0]))
         if self.probe_loss_s + loss_s > budget * self.elapsed_s:
-            self.probes_deferred += 1
+            self.probes_deferred += commit
             return False
-        self.probe_loss_s += loss_s
+        self.probe_loss_s += loss_s * commit
         return True
 
     def carry_acceptance(self, earlier: "AdaptiveGamma", weight: float = 8.0) -> None:
         """Start from an earlier run's acceptance: its pooled alpha (a prior worth `weight` + 2 observations, centred
         on its mean) and each position's conditional acceptance (worth at most `weight`) as priors, and how far its
-        requests spread around the pool (not which request accepted what: a request's own acceptance is never
-        carried). Serving engines keep acceptance
-        statistics across requests; with the uniform prior a new run's first choices (whether to open with a round
-        at all, engine: `opens_with_round`) were coin flips: one engine at stdlib B = 1, where SD runs 1.6x
-        autoregressive, opened two calls with a plain prefill on predicted gains of 0.79 and 0.86 drawn from that
-        prior. With the pooled alpha alone, fresh per-position draws kept choosing draft lengths 2-4 at stdlib B = 1
-        where 6 of 8 rounds accepted all 6 drafts (the conditional acceptance rises along a draft that copies code;
-        docs/results.md section 15). A weight of a few tokens lets this run's own rounds outweigh it after one or
-        two."""
+        requests spread around the pool (a request's own acceptance is never carried), as serving engines keep
+        acceptance statistics across requests. With the uniform prior, one engine at stdlib B = 1 (SD 1.6x
+        autoregressive) opened two calls with a plain prefill on predicted gains of 0.79 and 0.86; with the pooled
+        alpha alone, it drafted 2-4 tokens where 6 of 8 rounds accepted all 6 (the conditional acceptance rises along
+        a draft that copies code; docs/results.md section 15). A few tokens' weight: this run's own rounds outweigh
+        it after one or two."""
         self._acceptance_version += 1
         self.acceptance.carry(earlier.acceptance, weight)
         self.requests.carry(earlier.requests, earlier.acceptance.alpha)
@@ -347,14 +349,11 @@ class AdaptiveGamma:
     def carry_probe_clock(self, earlier: "AdaptiveGamma") -> None:
         """Count the plain steps since the engine's last round across runs, towards the far verdict's probe
         (`probe_every`): the verdict it would check is carried (the cost model, `carry_acceptance`), so its age is
-        too. Counted per run, a far verdict waited 64 plain steps inside one run, and 32-token calls never reached
-        it: one engine at the CPU MoE at B = 4 (fresh requests each call) decoded every step of four calls in a row
-        on a verdict of 0.89x from the pooled alpha 0.48 its first two calls had learnt, and ran 0.82-1.15x gamma 2
-        over those calls (`benchmarks/adaptive_gamma_diagnose.py --alternate moe:4 --against 2 --calls 8`).
-        The short interval (`wait`, 4, 8, ...) restarts with each run: its rows are new requests, which no round
-        has measured. Carried as well, it stayed at 64 once earlier probes had doubled it, and the CPU MoE's
-        mixed-length batch decoded 53-56 of 64 steps in two of three passes (0.89x gamma 2 over the cell, gamma 2
-        1.12x auto in one of those passes; docs/results.md section 15)."""
+        too. Counted per run, 32-token calls never reached 64: one engine at the CPU MoE at B = 4 decoded every step
+        of four calls in a row on a verdict of 0.89x and ran 0.82-1.15x gamma 2 (`adaptive_gamma_diagnose.py
+        --alternate moe:4 --against 2 --calls 8`). The short interval (`wait`) restarts with each run: its rows are
+        new requests. Carried, it stayed at 64 once doubled, and the CPU MoE's mixed-length batch decoded 53-56 of
+        64 steps in two of three passes (0.89x gamma 2; docs/results.md section 15)."""
         self.plain_before = self.carried_plain_steps = earlier.plain_before + earlier.zero_run
 
     def draft_started(self, tokens: int, seconds: float) -> None:
