@@ -12,6 +12,12 @@ benchmarks/adaptive_gamma.py needs when its table row alone cannot say why auto 
         engine, their rounds replayed through the acceptance estimates auto uses (engine/acceptance_posterior.py,
         the last call's estimates carried to the next as the engine does) under each per-request prior strength.
 
+    .venv/bin/python benchmarks/adaptive_gamma_diagnose.py --cold stdlib:1 probe_optimism=0,2 [--calls 12]
+        [--max-new-tokens 64]
+        what one `moesd generate --gamma auto` call meets: every call builds fresh engines (nothing measured, nothing
+        carried; the models are loaded once) for autoregressive decoding, the largest fixed gamma and auto with each
+        value of the option, on a new batch of prompts per call, in mirrored order; paired medians per call.
+
 Greedy calls of the same prompts commit the same tokens, so `--calibrate` replays one call's rounds `--calls` times:
 what changes between them is what the estimates carried, as in the benchmark's passes.
 
@@ -25,14 +31,15 @@ what changes between them is what the estimates carried, as in the benchmark's p
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 
 import numpy as np
 
-from adaptive_gamma import cell, parse_cell, pass_order
+from adaptive_gamma import MOE_SETTINGS, cell, parse_cell, pass_order, prompts_for, setting_specs
 from moesd.engine.acceptance_posterior import PositionAcceptance, RequestAcceptance
-from moesd.engine.factory import ModelCache
+from moesd.engine.factory import ModelCache, build_engine
 from moesd.engine.metrics import AcceptanceStats
 
 
@@ -142,6 +149,34 @@ def variant(where: str, option: str, passes: int, max_new: int, gammas: list[int
               f"gammas per pass {' '.join(str(h) for _, h in runs[label])}", flush=True)
 
 
+def cold(where: str, option: str, calls: int, max_new: int, gammas: list[int]) -> None:
+    """Fresh engines every call (see the module's docstring): auto as a one-shot `moesd generate` call meets it."""
+    name, batch = where.split(":")
+    key, values = option.split("=")
+    specs = {"ar": setting_specs(name, 0, False), f"g{max(gammas)}": setting_specs(name, max(gammas), False)}
+    for v in values.split(","):
+        specs[f"auto {key}={v}"] = dataclasses.replace(setting_specs(name, max(gammas), True),
+                                                       gamma_policy_options=((key, _value(v)),))
+    models = ModelCache()
+    warm = build_engine(specs["ar"], models)  # kernels and allocator, outside any measured engine
+    tok = warm.target.tokenizer
+    eos = getattr(tok, "eos_token_id", None) if name not in MOE_SETTINGS else None
+    warm.generate(prompts_for(name, tok, 1), 4, eos)
+    runs: dict[str, list[float]] = {label: [] for label in specs}
+    for call in range(calls):
+        prompts = prompts_for(name, tok, int(batch), seed=call)
+        for label in pass_order(list(specs), call):
+            res = build_engine(specs[label], models).generate(prompts, max_new, eos, seed=call)
+            runs[label].append(res.metrics["stages"]["tokens_per_s"])
+        print(f"call {call + 1}: " + ", ".join(f"{label} {r[-1]:.1f}" for label, r in runs.items()), flush=True)
+    fixed = f"g{max(gammas)}"
+    for label in specs:
+        if label.startswith("auto"):
+            print(f"{where} cold, {calls} calls, {label}: median per call {statistics.median(runs[label]):.1f} tok/s, "
+                  f"paired median vs {fixed} {statistics.median(a / b for a, b in zip(runs[label], runs[fixed])):.3f}, "
+                  f"vs AR {statistics.median(a / b for a, b in zip(runs[label], runs['ar'])):.3f}", flush=True)
+
+
 def record_rounds(where: str, gamma: int, max_new: int) -> tuple[list[tuple], int]:
     """One greedy call of a fixed-gamma engine: per round (request ids, accepted drafts per row, draft length)."""
     name, batch = where.split(":")
@@ -238,6 +273,8 @@ def main() -> None:
     ap.add_argument("--calibrate", metavar="SETTING:B", help="each request's expected vs committed tokens")
     ap.add_argument("--variant", nargs=2, metavar=("SETTING:B", "OPTION=V1,V2"),
                     help="auto with each value of a policy option, side by side with AR and the fixed gammas")
+    ap.add_argument("--cold", nargs=2, metavar=("SETTING:B", "OPTION=V1,V2"),
+                    help="fresh engines every call: auto with each value of a policy option, AR, the largest gamma")
     ap.add_argument("--passes", type=int, default=5, help="--variant: passes")
     ap.add_argument("--gammas", default="1,2,4,6", help="--variant: the fixed gammas (auto's maximum: the largest)")
     ap.add_argument("--calls", type=int, default=None, help="calls (default: 6 alternating, 3 calibrating)")
@@ -252,10 +289,12 @@ def main() -> None:
         alternate(a.alternate, a.calls or 6, a.max_new_tokens, a.max_gamma, a.against)
     elif a.variant:
         variant(a.variant[0], a.variant[1], a.passes, a.max_new_tokens, [int(x) for x in a.gammas.split(",")])
+    elif a.cold:
+        cold(a.cold[0], a.cold[1], a.calls or 12, a.max_new_tokens, [int(x) for x in a.gammas.split(",")])
     elif a.calibrate:
         calibrate(a.calibrate, a.gamma, a.calls or 3, a.max_new_tokens, [float(x) for x in a.strengths.split(",")])
     else:
-        ap.error("give --alternate, --variant or --calibrate")
+        ap.error("give --alternate, --variant, --cold or --calibrate")
 
 
 if __name__ == "__main__":
