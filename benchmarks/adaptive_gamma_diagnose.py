@@ -18,6 +18,10 @@ benchmarks/adaptive_gamma.py needs when its table row alone cannot say why auto 
         carried; the models are loaded once) for autoregressive decoding, the largest fixed gamma and auto with each
         value of the option, on a new batch of prompts per call, in mirrored order; paired medians per call.
 
+    .venv/bin/python benchmarks/adaptive_gamma_diagnose.py --null stdlib:64 [--calls 8]
+        the noise floor of a paired ratio: autoregressive decoding, a second autoregressive engine of the same spec
+        and auto, in mirrored order; each against the first engine, per call and as the median.
+
 Greedy calls of the same prompts commit the same tokens, so `--calibrate` replays one call's rounds `--calls` times:
 what changes between them is what the estimates carried, as in the benchmark's passes.
 
@@ -177,6 +181,24 @@ def cold(where: str, option: str, calls: int, max_new: int, gammas: list[int]) -
                   f"vs AR {statistics.median(a / b for a, b in zip(runs[label], runs['ar'])):.3f}", flush=True)
 
 
+def null(where: str, calls: int, max_new: int, max_gamma: int) -> None:
+    """Two autoregressive engines of one spec and auto, paired against the first (see the module's docstring): what
+    ratio two engines doing the same forwards read on this machine, beside auto's."""
+    name, batch = where.split(":")
+    engines, prompts, eos = cell(name, int(batch), [("ar", 0, False), ("ar again", 0, False),
+                                                    ("auto", max_gamma, True)], ModelCache())
+    runs: dict[str, list[float]] = {label: [] for label in engines}
+    for call in range(calls):
+        for label in pass_order(list(engines), call):
+            res = engines[label].generate(prompts, max_new, eos, seed=call)
+            runs[label].append(res.metrics["stages"]["tokens_per_s"])
+        print(f"call {call + 1}: " + ", ".join(f"{label} {r[-1]:.1f} tok/s" for label, r in runs.items()), flush=True)
+    for label in ("ar again", "auto"):
+        paired = [a / b for a, b in zip(runs[label], runs["ar"])]
+        print(f"{where}: {label} / ar per call {', '.join(f'{x:.3f}' for x in paired)}; median "
+              f"{statistics.median(paired):.3f}", flush=True)
+
+
 def record_rounds(where: str, gamma: int, max_new: int) -> tuple[list[tuple], int]:
     """One greedy call of a fixed-gamma engine: per round (request ids, accepted drafts per row, draft length)."""
     name, batch = where.split(":")
@@ -275,6 +297,7 @@ def main() -> None:
                     help="auto with each value of a policy option, side by side with AR and the fixed gammas")
     ap.add_argument("--cold", nargs=2, metavar=("SETTING:B", "OPTION=V1,V2"),
                     help="fresh engines every call: auto with each value of a policy option, AR, the largest gamma")
+    ap.add_argument("--null", metavar="SETTING:B", help="two identical AR engines and auto, paired: the noise floor")
     ap.add_argument("--passes", type=int, default=5, help="--variant: passes")
     ap.add_argument("--gammas", default="1,2,4,6", help="--variant: the fixed gammas (auto's maximum: the largest)")
     ap.add_argument("--calls", type=int, default=None, help="calls (default: 6 alternating, 3 calibrating)")
@@ -289,12 +312,14 @@ def main() -> None:
         alternate(a.alternate, a.calls or 6, a.max_new_tokens, a.max_gamma, a.against)
     elif a.variant:
         variant(a.variant[0], a.variant[1], a.passes, a.max_new_tokens, [int(x) for x in a.gammas.split(",")])
+    elif a.null:
+        null(a.null, a.calls or 8, a.max_new_tokens, a.max_gamma)
     elif a.cold:
         cold(a.cold[0], a.cold[1], a.calls or 12, a.max_new_tokens, [int(x) for x in a.gammas.split(",")])
     elif a.calibrate:
         calibrate(a.calibrate, a.gamma, a.calls or 3, a.max_new_tokens, [float(x) for x in a.strengths.split(",")])
     else:
-        ap.error("give --alternate, --variant, --cold or --calibrate")
+        ap.error("give --alternate, --variant, --cold, --null or --calibrate")
 
 
 if __name__ == "__main__":
