@@ -173,8 +173,8 @@ def build_engine(spec: EngineSpec, models: ModelCache | None = None) -> SpecEngi
 
 
 def make_gamma_policy(spec: EngineSpec, target: LoadedModel, draft: LoadedModel | None):
-    """A factory of fresh `AdaptiveGamma` policies (one per generate call, sharing one `StepCostModel`) pricing steps
-    with the perf model:
+    """The engine's `GammaPolicies` (a fresh `AdaptiveGamma` per generate call, sharing one `StepCostModel`) pricing
+    steps with the perf model:
     `spec.cost_params` (a `moesd fit` output) or the physical prior of this target and draft on `spec.hardware`
     (default: the cpu preset, or the GPU's preset) with that hardware's engine profile."""
     import torch
@@ -234,18 +234,27 @@ def make_gamma_policy(spec: EngineSpec, target: LoadedModel, draft: LoadedModel 
     if unknown:
         raise MoesdError(f"unknown --gamma auto option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     AdaptiveGamma(spec.gamma, cost, **options)  # bad values fail here, before any run
-    last: list[AdaptiveGamma] = []  # the previous call's policy: its acceptance is the next one's prior
+    return GammaPolicies(spec.gamma, cost, options)
 
-    def factory(seed: int) -> AdaptiveGamma:  # the rule draws nothing at random: the engine's seed is not needed
-        policy = AdaptiveGamma(spec.gamma, cost, **options)
-        if last:
-            policy.carry_acceptance(last[0])
-            policy.carry_probe_clock(last[0])
-        last[:] = [policy]
+
+class GammaPolicies:
+    """An engine's `--gamma auto` policies: calling it with a seed gives the next `generate` call a fresh
+    `AdaptiveGamma` that shares `cost` (the engine's StepCostModel, also read by SpecEngine.gamma_cost_model) and
+    starts from the previous call's acceptance and probe clock."""
+
+    def __init__(self, max_gamma: int, cost: StepCostModel, options: dict) -> None:
+        self.max_gamma, self.cost, self.options = max_gamma, cost, options
+        self.last: AdaptiveGamma | None = None  # the previous call's policy: its acceptance is the next one's prior
+
+    def __call__(self, seed: int) -> AdaptiveGamma:  # the rule draws nothing at random: the seed is not needed
+        from moesd.engine.adaptive_gamma import AdaptiveGamma
+
+        policy = AdaptiveGamma(self.max_gamma, self.cost, **self.options)
+        if self.last is not None:
+            policy.carry_acceptance(self.last)
+            policy.carry_probe_clock(self.last)
+        self.last = policy
         return policy
-
-    factory.cost = cost  # the engine's cost model, for diagnostics (SpecEngine.gamma_cost_model)
-    return factory
 
 
 def make_budget(spec: EngineSpec, target: LoadedModel):
