@@ -95,6 +95,15 @@ def prompts_for(name: str, tokenizer, batch: int, seed: int = 0) -> list[list[in
     return out
 
 
+def eos_for(name: str, tokenizer) -> int | None:  # none for the random-weight MoE: its prompts run to the limit
+    return getattr(tokenizer, "eos_token_id", None) if name not in MOE_SETTINGS else None
+
+
+def paired_median(a: list[float], b: list[float]) -> float:
+    """The median of a_k / b_k over the calls or passes k, each pair run back to back."""
+    return statistics.median(x / y for x, y in zip(a, b))
+
+
 def cell(name: str, batch: int, configs: list[tuple], models: ModelCache,
          options: dict | None = None) -> tuple[dict, list, int | None]:
     """One engine per configuration (label, gamma, auto), the cell's prompts and EOS, each engine warmed up by one
@@ -106,7 +115,7 @@ def cell(name: str, batch: int, configs: list[tuple], models: ModelCache,
                for label, g, auto in configs}
     tok = engines[configs[0][0]].target.tokenizer
     prompts = prompts_for(name, tok, batch)
-    eos = getattr(tok, "eos_token_id", None) if name not in MOE_SETTINGS else None
+    eos = eos_for(name, tok)
     for engine in engines.values():
         engine.generate(prompts[:1], 4, eos)
     return engines, prompts, eos
@@ -129,12 +138,11 @@ def one_run(engine, prompts, max_new, eos, auto: bool, seed: int = 0) -> dict:
 
 
 def pass_order(configs: list, rep: int) -> list:
-    """The order of pass `rep`: passes come in mirrored pairs, the configurations rotated by one more each pair and
-    the second pass of a pair running them in reverse, so over a pair every configuration's mean position is the
-    middle one. A drift of the machine's speed across a pass (on the AVX2 CPU, a run of alternating calls slowed
-    by ~40 % over 12 calls, every later call of a pair the slower one) then cancels over each pair. Rotated by one
-    each pass, as before 2026-12-02, the last configuration (auto) ran at mean position 4 of 0..5 over three
-    passes, gamma 2 at 1, autoregressive decoding at 3, always right after gamma 6."""
+    """The order of pass `rep`: mirrored pairs of passes, rotated by one more each pair, the second pass of a pair
+    in reverse, so over a pair every configuration's mean position is the middle one and a drift of the machine's
+    speed across a pass cancels (on the AVX2 CPU a one-off run of alternating calls slowed ~40 % over 12 calls,
+    the later call of every pair the slower). Rotated by one each pass (before 2026-12-02), auto ran at mean
+    position 4 of 0..5 over three passes, gamma 2 at 1, autoregressive decoding at 3, always after gamma 6."""
     k = (rep // 2) % len(configs)
     order = configs[k:] + configs[:k]
     return order[::-1] if rep % 2 else order
@@ -143,13 +151,11 @@ def pass_order(configs: list, rep: int) -> list:
 def measure(name: str, batch: int, gammas: list[int], max_new, models: ModelCache, mixed: bool = False,
             repeats: int = 4, repeat_budget_s: float = 250.0, min_cell_s: float = 30.0) -> dict:
     """Every configuration on the same prompts, `repeats` passes in the order of `pass_order` (a slow spell of this
-    shared machine, which moves one run 10-45 %, then falls on different configurations, and a drift over a pass
-    weighs on none more than another). A cell whose first pass took longer than `repeat_budget_s` runs once: its
-    runs are long enough to average such spells out, and repeating them would not fit a session (250 s: SmolLM2
-    at B = 64, whose first pass takes ~215 s on the avx512_bf16 CPU, runs three passes; at 200 s it ran one,
-    auto's coldest at that batch size, and read 0.85x autoregressive, where the 63a4f53 table's three passes, its
-    first one under 200 s, had read 0.87, 1.09 and 1.04x). A cell of short runs gets more passes (up to 3 x
-    `repeats`, an even number) until it has run `min_cell_s`: one stdlib B = 1 run lasts ~0.4 s, and its passes
+    shared machine, which moves one run 10-45 %, then falls on different configurations). A cell whose first pass
+    took longer than `repeat_budget_s` runs once: its runs are long enough to average such spells out, and
+    repeating them would not fit a session (at 200 s SmolLM2 at B = 64 ran one pass, auto's coldest, 0.85x
+    autoregressive, where three passes had read 0.87, 1.09 and 1.04x). A cell of short runs gets more passes (up to
+    3 x `repeats`, an even number) until it has run `min_cell_s`: one stdlib B = 1 run lasts ~0.4 s, and its passes
     spread 35-97 tok/s. Each configuration's throughput is the median of its passes; the ratios are of medians."""
     configs = ([] if mixed else [("ar", 0, False)]) + [(f"g{g}", g, False) for g in gammas] + \
         [("auto", max(gammas), True)]
@@ -307,20 +313,18 @@ def table(path: str) -> None:
         where = f"{r['setting']} B={r['batch_size']}"
         if r["mixed_lengths"]:
             tally["mixed"].append((where, r["auto_vs_best"] > 1.0, r["auto_vs_best"]))
-            paired = [statistics.median(a / b for a, b in zip(runs["auto"]["passes_tokens_per_s"],
-                                                              runs[f"g{g}"]["passes_tokens_per_s"])) for g in gammas]
+            paired = [paired_median(runs["auto"]["passes_tokens_per_s"], runs[f"g{g}"]["passes_tokens_per_s"])
+                      for g in gammas]
             tally["paired mixed"].append((where, min(paired) > 1.0, min(paired)))
             continue
         tally["best"].append((where, r["auto_vs_best"] >= 0.97, r["auto_vs_best"]))
         tally["worst"].append((where, r["auto_vs_worst"] >= 1.10, r["auto_vs_worst"]))
         tally["ar"].append((where, r["auto_vs_ar"] >= 0.97, r["auto_vs_ar"]))
-        # The same goals on the median of the per-pass ratios: each pass's configurations run back to back, so a
-        # drift of the machine across passes (stdlib B = 1 on the AVX2 CPU: 67 -> 120 tok/s over a cell's 12 passes)
-        # moves both sides of a pass's ratio, and only the one side of a ratio of medians taken over passes apart.
+        # The goals on paired ratios too: a pass runs back to back, so a drift across passes (stdlib B = 1, AVX2 CPU:
+        # 67 -> 120 tok/s over 12 passes) moves both sides of its ratio, and one side of a ratio of medians.
         for key, other, goal in (("best", r["best_fixed"], 0.97), ("worst", r["worst_fixed"], 1.10),
                                  ("ar", "ar", 0.97)):
-            ratio = statistics.median(a / b for a, b in zip(runs["auto"]["passes_tokens_per_s"],
-                                                            runs[other]["passes_tokens_per_s"]))
+            ratio = paired_median(runs["auto"]["passes_tokens_per_s"], runs[other]["passes_tokens_per_s"])
             tally[f"paired {key}"].append((where, ratio >= goal, ratio))
     goals = {"best": "auto >= 0.97x the best fixed gamma", "worst": "auto >= 1.10x the worst fixed gamma",
              "ar": "auto >= 0.97x autoregressive", "mixed": "mixed lengths: auto above every fixed gamma"}

@@ -41,7 +41,7 @@ import time
 
 import numpy as np
 
-from adaptive_gamma import MOE_SETTINGS, cell, parse_cell, pass_order, prompts_for, setting_specs
+from adaptive_gamma import cell, eos_for, paired_median, parse_cell, pass_order, prompts_for, setting_specs
 from moesd.engine.acceptance_posterior import PositionAcceptance, RequestAcceptance
 from moesd.engine.factory import ModelCache, build_engine
 from moesd.engine.metrics import AcceptanceStats
@@ -164,7 +164,7 @@ def cold(where: str, option: str, calls: int, max_new: int, gammas: list[int]) -
     models = ModelCache()
     warm = build_engine(specs["ar"], models)  # kernels and allocator, outside any measured engine
     tok = warm.target.tokenizer
-    eos = getattr(tok, "eos_token_id", None) if name not in MOE_SETTINGS else None
+    eos = eos_for(name, tok)
     warm.generate(prompts_for(name, tok, 1), 4, eos)
     runs: dict[str, list[float]] = {label: [] for label in specs}
     for call in range(calls):
@@ -177,8 +177,8 @@ def cold(where: str, option: str, calls: int, max_new: int, gammas: list[int]) -
     for label in specs:
         if label.startswith("auto"):
             print(f"{where} cold, {calls} calls, {label}: median per call {statistics.median(runs[label]):.1f} tok/s, "
-                  f"paired median vs {fixed} {statistics.median(a / b for a, b in zip(runs[label], runs[fixed])):.3f}, "
-                  f"vs AR {statistics.median(a / b for a, b in zip(runs[label], runs['ar'])):.3f}", flush=True)
+                  f"paired median vs {fixed} {paired_median(runs[label], runs[fixed]):.3f}, "
+                  f"vs AR {paired_median(runs[label], runs['ar']):.3f}", flush=True)
 
 
 def null(where: str, calls: int, max_new: int, max_gamma: int) -> None:
@@ -196,7 +196,7 @@ def null(where: str, calls: int, max_new: int, max_gamma: int) -> None:
     for label in ("ar again", "auto"):
         paired = [a / b for a, b in zip(runs[label], runs["ar"])]
         print(f"{where}: {label} / ar per call {', '.join(f'{x:.3f}' for x in paired)}; median "
-              f"{statistics.median(paired):.3f}", flush=True)
+              f"{paired_median(runs[label], runs['ar']):.3f}", flush=True)
 
 
 def record_rounds(where: str, gamma: int, max_new: int) -> tuple[list[tuple], int]:
