@@ -286,9 +286,13 @@ def test_rule_keeps_probes_within_their_budget():
     budgeted = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0), probe_every=8, first_probe=4,
                              trusted_rounds=1, hold_steps=0)  # every step decided (the holds delay by <= 3)
     teach(budgeted, 0.5)  # 2 s of timed steps, one of them a round
+    priced, price = [], budgeted._probe_length
+    budgeted._probe_length = lambda *args: priced.append(args) or price(*args)
     probes = steps(budgeted, 120)
     assert len(probes) == 2 and 46 <= probes[0] <= 54 and 95 <= probes[1] <= 106
     s = budgeted.summary()
+    # A deferred probe is priced again only once the run's time could fit it: ~100 due steps, a few pricings.
+    assert s["probes_deferred"] > 80 and len(priced) <= 6
     assert s["probe_loss_s"] == pytest.approx(2 * 1.03, abs=0.08)  # the posterior mean says ~1.97 tokens
     assert s["probe_loss_s"] <= 0.02 * budgeted.elapsed_s and s["probes_deferred"] > 0
     never = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0), probe_every=8, first_probe=4, probe_budget=0.0,
@@ -431,8 +435,8 @@ def test_finish_objective_prices_each_stretch_of_a_static_batch_at_its_own_batch
     policy.cost = SaturatingCost()
     rows, remaining = [0, 1, 0, 1], [30, 30, 12, 20]
     policy.choose(4, 100, rows=rows, remaining=remaining)
-    per_row = policy._tokens_cache[1]
     rates = policy._rates(4, 100, 0, rows, remaining, 0)[0]
+    per_row = policy._row_tokens(len(rates) - 1, rows)[0]
     lengths = range(policy.max_gamma + 1)
     for a in lengths:
         hold_s = walk_plan_s(per_row, remaining, policy.cost, a, 4, a)

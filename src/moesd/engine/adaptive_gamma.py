@@ -70,12 +70,9 @@ class AdaptiveGamma:
             raise MoesdError(f"the speculation margin must be in [0, 1), got {margin}")
         self.max_gamma, self.cost, self.probe_every = max_gamma, cost, probe_every
         # Speculate only where the predicted gain over decoding exceeds this: the cost model's error on this CPU
-        # is ~10 % step to step, and a predicted gain inside it is a coin flip whose loss side is what the
-        # "never more than 3 % below autoregressive" goal forbids, while decoding there gives up at most the
-        # margin (one SmolLM2 run at B = 16 speculated on predicted gains of 1.03-1.09 and lost 13 %). 5 % until
-        # the carried request spread was taken at its own points; side by side (`adaptive_gamma_diagnose.py
-        # --variant`), 3 % chose as 5 % at SmolLM2 B = 4 and stdlib B = 16, and at SmolLM2 B = 1 (predicted gains
-        # 1.04-1.05) read 0.99x the best fixed gamma where 5 % read 0.95x (docs/results.md section 15).
+        # is ~10 % step to step, and a gain inside it is a coin flip whose loss side the "never more than 3 % below
+        # autoregressive" goal forbids (one SmolLM2 run at B = 16 speculated on predicted 1.03-1.09 and lost 13 %).
+        # 5 % read 0.95x the best fixed gamma at SmolLM2 B = 1 where 3 % read 0.99x (`--variant`, results sec. 15).
         self.margin = margin
         if not 0.0 <= probe_gain <= 1.0:
             raise MoesdError(f"the probing threshold must be in [0, 1], got {probe_gain}")
@@ -103,7 +100,8 @@ class AdaptiveGamma:
         self.held_decisions = 0
         self.elapsed_s = 0.0  # the steps this run has timed
         self.probe_loss_s = 0.0  # what its probes were predicted to cost over decoding
-        self.probes_deferred = 0  # steps where a probe was due and the budget had no room for it
+        self.probes_deferred, self._probe_fits_at_s = 0, {}  # due probes the budget had no room for; thin -> the
+        # run time before which the last deferred one cannot fit
         self.first_probe = first_probe
         self.wait = first_probe
         self.acceptance = PositionAcceptance(max_gamma)
@@ -118,8 +116,7 @@ class AdaptiveGamma:
         self.empty_rounds = self.rounds_asked = 0  # rounds in which no row had a draft / all rounds asked for
         self.carried: dict = {}  # what the engine's earlier runs had measured near this run's batch size
         self.carried_acceptance: dict = {}  # what they had accepted (`carry_acceptance`)
-        self._acceptance_version = 0  # bumped by every acceptance outcome: `_rates` caches the tokens by it
-        self._tokens_cache: tuple | None = None
+        self._acceptance_version, self._tokens_cache = 0, None  # bumped by every acceptance outcome: `_row_tokens`
         self.opening: dict | None = None  # the opening decision, where one was made (`opens_with_round`)
         self.decision_s, self.decisions, self.histogram = 0.0, 0, Counter()
         self.trace: list[dict] = []
@@ -140,25 +137,12 @@ class AdaptiveGamma:
         at batch size b). The objective: tokens per second, or where `remaining` is given (no request waits for a
         row) the static batch's remaining tokens over the time until its last row ends (engine/finish_objective.py).
         `optimism`: the acceptance's exploration bonus (PositionAcceptance.per_position), for a probe's length."""
-        # A trust region on the cost model: at most twice the longest draft length it has measured (one more
-        # from 1). Its shape over token counts comes from the prior, which can be far off (a CPU is more
-        # compute-bound than its roofline), and one extrapolated round of a long draft at a large batch costs
-        # many decode steps; doubling bounds that round to ~2x a measured one. One length per step was the first
-        # rule: at high acceptance a 32-token stdlib run at B = 1 (~12 rounds) spent 5 of them ramping 1 -> 6.
+        # A trust region on the cost model: at most twice the longest draft length it has measured (one more from
+        # 1), as its shape over token counts is the prior's, which can be far off. One length per step was the first
+        # rule: a 32-token stdlib run at B = 1 (~12 rounds, high acceptance) spent 5 of them ramping 1 -> 6.
         reach = max(self.longest_measured + 1, 2 * self.longest_measured)
         top = max(minimum, min(self.max_gamma, room - 1, reach))
-        empty = self.empty_fraction
-        # Acceptance changes only with a round: through a run of plain steps the same rows get the same tokens.
-        key = (top, tuple(rows) if rows else None, self._acceptance_version, empty, id(self.requests.spread),
-               optimism)
-        if self._tokens_cache is None or self._tokens_cache[0] != key:
-            per_position = self.acceptance.per_position(top, optimism=optimism)
-            ratios = self.requests.ratios(rows, self.acceptance.alpha) if rows else np.ones(1)
-            per_row = self.requests.row_tokens(per_position, ratios)  # [rows, top + 1]
-            if empty:  # an empty round is a decode step: one token per row
-                per_row[:, 1:] = empty + (1.0 - empty) * per_row[:, 1:]
-            self._tokens_cache = (key, per_row, per_row.mean(axis=0))
-        _, per_row, tokens = self._tokens_cache
+        per_row, tokens = self._row_tokens(top, rows, optimism)
         # A draft that has not started (the run opened with a plain prefill) first reads every row's history: a
         # one-off cost of the first round, which then needs no catch-up.
         start_s = self.cost.draft_start_s(start_tokens) if start_tokens else 0.0
@@ -171,6 +155,22 @@ class AdaptiveGamma:
             # Spread over the rest of the run at that draft length (~room / e_g steps).
             rates = tokens / (step_s + np.concatenate([[0.0], start_s * tokens[1:] / max(room, 1)]))
         return rates.tolist(), tokens.tolist(), top, step_s
+
+    def _row_tokens(self, top: int, rows, optimism: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """Expected tokens per row for draft lengths 0..top ([rows, top + 1]) and their mean: kept per (top, optimism)
+        until the next round changes acceptance (a probe's optimistic pass no longer evicts the means')."""
+        empty = self.empty_fraction
+        version = (self._acceptance_version, tuple(rows) if rows else None, id(self.requests.spread), empty)
+        if self._tokens_cache is None or self._tokens_cache[0] != version:
+            ratios = self.requests.ratios(rows, self.acceptance.alpha) if rows else np.ones(1)
+            self._tokens_cache = (version, ratios, {})
+        _, ratios, by_key = self._tokens_cache
+        if (top, optimism) not in by_key:
+            per_row = self.requests.row_tokens(self.acceptance.per_position(top, optimism=optimism), ratios)
+            if empty:  # an empty round is a decode step: one token per row
+                per_row[:, 1:] = empty + (1.0 - empty) * per_row[:, 1:]
+            by_key[(top, optimism)] = (per_row, per_row.mean(axis=0))
+        return by_key[(top, optimism)]
 
     @property
     def empty_fraction(self) -> float:
@@ -248,17 +248,21 @@ class AdaptiveGamma:
             # No SD round has been measured yet (the merged first round is not priced; until one is, a "SD loses"
             # verdict rests on the prior's shape alone), or `wait` plain steps have run and the verdict is close
             # enough for the model's error to flip it (the best round predicted at >= `probe_gain` of decoding),
-            # or `probe_every` have run: this one probes. Far verdicts are not probed every few steps: such a probe
-            # costs a round and the draft's catch-up (0.8 let the CPU MoE at B = 16 probe twice on verdicts of
-            # 0.82-0.84 from a cost model within 5 % of the rounds it then measured). A far verdict from a few timed
-            # rounds is no verdict: a stdlib engine whose only rounds at B = 1 were its 4-token warm-up's opened
-            # nine runs with a plain prefill on predicted 0.79-0.98x and never probed (gamma 6 runs 1.8x there).
+            # or `probe_every` have run: this one probes. Far verdicts are not probed every few steps (0.8 let the
+            # CPU MoE at B = 16 probe twice on verdicts of 0.82-0.84 from a cost model within 5 % of the rounds). A far
+            # verdict from a few timed rounds is no verdict: a stdlib engine timed only at its warm-up's rounds
+            # opened nine B = 1 runs with a plain prefill (predicted 0.79-0.98x; gamma 6 runs 1.8x there).
             thin = self.cost.rounds_near(batch_size) < self.trusted_rounds
             close = rates[sd] >= self.probe_gain * rates[0] or thin
             due = (self.zero_run > self.wait and close) or self.zero_run + self.plain_before > self.probe_every
-            length = self._probe_length(batch_size, room, rows, remaining, start_tokens, sd, tokens) if due else sd
-            if self.longest_measured == 0 or (due and self._probe_affordable(batch_size, length, tokens[length],
-                                                                             start_tokens, thin)):
+            # A deferred probe is not priced again before the run's time lets the one it deferred fit (each pricing
+            # is an optimistic pass over every length; between rounds a probe's cost only grows with the catch-up).
+            spent = self.elapsed_s < self._probe_fits_at_s.get(thin, 0.0)
+            length = self._probe_length(batch_size, room, rows, remaining, start_tokens, sd, tokens) \
+                if due and not spent else sd
+            self.probes_deferred += bool(due and spent and self.longest_measured)
+            if self.longest_measured == 0 or (due and not spent and self._probe_affordable(
+                    batch_size, length, tokens[length], start_tokens, thin)):
                 best = length
                 probe, self.zero_run, self.plain_before = True, 0, 0
                 self.wait = min(2 * self.wait, self.probe_every)
@@ -313,17 +317,17 @@ class AdaptiveGamma:
         """Whether a probe of draft length g fits the probing budget: what this run's probes are predicted to cost
         over decoding (a round's time, the draft's start where it has not started, less the decode steps its
         expected tokens replace) must stay within `probe_budget` of the time the run has taken (`commit`: count it).
-        A probe is insurance against the cost model's error; on a machine earlier runs had measured it was a short
-        run's largest cost: at stdlib B = 4 the first probe read the prompts into the draft and auto ran 0.88-0.92x
-        autoregressive while decoding 29 of 31 steps. Until `trusted_rounds` rounds near this batch size are timed
-        (`thin`), the probes correct a verdict resting on a few measurements and get `untrusted_probe_budget` (no
-        budget there made the cold first call at stdlib B = 64 probe four times, 0.93x autoregressive)."""
+        A probe insures against the cost model's error, and was a short run's largest cost (stdlib B = 4: 0.88-0.92x
+        autoregressive, decoding 29 of 31 steps). Until `trusted_rounds` rounds near this batch size are timed
+        (`thin`) they get `untrusted_probe_budget` (none made stdlib B = 64's cold call probe 4 times, 0.93x AR)."""
         budget = self.untrusted_probe_budget if thin else self.probe_budget
         step_s = self._steps_s(b, g, 0 if start_tokens else self.since_round)
         start_s = self.cost.draft_start_s(start_tokens) if start_tokens else 0.0
         loss_s = max(0.0, float(step_s[g]) + start_s - expected_tokens * float(step_s[0]))
         if self.probe_loss_s + loss_s > budget * self.elapsed_s:
             self.probes_deferred += commit
+            if commit:
+                self._probe_fits_at_s[thin] = (self.probe_loss_s + loss_s) / budget if budget else float("inf")
             return False
         self.probe_loss_s += loss_s * commit
         return True
@@ -332,11 +336,9 @@ class AdaptiveGamma:
         """Start from an earlier run's acceptance: its pooled alpha (a prior worth `weight` + 2 observations, centred
         on its mean) and each position's conditional acceptance (worth at most `weight`) as priors, and how far its
         requests spread around the pool (a request's own acceptance is never carried), as serving engines keep
-        acceptance statistics across requests. With the uniform prior, one engine at stdlib B = 1 (SD 1.6x
-        autoregressive) opened two calls with a plain prefill on predicted gains of 0.79 and 0.86; with the pooled
-        alpha alone, it drafted 2-4 tokens where 6 of 8 rounds accepted all 6 (the conditional acceptance rises along
-        a draft that copies code; docs/results.md section 15). A few tokens' weight: this run's own rounds outweigh
-        it after one or two."""
+        acceptance statistics across requests. With the uniform prior, a stdlib B = 1 engine (SD 1.6x AR) opened calls
+        with a plain prefill (predicted 0.79, 0.86x); with the pooled alpha alone it drafted 2-4 tokens where 6 of 8
+        rounds accepted all 6 (results section 15). This run's own rounds outweigh it after one or two."""
         self._acceptance_version += 1
         self.acceptance.carry(earlier.acceptance, weight)
         self.requests.carry(earlier.requests, earlier.acceptance.alpha)
@@ -349,11 +351,9 @@ class AdaptiveGamma:
     def carry_probe_clock(self, earlier: "AdaptiveGamma") -> None:
         """Count the plain steps since the engine's last round across runs, towards the far verdict's probe
         (`probe_every`): the verdict it would check is carried (the cost model, `carry_acceptance`), so its age is
-        too. Counted per run, 32-token calls never reached 64: one engine at the CPU MoE at B = 4 decoded every step
-        of four calls in a row on a verdict of 0.89x and ran 0.82-1.15x gamma 2 (`adaptive_gamma_diagnose.py
-        --alternate moe:4 --against 2 --calls 8`). The short interval (`wait`) restarts with each run: its rows are
-        new requests. Carried, it stayed at 64 once doubled, and the CPU MoE's mixed-length batch decoded 53-56 of
-        64 steps in two of three passes (0.89x gamma 2; docs/results.md section 15)."""
+        too. Counted per run, 32-token calls never reached 64: a CPU MoE engine at B = 4 decoded all of four calls on
+        a verdict of 0.89x, 0.82-1.15x gamma 2 (`--alternate moe:4 --against 2`). `wait` restarts each run (new
+        rows); carried, it stayed at 64 once doubled (CPU MoE mixed batch: 0.89x gamma 2; results section 15)."""
         self.plain_before = self.carried_plain_steps = earlier.plain_before + earlier.zero_run
 
     def draft_started(self, tokens: int, seconds: float) -> None:
@@ -369,6 +369,7 @@ class AdaptiveGamma:
 
     def observe_round(self, accepted: list[int], drafted: list[int], rows: list[int] | None = None) -> None:
         self.rounds_asked += 1
+        self._probe_fits_at_s = {}  # acceptance changed: a probe's cost too
         self._held = None
         self._acceptance_version += 1
         self.acceptance.record(accepted, drafted)
