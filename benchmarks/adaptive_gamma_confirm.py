@@ -80,13 +80,17 @@ def confirm(rec: dict, goals: list[tuple[str, str]], passes: int, models: ModelC
         [("auto", max_gamma, True)]
     engines, prompts, eos = cell(name, batch, configs, models)
     tps: dict[str, list[float]] = {label: [] for label, _, _ in configs}
+    gammas = []  # auto's choices per pass (gamma: steps)
     where = f"{name}:{batch}" + (":mixed" if rec["mixed_lengths"] else "")
     t_cell = time.perf_counter()
     for rep in range(max(passes, max_passes)):
         if rep >= passes and rep % 2 == 0 and time.perf_counter() - t_cell >= min_cell_s:
             break
-        for label, _, _ in pass_order(configs, rep):
-            tps[label].append(engines[label].generate(prompts, limits, eos, seed=rep).metrics["stages"]["tokens_per_s"])
+        for label, _, auto in pass_order(configs, rep):
+            metrics = engines[label].generate(prompts, limits, eos, seed=rep).metrics
+            tps[label].append(metrics["stages"]["tokens_per_s"])
+            if auto:
+                gammas.append(metrics["adaptive"]["gamma_histogram"])
         print(f"  {where} pass {rep + 1}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in tps.items()), flush=True)
     passes, out = len(tps["auto"]), []
     for goal, other in goals:
@@ -100,7 +104,7 @@ def confirm(rec: dict, goals: list[tuple[str, str]], passes: int, models: ModelC
               f"median {out[-1]['median']:.3f}, {100 * coverage:.1f} % interval [{low:.3f}, {high:.3f}] over "
               f"{passes} passes: {out[-1]['verdict']}", flush=True)
     return {"setting": name, "batch_size": batch, "mixed_lengths": rec["mixed_lengths"], "passes": passes,
-            "tokens_per_s": tps, "goals": out, "table_commit": rec.get("commit")}
+            "tokens_per_s": tps, "auto_gammas": gammas, "goals": out, "table_commit": rec.get("commit")}
 
 
 def main() -> None:
