@@ -12,7 +12,8 @@ met (the interval lies at or above it), missed (below it) or undecided (it strad
     .venv/bin/python benchmarks/adaptive_gamma_confirm.py results/adaptive_gamma_avx2_a6b12ec.jsonl [--passes 20]
         [--min-cell-s 240] [--max-passes 200] [--cells stdlib:1,smollm:16] [-o results/adaptive_gamma_confirm.jsonl]
 
-`--cells` picks cells (SETTING:B, SETTING:B:mixed) and checks every goal there, missed or not.
+`--cells` picks cells (SETTING:B, SETTING:B:mixed) and checks every goal there, missed or not. `--report FILE`
+prints a confirm results file as a table (docs/results.md section 15).
 """
 
 from __future__ import annotations
@@ -107,6 +108,21 @@ def confirm(rec: dict, goals: list[tuple[str, str]], passes: int, models: ModelC
             "tokens_per_s": tps, "auto_gammas": gammas, "goals": out, "table_commit": rec.get("commit")}
 
 
+def report(path: str) -> None:
+    """A confirm results file as docs/results.md's table."""
+    print("| cell | goal | auto / | passes | median ratio | interval (coverage) | verdict | passes auto only decoded |")
+    print("|---" * 8 + "|")
+    for line in open(path):
+        r = json.loads(line)
+        decoded = sum(1 for h in r.get("auto_gammas", []) if set(h) == {"0"})
+        for g in r["goals"]:
+            low, high = g["interval"]
+            print(f"| {r['setting']} B={r['batch_size']}{' mixed' if r['mixed_lengths'] else ''} | {g['goal']} >= "
+                  f"{g['threshold']} | {g['against']} | {r['passes']} | {g['median']:.3f} | [{low:.3f}, {high:.3f}] "
+                  f"({100 * g['coverage']:.1f} %) | {g['verdict']} | "
+                  + (f"{decoded} of {len(r['auto_gammas'])} |" if r.get("auto_gammas") else "- |"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("table", help="a results file of benchmarks/adaptive_gamma.py")
@@ -116,7 +132,11 @@ def main() -> None:
     ap.add_argument("--max-passes", type=int, default=200)
     ap.add_argument("--cells", help="SETTING:B[:mixed],...: these cells, every goal (default: the missed goals)")
     ap.add_argument("-o", "--output", default="results/adaptive_gamma_confirm.jsonl")
+    ap.add_argument("--report", action="store_true", help="print the table of a confirm results file (TABLE)")
     a = ap.parse_args()
+    if a.report:
+        report(a.table)
+        return
     if a.passes < 2 or a.passes % 2:
         ap.error("--passes must be an even number >= 2")
     recs = [json.loads(line) for line in open(a.table)]
