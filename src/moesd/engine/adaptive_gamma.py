@@ -100,8 +100,8 @@ class AdaptiveGamma:
         self.held_decisions = 0
         self.elapsed_s = 0.0  # the steps this run has timed
         self.probe_loss_s = 0.0  # what its probes were predicted to cost over decoding
-        self.probes_deferred, self._probe_fits_at_s = 0, {}  # due probes the budget had no room for; thin -> the
-        # run time before which the last deferred one cannot fit
+        # Due probes the budget had no room for; per budget (thin or not), the run time the last one needs to fit.
+        self.probes_deferred, self._probe_fits_at_s = 0, {}
         self.first_probe = first_probe
         self.wait = first_probe
         self.acceptance = PositionAcceptance(max_gamma)
@@ -256,12 +256,12 @@ class AdaptiveGamma:
             close = rates[sd] >= self.probe_gain * rates[0] or thin
             due = (self.zero_run > self.wait and close) or self.zero_run + self.plain_before > self.probe_every
             # A deferred probe is not priced again before the run's time lets the one it deferred fit (each pricing
-            # is an optimistic pass over every length; between rounds a probe's cost only grows with the catch-up).
-            spent = self.elapsed_s < self._probe_fits_at_s.get(thin, 0.0)
+            # is an optimistic pass over every length; between rounds a probe's cost moves little, its catch-up grows).
+            waiting = self.elapsed_s < self._probe_fits_at_s.get(thin, 0.0)
             length = self._probe_length(batch_size, room, rows, remaining, start_tokens, sd, tokens) \
-                if due and not spent else sd
-            self.probes_deferred += bool(due and spent and self.longest_measured)
-            if self.longest_measured == 0 or (due and not spent and self._probe_affordable(
+                if due and not waiting else sd
+            self.probes_deferred += bool(due and waiting and self.longest_measured)
+            if self.longest_measured == 0 or (due and not waiting and self._probe_affordable(
                     batch_size, length, tokens[length], start_tokens, thin)):
                 best = length
                 probe, self.zero_run, self.plain_before = True, 0, 0
