@@ -110,17 +110,20 @@ def confirm(rec: dict, goals: list[tuple[str, str]], passes: int, models: ModelC
 
 def report(path: str) -> None:
     """A confirm results file as docs/results.md's table."""
-    print("| cell | goal | auto / | passes | median ratio | interval (coverage) | verdict | passes auto only decoded |")
-    print("|---" * 8 + "|")
+    print("| cell | goal | auto / | passes | median ratio | interval (coverage) | verdict | passes auto only decoded "
+          "| median ratio in those / in the others |")
+    print("|---" * 9 + "|")
     for line in open(path):
         r = json.loads(line)
-        decoded = sum(1 for h in r.get("auto_gammas", []) if set(h) == {"0"})
+        plain = [set(h) == {"0"} for h in r.get("auto_gammas", [])]  # passes where auto ran no round
         for g in r["goals"]:
             low, high = g["interval"]
+            split = [[x for x, p in zip(g["ratios"], plain) if p == side] for side in (True, False)]
             print(f"| {r['setting']} B={r['batch_size']}{' mixed' if r['mixed_lengths'] else ''} | {g['goal']} >= "
                   f"{g['threshold']} | {g['against']} | {r['passes']} | {g['median']:.3f} | [{low:.3f}, {high:.3f}] "
                   f"({100 * g['coverage']:.1f} %) | {g['verdict']} | "
-                  + (f"{decoded} of {len(r['auto_gammas'])} |" if r.get("auto_gammas") else "- |"))
+                  + (f"{sum(plain)} of {len(plain)} | " + " / ".join(
+                      f"{statistics.median(x):.3f}" if x else "-" for x in split) + " |" if plain else "- | - |"))
 
 
 def main() -> None:
