@@ -35,9 +35,9 @@ THRESHOLDS = {"best": 0.97, "worst": 1.10, "ar": 0.97, "mixed": 1.0}  # the issu
 
 
 def median_interval(xs: list[float], level: float = 0.95) -> tuple[float, float, float]:
-    """(low, high, coverage): the widest-coverage-at-least-`level` interval [x_(j), x_(n+1-j)] of sorted xs, j as
-    large as possible; it holds the true median with probability 1 - 2 P(Bin(n, 1/2) <= j - 1) for any continuous
-    distribution. Below 6 samples no j reaches 95 %: the full range, with its coverage."""
+    """(low, high, coverage): the narrowest interval [x_(j), x_(n+1-j)] of sorted xs (j as large as possible) whose
+    coverage is at least `level`: it holds the true median with probability 1 - 2 P(Bin(n, 1/2) <= j - 1) for any
+    continuous distribution. Below 6 samples no j reaches 95 %: the full range, with its coverage."""
     s, n = sorted(xs), len(xs)
     j = 1
     while j < n // 2 and 1.0 - 2.0 * binom.cdf(j, n, 0.5) >= level:
