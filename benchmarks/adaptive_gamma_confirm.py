@@ -27,7 +27,7 @@ from datetime import date
 
 from scipy.stats import binom
 
-from adaptive_gamma import cell, mixed_limits, pass_order
+from adaptive_gamma import cell, mixed_limits, paired_median, pass_order
 from moesd.bench.machine import cpu_description
 from moesd.engine.factory import ModelCache
 
@@ -61,7 +61,7 @@ def goals_of(rec: dict, every: bool) -> list[tuple[str, str]]:
 
     def missed(other: str, threshold: float, strict: bool = False) -> bool:
         of_medians = runs["auto"]["tokens_per_s"] / runs[other]["tokens_per_s"]
-        paired = statistics.median(a / b for a, b in zip(auto, runs[other]["passes_tokens_per_s"]))
+        paired = paired_median(auto, runs[other]["passes_tokens_per_s"])
         return every or any(r < threshold or (strict and r == threshold) for r in (of_medians, paired))
 
     if rec["mixed_lengths"]:
@@ -124,6 +124,12 @@ def report(path: str) -> None:
                   f"({100 * g['coverage']:.1f} %) | {g['verdict']} | "
                   + (f"{sum(plain)} of {len(plain)} | " + " / ".join(
                       f"{statistics.median(x):.3f}" if x else "-" for x in split) + " |" if plain else "- | - |"))
+    for line in open(path):  # each configuration's own level, for reading the goals' ratios
+        r, tps = json.loads(line), json.loads(line)["tokens_per_s"]
+        print(f"- {r['setting']} B={r['batch_size']}{' mixed' if r['mixed_lengths'] else ''}, medians: "
+              + ", ".join(f"{k} {statistics.median(v):.1f} tok/s" for k, v in tps.items())
+              + ("; median per pass vs ar: " + ", ".join(f"{k} {paired_median(v, tps['ar']):.3f}"
+                                                         for k, v in tps.items() if k != "ar") if "ar" in tps else ""))
 
 
 def main() -> None:
