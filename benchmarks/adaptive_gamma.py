@@ -276,7 +276,7 @@ def trace(where: str, max_new: int, max_gamma: int, calls: int = 2) -> None:
             print(f"B={t['batch_size']} gamma {t['gamma']}{flags} ({t['objective']}): best round "
                   f"{t.get('best_round_gain', 0):.2f}x, predicted "
                   f"gain {t['predicted_gain']:.2f}, {t['expected_tokens']:.2f} tokens per row | {s['kind']} "
-                  f"{1e3 * s['step_s']:.1f} ms (target {1e3 * s['target_s']:.1f}, draft {1e3 * s['draft_s']:.1f}), "
+                  f"{1e3 * s['step_s']:.1f} ms, predicted {1e3 * t['predicted_step_s']:.1f} (target {1e3 * s['target_s']:.1f}, draft {1e3 * s['draft_s']:.1f}), "
                   f"{s['tokens']} tokens")
         print("cost maps:", json.dumps(a["cost_maps"]))
 

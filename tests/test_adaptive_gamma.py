@@ -558,9 +558,11 @@ def test_acceptance_carries_the_position_curve_and_the_request_spread_between_ru
     ratios = later.requests.ratios([9, 10, 11, 12, 13], later.acceptance.alpha)
     # Four new rows after four requests take exactly the four requests' ratios (not quantiles interpolated
     # between them, which pull the slowest towards the next).
-    assert ratios[0] > 1.0 and sorted(ratios[1:]) == pytest.approx(later.requests.spread)
-    two = later.requests.ratios([14, 15], later.acceptance.alpha)
-    assert sorted(two) == pytest.approx(np.quantile(later.requests.spread, [0.25, 0.75], method="hazen"))
+    alpha = later.acceptance.alpha
+    assert ratios[0] > 1.0 and sorted(ratios[1:]) == pytest.approx(later.requests.spread_ratios(alpha))
+    two = later.requests.ratios([14, 15], alpha)
+    quartiles = np.quantile(later.requests.spread, [0.25, 0.75], method="hazen")  # log-odds from the pool
+    assert sorted(two) == pytest.approx(1.0 / (1.0 + (1.0 - alpha) / alpha * np.exp(-quartiles)) / alpha)
     # A static batch of new rows ends with its slowest: with the spread known, a round is worth less.
     for policy in (later, fresh):
         policy.observe_times(4, 6, 1.0, 0.0, 0.0)
@@ -569,6 +571,31 @@ def test_acceptance_carries_the_position_curve_and_the_request_spread_between_ru
     later.requests.spread = np.empty(0)
     no_spread_gain = later.choose(4, 100, minimum=1, rows=[20, 21, 22, 23], remaining=[32] * 4)
     assert spread_gain >= 1 and later.trace[-2]["predicted_gain"] < later.trace[-1]["predicted_gain"]
+
+
+def test_the_carried_spread_keeps_the_slow_requests_and_moves_with_the_pool_in_log_odds():
+    """Which requests' acceptance is carried must not depend on how much they accepted: a round offers a row one
+    outcome per accepted draft, so counting outcomes kept the fast requests of a short run and dropped the slow
+    ones. And a request far above a low pool stays below 1 under a higher one (log-odds, not a ratio)."""
+    earlier = AdaptiveGamma(6, StubCost())
+    for _ in range(3):  # each request's first round, then two more: two requests accept all, two nothing
+        earlier.observe_round([6, 6, 0, 0], [6] * 4, rows=[0, 1, 2, 3])
+    later = AdaptiveGamma(6, StubCost())
+    later.carry_acceptance(earlier)
+    spread = later.requests.spread_ratios(later.acceptance.alpha)
+    assert len(spread) == 4 and spread[0] < 0.8 and spread[-1] > 1.1
+    # One round after the first is not enough for any request: the earlier spread stands.
+    once = AdaptiveGamma(6, StubCost())
+    once.requests.spread = later.requests.spread
+    for _ in range(2):
+        once.observe_round([6, 6, 6, 0], [6] * 4, rows=[4, 5, 6, 7])
+    again = AdaptiveGamma(6, StubCost())
+    again.requests.carry(once.requests, once.acceptance.alpha)
+    assert again.requests.spread is later.requests.spread
+    # Under any pool, every new row's acceptance stays a probability, ordered as carried.
+    for pool in (0.2, 0.5, 0.8, 0.95):
+        alpha_r = pool * later.requests.ratios([10, 11, 12, 13], pool)
+        assert np.all((alpha_r > 0) & (alpha_r < 1)) and list(alpha_r) == sorted(alpha_r)
 
 
 def test_a_requests_first_round_counts_in_the_pool_but_not_in_its_own_estimate():

@@ -100,16 +100,31 @@ class RequestAcceptance:
         self.accepted: dict[int, int] = {}
         self.rejected: dict[int, int] = {}
         self.started: set[int] = set()  # requests whose first round has been seen (`record`)
+        self.rounds: dict[int, int] = {}  # rounds counted in each request's own estimate
         self.prior_strength = prior_strength
-        # Sorted alpha_r / alpha of the requests of earlier runs (`carry`): how far requests spread, though not
-        # which new request is which. Empty: every request not seen yet is taken to accept like the pool.
+        # Sorted logit(alpha_r) - logit(alpha) of the requests of earlier runs (`carry`): how far requests spread,
+        # though not which new request is which. Empty: every request not seen yet is taken to accept like the pool.
+        # Log-odds, not alpha_r / alpha: the pool moves between runs, and a ratio measured under a pool of 0.68
+        # (1.34 for a request at 0.91) put that request at 1.07 under the next run's 0.80, every draft accepted.
         self.spread = np.empty(0)
 
-    def carry(self, earlier: "RequestAcceptance", pooled_alpha: float, min_observations: int = 4) -> None:
-        """Keep how far `earlier`'s requests spread around its pooled alpha (those with at least
-        `min_observations` acceptance outcomes; `earlier`'s own carried spread where fewer than two had)."""
-        seen = [r for r in earlier.accepted if earlier.accepted[r] + earlier.rejected[r] >= min_observations]
-        self.spread = (np.sort(earlier.ratios(seen, pooled_alpha)) if len(seen) >= 2 else earlier.spread)
+    def carry(self, earlier: "RequestAcceptance", pooled_alpha: float, min_rounds: int = 2) -> None:
+        """Keep how far `earlier`'s requests spread around its pooled alpha (those with at least `min_rounds` rounds
+        in their own estimate; `earlier`'s own carried spread where fewer than two had). Counted in rounds, not in
+        acceptance outcomes: a round offers a row one outcome per accepted draft and one for the rejection, so a
+        count of outcomes (4, the first rule) kept the rows that accepted most, and a stdlib B = 4 run whose second
+        round was its last carried a spread of its two fast requests alone (ratios 1.14, 1.14): the next run took
+        all four new rows for fast ones and opened with gamma 6 rounds on a predicted 1.80x, 2.05x (`--trace`)."""
+        seen = [r for r, n in earlier.rounds.items() if n >= min_rounds]
+        if len(seen) >= 2:
+            alpha_r = np.clip(earlier.ratios(seen, pooled_alpha) * pooled_alpha, 1e-6, 1.0 - 1e-6)
+            self.spread = np.sort(_logit(alpha_r) - _logit(pooled_alpha))
+        else:
+            self.spread = earlier.spread
+
+    def spread_ratios(self, pooled_alpha: float) -> np.ndarray:
+        """The carried spread as alpha_r / alpha under a pool of `pooled_alpha` (sorted)."""
+        return _sigmoid(_logit(pooled_alpha) + self.spread) / max(pooled_alpha, 1e-9)
 
     def record(self, rows: list[int], accepted: list[int], drafted: list[int]) -> None:
         """A request's first round is left out of its own estimate (it still counts in the pool): its drafts
@@ -127,10 +142,11 @@ class RequestAcceptance:
                 continue
             self.accepted[r] = self.accepted.get(r, 0) + a
             self.rejected[r] = self.rejected.get(r, 0) + int(a < g)
+            self.rounds[r] = self.rounds.get(r, 0) + 1
 
     def ratios(self, rows: list[int], pooled_alpha: float) -> np.ndarray:
         """alpha_r / alpha per row. A request not seen yet: 1, or, given earlier runs' spread, the rows not seen
-        yet together take its quantiles at (k + 0.5) / n, k < n (Hazen's plotting positions: n new rows drawn from
+        yet together take its quantiles (log-odds from the pool) at (k + 0.5) / n, k < n (Hazen's plotting positions: n new rows drawn from
         the n requests of the spread take exactly their ratios. Linear interpolation between points, numpy's
         default, put the slowest of 16 new rows halfway to the second slowest request: a 32-token stdlib run at
         B = 16 then expected its slowest request to need 25.5 rounds of gamma 1 where it took 28, 28.4 with these
@@ -146,7 +162,8 @@ class RequestAcceptance:
         out = alpha_r / max(pooled_alpha, 1e-9)
         new = np.array([r not in self.accepted for r in rows], dtype=bool)
         if self.spread.size and new.any():
-            out[new] = np.quantile(self.spread, (np.arange(new.sum()) + 0.5) / new.sum(), method="hazen")
+            quantiles = np.quantile(self.spread, (np.arange(new.sum()) + 0.5) / new.sum(), method="hazen")
+            out[new] = _sigmoid(_logit(pooled_alpha) + quantiles) / max(pooled_alpha, 1e-9)
         return out
 
     @staticmethod
@@ -159,3 +176,12 @@ class RequestAcceptance:
         i = np.arange(1, len(p) + 1)
         rows = np.minimum(1.0, p[None, :] * ratios[:, None] ** i[None, :])  # [rows, positions]
         return np.concatenate([np.ones((len(ratios), 1)), 1.0 + np.cumsum(rows, axis=1)], axis=1)
+
+
+def _logit(p):
+    p = np.clip(p, 1e-6, 1.0 - 1e-6)
+    return np.log(p) - np.log1p(-p)
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))

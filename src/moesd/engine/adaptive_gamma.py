@@ -342,7 +342,7 @@ class AdaptiveGamma:
         self._acceptance_version += 1
         self.acceptance.carry(earlier.acceptance, weight)
         self.requests.carry(earlier.requests, earlier.acceptance.alpha)
-        spread = self.requests.spread
+        spread = self.requests.spread_ratios(self.acceptance.alpha)
         self.carried_acceptance = {
             "alpha": self.acceptance.alpha, "per_position": self.acceptance.per_position(self.max_gamma),
             "request_spread": [float(np.min(spread)), float(np.median(spread)), float(np.max(spread))]
