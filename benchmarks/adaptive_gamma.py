@@ -51,6 +51,7 @@ import torch
 from moesd.bench.machine import cpu_description
 from moesd.bench.workloads import batch_prompts, load_workload, tokenize_prompts
 from moesd.engine.factory import EngineSpec, ModelCache, build_engine
+from pass_plan import paired_median, pass_reps, run_passes
 
 MOE = "benchmarks/configs/cpu_moe_e64k8.json"
 MOE_SETTINGS = ("moe", "moe32")  # random weights and synthetic acceptance: random prompts, no EOS
@@ -99,11 +100,6 @@ def eos_for(name: str, tokenizer) -> int | None:  # none for the random-weight M
     return getattr(tokenizer, "eos_token_id", None) if name not in MOE_SETTINGS else None
 
 
-def paired_median(a: list[float], b: list[float]) -> float:
-    """The median of a_k / b_k over the calls or passes k, each pair run back to back."""
-    return statistics.median(x / y for x, y in zip(a, b))
-
-
 def cell(name: str, batch: int, configs: list[tuple], models: ModelCache,
          options: dict | None = None) -> tuple[dict, list, int | None]:
     """One engine per configuration (label, gamma, auto), the cell's prompts and EOS, each engine warmed up by one
@@ -137,17 +133,6 @@ def one_run(engine, prompts, max_new, eos, auto: bool, seed: int = 0) -> dict:
     return row
 
 
-def pass_order(configs: list, rep: int) -> list:
-    """The order of pass `rep`: mirrored pairs of passes, rotated by one more each pair, the second pass of a pair
-    in reverse, so over a pair every configuration's mean position is the middle one and a drift of the machine's
-    speed across a pass cancels (on the AVX2 CPU a one-off run of alternating calls slowed ~40 % over 12 calls,
-    the later call of every pair the slower). Rotated by one each pass (before 2026-12-02), auto ran at mean
-    position 4 of 0..5 over three passes, gamma 2 at 1, autoregressive decoding at 3, always after gamma 6."""
-    k = (rep // 2) % len(configs)
-    order = configs[k:] + configs[:k]
-    return order[::-1] if rep % 2 else order
-
-
 def measure(name: str, batch: int, gammas: list[int], max_new, models: ModelCache, mixed: bool = False,
             repeats: int = 4, repeat_budget_s: float = 250.0, min_cell_s: float = 30.0) -> dict:
     """Every configuration on the same prompts, `repeats` passes in the order of `pass_order` (a slow spell of this
@@ -160,21 +145,18 @@ def measure(name: str, batch: int, gammas: list[int], max_new, models: ModelCach
     configs = ([] if mixed else [("ar", 0, False)]) + [(f"g{g}", g, False) for g in gammas] + \
         [("auto", max(gammas), True)]
     engines, prompts, eos = cell(name, batch, configs, models)
-    passes: dict[str, list[dict]] = {label: [] for label, _, _ in configs}
-    t_cell = time.perf_counter()
-    for rep in range(3 * repeats):
-        if rep >= repeats and rep % 2 == 0 and time.perf_counter() - t_cell >= min_cell_s:
-            break
-        order = pass_order(configs, rep)
-        t_pass = time.perf_counter()
-        for label, _, auto in order:
-            row = one_run(engines[label], prompts, max_new, eos, auto, seed=rep)
-            passes[label].append(row)
-            print(f"  {name} B={batch}{' mixed' if mixed else ''} pass {rep + 1} {label}: "
-                  f"{row['tokens_per_s']:.2f} tok/s ({row['wall_s']:.1f} s)"
-                  + (f", gammas {row['gamma_histogram']}" if auto else ""), flush=True)
-        if rep == 0 and time.perf_counter() - t_pass > repeat_budget_s:
-            break
+    is_auto = {label: auto for label, _, auto in configs}
+
+    def run(label: str, rep: int) -> dict:
+        row = one_run(engines[label], prompts, max_new, eos, is_auto[label], seed=rep)
+        print(f"  {name} B={batch}{' mixed' if mixed else ''} pass {rep + 1} {label}: "
+              f"{row['tokens_per_s']:.2f} tok/s ({row['wall_s']:.1f} s)"
+              + (f", gammas {row['gamma_histogram']}" if is_auto[label] else ""), flush=True)
+        return row
+
+    t_first = time.perf_counter()
+    passes = run_passes(list(is_auto), pass_reps(repeats, 3 * repeats, min_cell_s), run,
+                        after_pass=lambda rep, _: rep == 0 and time.perf_counter() - t_first > repeat_budget_s)
     rows = {}
     for label, runs in passes.items():
         tps = [r["tokens_per_s"] for r in runs]
@@ -276,7 +258,8 @@ def trace(where: str, max_new: int, max_gamma: int, calls: int = 2) -> None:
             print(f"B={t['batch_size']} gamma {t['gamma']}{flags} ({t['objective']}): best round "
                   f"{t.get('best_round_gain', 0):.2f}x, predicted "
                   f"gain {t['predicted_gain']:.2f}, {t['expected_tokens']:.2f} tokens per row | {s['kind']} "
-                  f"{1e3 * s['step_s']:.1f} ms, predicted {1e3 * t['predicted_step_s']:.1f} (target {1e3 * s['target_s']:.1f}, draft {1e3 * s['draft_s']:.1f}), "
+                  f"{1e3 * s['step_s']:.1f} ms, predicted {1e3 * t['predicted_step_s']:.1f} (target "
+                  f"{1e3 * s['target_s']:.1f}, draft {1e3 * s['draft_s']:.1f}), "
                   f"{s['tokens']} tokens")
         print("cost maps:", json.dumps(a["cost_maps"]))
 

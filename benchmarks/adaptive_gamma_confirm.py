@@ -22,14 +22,14 @@ import argparse
 import json
 import statistics
 import subprocess
-import time
 from datetime import date
 
 from scipy.stats import binom
 
-from adaptive_gamma import cell, mixed_limits, paired_median, pass_order
+from adaptive_gamma import cell, mixed_limits
 from moesd.bench.machine import cpu_description
 from moesd.engine.factory import ModelCache
+from pass_plan import paired_median, pass_reps, run_passes
 
 THRESHOLDS = {"best": 0.97, "worst": 1.10, "ar": 0.97, "mixed": 1.0}  # the goals: auto / other >= threshold
 
@@ -80,19 +80,19 @@ def confirm(rec: dict, goals: list[tuple[str, str]], passes: int, models: ModelC
     configs = [(label, 0 if label == "ar" else int(label[1:]), False) for label in others] + \
         [("auto", max_gamma, True)]
     engines, prompts, eos = cell(name, batch, configs, models)
-    tps: dict[str, list[float]] = {label: [] for label, _, _ in configs}
-    gammas = []  # auto's choices per pass (gamma: steps)
     where = f"{name}:{batch}" + (":mixed" if rec["mixed_lengths"] else "")
-    t_cell = time.perf_counter()
-    for rep in range(max(passes, max_passes)):
-        if rep >= passes and rep % 2 == 0 and time.perf_counter() - t_cell >= min_cell_s:
-            break
-        for label, _, auto in pass_order(configs, rep):
-            metrics = engines[label].generate(prompts, limits, eos, seed=rep).metrics
-            tps[label].append(metrics["stages"]["tokens_per_s"])
-            if auto:
-                gammas.append(metrics["adaptive"]["gamma_histogram"])
-        print(f"  {where} pass {rep + 1}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in tps.items()), flush=True)
+
+    def run(label: str, rep: int) -> tuple[float, dict | None]:
+        metrics = engines[label].generate(prompts, limits, eos, seed=rep).metrics
+        return metrics["stages"]["tokens_per_s"], metrics.get("adaptive", {}).get("gamma_histogram")
+
+    def after_pass(rep: int, runs: dict) -> bool:
+        print(f"  {where} pass {rep + 1}: " + ", ".join(f"{k} {v[-1][0]:.1f}" for k, v in runs.items()), flush=True)
+        return False
+
+    runs = run_passes([label for label, _, _ in configs], pass_reps(passes, max_passes, min_cell_s), run, after_pass)
+    tps = {label: [t for t, _ in r] for label, r in runs.items()}
+    gammas = [h for _, h in runs["auto"]]  # auto's choices per pass (gamma: steps)
     passes, out = len(tps["auto"]), []
     for goal, other in goals:
         ratios = [a / b for a, b in zip(tps["auto"], tps[other])]

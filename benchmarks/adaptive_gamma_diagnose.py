@@ -22,6 +22,10 @@ benchmarks/adaptive_gamma.py needs when its table row alone cannot say why auto 
         the noise floor of a paired ratio: autoregressive decoding, a second autoregressive engine of the same spec
         and auto, in mirrored order; each against the first engine, per call and as the median.
 
+    .venv/bin/python benchmarks/adaptive_gamma_diagnose.py --finish stdlib:4 [--calls 12]
+        in a static batch, the rest of the run auto predicted at each step (its finish objective) against what the
+        rest took, after rounds and after decode steps.
+
 Greedy calls of the same prompts commit the same tokens, so `--calibrate` replays one call's rounds `--calls` times:
 what changes between them is what the estimates carried, as in the benchmark's passes.
 
@@ -41,10 +45,15 @@ import time
 
 import numpy as np
 
-from adaptive_gamma import cell, eos_for, paired_median, parse_cell, pass_order, prompts_for, setting_specs
+from adaptive_gamma import cell, eos_for, parse_cell, prompts_for, setting_specs
 from moesd.engine.acceptance_posterior import PositionAcceptance, RequestAcceptance
 from moesd.engine.factory import ModelCache, build_engine
 from moesd.engine.metrics import AcceptanceStats
+from pass_plan import paired_median, run_passes
+
+
+def _rounded(values) -> str:
+    return "-" if not values else "(" + ", ".join(f"{v:.2f}" for v in values) + ")"
 
 
 def _median_ms(values: list[float]) -> float:
@@ -97,7 +106,8 @@ def alternate(where: str, calls: int, max_new: int, max_gamma: int, against: int
                  f"auto {_median_ms(auto_round_outside):.2f} ms; " if against else "") +
               f"auto gammas {a['gamma_histogram']}, decision {1e3 * a['decision_s']:.2f} ms over "
               f"{a['decisions']} steps ({a['held_decisions']} held), probes deferred {a['probes_deferred']}, "
-              f"opening {a['opening']}; pooled alpha {a['alpha_estimate']:.3f}; "
+              f"opening {a['opening']}; carried request spread (min, median, max alpha_r / alpha) "
+              f"{_rounded(a['carried_acceptance'].get('request_spread'))}; pooled alpha {a['alpha_estimate']:.3f}; "
               f"measured / predicted step time (median): {fit or '-'}", flush=True)
     print(f"{where}: auto / {other} paired per call {', '.join(f'{r:.3f}' for r in paired)}; median "
           f"{statistics.median(paired):.3f}")
@@ -131,12 +141,12 @@ def variant(where: str, option: str, passes: int, max_new: int, gammas: list[int
         + [(label, max(gammas), True) for label in autos]
     engines, prompts, eos = cell(name, batch, configs, ModelCache(), options=autos)
     labels = list(engines)
-    runs: dict[str, list] = {label: [] for label in labels}
-    for rep in range(passes):
-        for label in pass_order(labels, rep):
-            res = engines[label].generate(prompts, limits, eos, seed=rep)  # as benchmarks/adaptive_gamma.py
-            runs[label].append((res.metrics["stages"]["tokens_per_s"],
-                                res.metrics.get("adaptive", {}).get("gamma_histogram")))
+
+    def run(label: str, rep: int) -> tuple:
+        res = engines[label].generate(prompts, limits, eos, seed=rep)  # as benchmarks/adaptive_gamma.py
+        return res.metrics["stages"]["tokens_per_s"], res.metrics.get("adaptive", {}).get("gamma_histogram")
+
+    runs = run_passes(labels, range(passes), run)
     median = {label: statistics.median(t for t, _ in r) for label, r in runs.items()}
     fixed = {label: median[label] for label in labels if label.startswith("g")}
     best = max(fixed, key=fixed.get)
@@ -166,13 +176,14 @@ def cold(where: str, option: str, calls: int, max_new: int, gammas: list[int]) -
     tok = warm.target.tokenizer
     eos = eos_for(name, tok)
     warm.generate(prompts_for(name, tok, 1), 4, eos)
-    runs: dict[str, list[float]] = {label: [] for label in specs}
-    for call in range(calls):
-        prompts = prompts_for(name, tok, int(batch), seed=call)
-        for label in pass_order(list(specs), call):
-            res = build_engine(specs[label], models).generate(prompts, max_new, eos, seed=call)
-            runs[label].append(res.metrics["stages"]["tokens_per_s"])
-        print(f"call {call + 1}: " + ", ".join(f"{label} {r[-1]:.1f}" for label, r in runs.items()), flush=True)
+
+    def run(label: str, call: int) -> float:
+        prompts = prompts_for(name, tok, int(batch), seed=call)  # a new batch per call, the same for every label
+        res = build_engine(specs[label], models).generate(prompts, max_new, eos, seed=call)
+        return res.metrics["stages"]["tokens_per_s"]
+
+    runs = run_passes(list(specs), range(calls), run, after_pass=lambda call, runs: print(
+        f"call {call + 1}: " + ", ".join(f"{label} {r[-1]:.1f}" for label, r in runs.items()), flush=True))
     fixed = f"g{max(gammas)}"
     for label in specs:
         if label.startswith("auto"):
@@ -187,12 +198,11 @@ def null(where: str, calls: int, max_new: int, max_gamma: int) -> None:
     name, batch = where.split(":")
     engines, prompts, eos = cell(name, int(batch), [("ar", 0, False), ("ar again", 0, False),
                                                     ("auto", max_gamma, True)], ModelCache())
-    runs: dict[str, list[float]] = {label: [] for label in engines}
-    for call in range(calls):
-        for label in pass_order(list(engines), call):
-            res = engines[label].generate(prompts, max_new, eos, seed=call)
-            runs[label].append(res.metrics["stages"]["tokens_per_s"])
-        print(f"call {call + 1}: " + ", ".join(f"{label} {r[-1]:.1f} tok/s" for label, r in runs.items()), flush=True)
+    runs = run_passes(list(engines), range(calls),
+                      lambda label, call: engines[label].generate(prompts, max_new, eos, seed=call)
+                      .metrics["stages"]["tokens_per_s"],
+                      after_pass=lambda call, runs: print(f"call {call + 1}: " + ", ".join(
+                          f"{label} {r[-1]:.1f} tok/s" for label, r in runs.items()), flush=True))
     for label in ("ar again", "auto"):
         paired = [a / b for a, b in zip(runs[label], runs["ar"])]
         print(f"{where}: {label} / ar per call {', '.join(f'{x:.3f}' for x in paired)}; median "
@@ -289,6 +299,33 @@ def calibrate(where: str, gamma: int, calls: int, max_new: int, strengths: list[
               f"{', '.join(f'{x:.1f}' for x in expected[:4])}; taken {', '.join(str(x) for x in taken[:4])}")
 
 
+def finish(where: str, calls: int, max_new: int, max_gamma: int) -> None:
+    """How well auto predicts when a static batch ends: at every step it chose under the finish objective, the
+    rest of the run it predicted for its choice (`predicted_end_s` in the trace) against what the rest took, split
+    by whether the step was a round or a decode step. A ratio above 1 for rounds only is optimism that favours SD."""
+    name, batch, limits = parse_cell(where, max_new)
+    engines, prompts, eos = cell(name, batch, [("auto", max_gamma, True)], ModelCache())
+    ratios: dict[bool, list[float]] = {False: [], True: []}
+    for call in range(calls):
+        res = engines["auto"].generate(prompts, limits, eos, seed=call)  # as the table's passes
+        steps, trace = res.metrics["steps"], res.metrics["adaptive"]["trace"]
+        left_s = np.cumsum([s["step_s"] for s in steps][::-1])[::-1]  # this step's time and every later one's
+        mine: dict[bool, list[float]] = {False: [], True: []}
+        for i, (t, st) in enumerate(zip(trace, steps)):
+            if t.get("predicted_end_s") and not (i == 0 and st["kind"] != "decode"):  # the merged prefill: left out
+                mine[t["gamma"] > 0].append(left_s[i] / t["predicted_end_s"])
+        for kind in mine:
+            ratios[kind] += mine[kind]
+        print(f"{where} call {call + 1}: {res.metrics['stages']['tokens_per_s']:.1f} tok/s, gammas "
+              f"{res.metrics['adaptive']['gamma_histogram']}; the rest of the run measured / predicted (median): "
+              + ", ".join(f"after {label} {statistics.median(mine[k]):.3f} over {len(mine[k])}"
+                          for k, label in ((True, "rounds"), (False, "decode steps")) if mine[k]), flush=True)
+    print(f"{where}, {calls} calls: the rest of the run measured / predicted, median (quartiles): " + "; ".join(
+        f"after {label} {statistics.median(ratios[k]):.3f} ({np.quantile(ratios[k], 0.25):.3f}-"
+        f"{np.quantile(ratios[k], 0.75):.3f}) over {len(ratios[k])} steps"
+        for k, label in ((True, "rounds"), (False, "decode steps")) if ratios[k]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--alternate", metavar="SETTING:B", help="AR and auto calls of one cell, alternating")
@@ -298,11 +335,13 @@ def main() -> None:
     ap.add_argument("--cold", nargs=2, metavar=("SETTING:B", "OPTION=V1,V2"),
                     help="fresh engines every call: auto with each value of a policy option, AR, the largest gamma")
     ap.add_argument("--null", metavar="SETTING:B", help="two identical AR engines and auto, paired: the noise floor")
+    ap.add_argument("--finish", metavar="SETTING:B[:mixed]", help="auto's predicted vs measured end of a static batch")
     ap.add_argument("--passes", type=int, default=5, help="--variant: passes")
     ap.add_argument("--gammas", default="1,2,4,6", help="--variant: the fixed gammas (auto's maximum: the largest)")
-    ap.add_argument("--calls", type=int, default=None, help="calls (default: 6 alternating, 3 calibrating)")
+    ap.add_argument("--calls", type=int, default=None,
+                    help="calls (default: 6 alternating, 3 calibrating, 12 for --finish and --cold, 8 for --null)")
     ap.add_argument("--gamma", type=int, default=2, help="--calibrate: the fixed draft length whose rounds replay")
-    ap.add_argument("--max-gamma", type=int, default=6, help="--alternate: auto's maximum draft length")
+    ap.add_argument("--max-gamma", type=int, default=6, help="--alternate, --null, --finish: auto's maximum gamma")
     ap.add_argument("--against", type=int, default=0,
                     help="--alternate: the fixed draft length auto alternates with (0: autoregressive decoding)")
     ap.add_argument("--strengths", default="1,2,4,8,16", help="--calibrate: per-request prior strengths to score")
@@ -316,10 +355,12 @@ def main() -> None:
         null(a.null, a.calls or 8, a.max_new_tokens, a.max_gamma)
     elif a.cold:
         cold(a.cold[0], a.cold[1], a.calls or 12, a.max_new_tokens, [int(x) for x in a.gammas.split(",")])
+    elif a.finish:
+        finish(a.finish, a.calls or 12, a.max_new_tokens, a.max_gamma)
     elif a.calibrate:
         calibrate(a.calibrate, a.gamma, a.calls or 3, a.max_new_tokens, [float(x) for x in a.strengths.split(",")])
     else:
-        ap.error("give --alternate, --variant, --cold, --null or --calibrate")
+        ap.error("give --alternate, --variant, --cold, --null, --finish or --calibrate")
 
 
 if __name__ == "__main__":

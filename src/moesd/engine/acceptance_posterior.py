@@ -146,8 +146,8 @@ class RequestAcceptance:
 
     def ratios(self, rows: list[int], pooled_alpha: float) -> np.ndarray:
         """alpha_r / alpha per row. A request not seen yet: 1, or, given earlier runs' spread, the rows not seen
-        yet together take its quantiles (log-odds from the pool) at (k + 0.5) / n, k < n (Hazen's plotting positions: n new rows drawn from
-        the n requests of the spread take exactly their ratios. Linear interpolation between points, numpy's
+        yet together take its quantiles (log-odds from the pool) at (k + 0.5) / n, k < n (Hazen's plotting positions:
+        n new rows drawn from the n requests of the spread take exactly their ratios. Linear interpolation, numpy's
         default, put the slowest of 16 new rows halfway to the second slowest request: a 32-token stdlib run at
         B = 16 then expected its slowest request to need 25.5 rounds of gamma 1 where it took 28, 28.4 with these
         positions; `benchmarks/adaptive_gamma_diagnose.py --calibrate stdlib:16 --gamma 1`). What the choice

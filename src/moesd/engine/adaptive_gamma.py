@@ -102,8 +102,7 @@ class AdaptiveGamma:
         self.probe_loss_s = 0.0  # what its probes were predicted to cost over decoding
         # Due probes the budget had no room for; per budget (thin or not), the run time the last one needs to fit.
         self.probes_deferred, self._probe_fits_at_s = 0, {}
-        self.first_probe = first_probe
-        self.wait = first_probe
+        self.first_probe = self.wait = first_probe
         self.acceptance = PositionAcceptance(max_gamma)
         self.requests = RequestAcceptance()
         self.zero_run = 0
@@ -282,9 +281,10 @@ class AdaptiveGamma:
         entry = {"batch_size": batch_size, "gamma": best, "probe": probe, "held": False,
                  "predicted_gain": rates[best] / rates[0], "expected_tokens": tokens[best],
                  "best_round_gain": rates[sd] / rates[0] if sd else 0.0,
-                 # What the step is predicted to take (draft prefill excluded), for checks against what it measures.
-                 "predicted_step_s": float(step_s[best]),
-                 "objective": "throughput" if remaining is None else "finish"}
+                 # The step's predicted time (draft prefill excluded) and, in a static batch, the rest of the run's
+                 # (remaining tokens over the finish objective's rate), for checks against what they measure.
+                 "predicted_step_s": float(step_s[best]), "objective": "throughput" if remaining is None else "finish",
+                 "predicted_end_s": float(sum(remaining)) / rates[best] if remaining is not None else None}
         if self._held is not None:
             self._held = (key, self.hold_steps, dict(entry, held=True), self._held[3])
         return self._record(best, t0, entry)
