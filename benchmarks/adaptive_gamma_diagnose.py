@@ -312,7 +312,8 @@ def finish(where: str, calls: int, max_new: int, max_gamma: int) -> None:
         left_s = np.cumsum([s["step_s"] for s in steps][::-1])[::-1]  # this step's time and every later one's
         mine: dict[bool, list[float]] = {False: [], True: []}
         for i, (t, st) in enumerate(zip(trace, steps)):
-            if t.get("predicted_end_s") and not (i == 0 and st["kind"] != "decode"):  # the merged prefill: left out
+            # Left out: the merged prefill, and held steps (their entry is the step's that decided the hold).
+            if t.get("predicted_end_s") and not t["held"] and not (i == 0 and st["kind"] != "decode"):
                 mine[t["gamma"] > 0].append(left_s[i] / t["predicted_end_s"])
         for kind in mine:
             ratios[kind] += mine[kind]
