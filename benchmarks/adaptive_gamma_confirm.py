@@ -10,7 +10,8 @@ sign-test interval: no assumption on how the noise is distributed) and a verdict
 met (the interval lies at or above it), missed (below it) or undecided (it straddles the threshold).
 
     .venv/bin/python benchmarks/adaptive_gamma_confirm.py results/adaptive_gamma_avx2_a6b12ec.jsonl [--passes 20]
-        [--min-cell-s 240] [--max-passes 200] [--cells stdlib:1,smollm:16] [-o results/adaptive_gamma_confirm.jsonl]
+        [--min-cell-s 240] [--max-passes 200] [--cells stdlib:1,smollm:16] [--skip moe:64]
+        [-o results/adaptive_gamma_confirm.jsonl]
 
 `--cells` picks cells (SETTING:B, SETTING:B:mixed) and checks every goal there, missed or not. `--report FILE`
 prints a confirm results file as a table (docs/results.md section 15).
@@ -140,6 +141,7 @@ def main() -> None:
                     help="a cell of short calls runs more passes, up to --max-passes, until it has run this long")
     ap.add_argument("--max-passes", type=int, default=200)
     ap.add_argument("--cells", help="SETTING:B[:mixed],...: these cells, every goal (default: the missed goals)")
+    ap.add_argument("--skip", help="SETTING:B[:mixed],...: cells not re-run (calls too long for many passes)")
     ap.add_argument("-o", "--output", default="results/adaptive_gamma_confirm.jsonl")
     ap.add_argument("--report", action="store_true", help="print the table of a confirm results file (TABLE)")
     a = ap.parse_args()
@@ -150,13 +152,14 @@ def main() -> None:
         ap.error("--passes must be an even number >= 2")
     recs = [json.loads(line) for line in open(a.table)]
     chosen = set(a.cells.split(",")) if a.cells else None
+    skipped = set(a.skip.split(",")) if a.skip else set()
     env = {"cpu": cpu_description(), "date": date.today().isoformat(), "commit": subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()}
     models: dict[str, ModelCache] = {}
     with open(a.output, "w") as f:  # opened before any work: an unwritable path fails at once
         for rec in recs:
             where = f"{rec['setting']}:{rec['batch_size']}" + (":mixed" if rec["mixed_lengths"] else "")
-            if chosen is not None and where not in chosen:
+            if (chosen is not None and where not in chosen) or where in skipped:
                 continue
             goals = goals_of(rec, every=chosen is not None)
             if not goals:
