@@ -112,9 +112,10 @@ class RequestAcceptance:
         """Keep how far `earlier`'s requests spread around its pooled alpha (those with at least `min_rounds` rounds
         in their own estimate; `earlier`'s own carried spread where fewer than two had). Counted in rounds, not in
         acceptance outcomes: a round offers a row one outcome per accepted draft and one for the rejection, so a
-        count of outcomes (4, the first rule) kept the rows that accepted most, and a stdlib B = 4 run whose second
-        round was its last carried a spread of its two fast requests alone (ratios 1.14, 1.14): the next run took
-        all four new rows for fast ones and opened with gamma 6 rounds on a predicted 1.80x, 2.05x (`--trace`)."""
+        count of outcomes (4, the first rule) kept the rows that accepted most: stdlib B = 4 runs whose second round
+        was their last carried a spread of their two fast requests alone (ratios 1.14, 1.14; in another 1.20, 1.20),
+        and the next runs took all four new rows for fast ones and opened with gamma 6 rounds on a predicted 1.80x
+        and 2.05x (docs/results.md section 15, change 20)."""
         seen = [r for r, n in earlier.rounds.items() if n >= min_rounds]
         if len(seen) >= 2:
             alpha_r = np.clip(earlier.ratios(seen, pooled_alpha) * pooled_alpha, 1e-6, 1.0 - 1e-6)
