@@ -81,7 +81,7 @@ def confirm(rec: dict, goals: list[tuple[str, str]], passes: int, models: ModelC
     configs = [(label, 0 if label == "ar" else int(label[1:]), False) for label in others] + \
         [("auto", max_gamma, True)]
     engines, prompts, eos = cell(name, batch, configs, models)
-    where = f"{name}:{batch}" + (":mixed" if rec["mixed_lengths"] else "")
+    where = cell_of(rec)
 
     def run(label: str, rep: int) -> tuple[float, dict | None]:
         metrics = engines[label].generate(prompts, limits, eos, seed=rep).metrics
@@ -109,13 +109,18 @@ def confirm(rec: dict, goals: list[tuple[str, str]], passes: int, models: ModelC
             "tokens_per_s": tps, "auto_gammas": gammas, "goals": out, "table_commit": rec.get("commit")}
 
 
+def cell_of(rec: dict) -> str:
+    """SETTING:B or SETTING:B:mixed, as `--cells` and `--skip` name a record's cell."""
+    return f"{rec['setting']}:{rec['batch_size']}" + (":mixed" if rec["mixed_lengths"] else "")
+
+
 def report(path: str) -> None:
     """A confirm results file as docs/results.md's table."""
     print("| cell | goal | auto / | passes | median ratio | interval (coverage) | verdict | passes auto only decoded "
           "| median ratio in those / in the others |")
     print("|---" * 9 + "|")
-    for line in open(path):
-        r = json.loads(line)
+    recs = [json.loads(line) for line in open(path)]
+    for r in recs:
         plain = [set(h) == {"0"} for h in r.get("auto_gammas", [])]  # passes where auto ran no round
         for g in r["goals"]:
             low, high = g["interval"]
@@ -125,8 +130,8 @@ def report(path: str) -> None:
                   f"({100 * g['coverage']:.1f} %) | {g['verdict']} | "
                   + (f"{sum(plain)} of {len(plain)} | " + " / ".join(
                       f"{statistics.median(x):.3f}" if x else "-" for x in split) + " |" if plain else "- | - |"))
-    for line in open(path):  # each configuration's own level, for reading the goals' ratios
-        r, tps = json.loads(line), json.loads(line)["tokens_per_s"]
+    for r in recs:  # each configuration's own level, for reading the goals' ratios
+        tps = r["tokens_per_s"]
         print(f"- {r['setting']} B={r['batch_size']}{' mixed' if r['mixed_lengths'] else ''}, medians: "
               + ", ".join(f"{k} {statistics.median(v):.1f} tok/s" for k, v in tps.items())
               + ("; median per pass vs ar: " + ", ".join(f"{k} {paired_median(v, tps['ar']):.3f}"
@@ -158,7 +163,7 @@ def main() -> None:
     models: dict[str, ModelCache] = {}
     with open(a.output, "w") as f:  # opened before any work: an unwritable path fails at once
         for rec in recs:
-            where = f"{rec['setting']}:{rec['batch_size']}" + (":mixed" if rec["mixed_lengths"] else "")
+            where = cell_of(rec)
             if (chosen is not None and where not in chosen) or where in skipped:
                 continue
             goals = goals_of(rec, every=chosen is not None)

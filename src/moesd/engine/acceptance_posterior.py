@@ -118,14 +118,13 @@ class RequestAcceptance:
         and 2.05x (docs/results.md section 15, change 20)."""
         seen = [r for r, n in earlier.rounds.items() if n >= min_rounds]
         if len(seen) >= 2:
-            alpha_r = np.clip(earlier.ratios(seen, pooled_alpha) * pooled_alpha, 1e-6, 1.0 - 1e-6)
-            self.spread = np.sort(_logit(alpha_r) - _logit(pooled_alpha))
+            self.spread = np.sort(_logit(earlier.ratios(seen, pooled_alpha) * pooled_alpha) - _logit(pooled_alpha))
         else:
             self.spread = earlier.spread
 
     def spread_ratios(self, pooled_alpha: float) -> np.ndarray:
         """The carried spread as alpha_r / alpha under a pool of `pooled_alpha` (sorted)."""
-        return _sigmoid(_logit(pooled_alpha) + self.spread) / max(pooled_alpha, 1e-9)
+        return _ratios_at(self.spread, pooled_alpha)
 
     def record(self, rows: list[int], accepted: list[int], drafted: list[int]) -> None:
         """A request's first round is left out of its own estimate (it still counts in the pool): its drafts
@@ -164,7 +163,7 @@ class RequestAcceptance:
         new = np.array([r not in self.accepted for r in rows], dtype=bool)
         if self.spread.size and new.any():
             quantiles = np.quantile(self.spread, (np.arange(new.sum()) + 0.5) / new.sum(), method="hazen")
-            out[new] = _sigmoid(_logit(pooled_alpha) + quantiles) / max(pooled_alpha, 1e-9)
+            out[new] = _ratios_at(quantiles, pooled_alpha)
         return out
 
     @staticmethod
@@ -184,5 +183,6 @@ def _logit(p):
     return np.log(p) - np.log1p(-p)
 
 
-def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
+def _ratios_at(offsets, pooled_alpha: float):
+    """alpha_r / alpha of requests `offsets` log-odds from a pool of `pooled_alpha`."""
+    return 1.0 / (1.0 + np.exp(-(_logit(pooled_alpha) + offsets))) / max(pooled_alpha, 1e-9)
