@@ -22,7 +22,7 @@ round, of the best length under optimistic acceptance (`_probe_length`), so the 
 waits doubles after each probe that changed nothing (4, 8, ... `probe_every`); a far verdict (under 0.9x) waits
 `probe_every` at once, counted across calls (`carry_probe_clock`); probes share a budget of 2 % of the run's time
 (10 % while few rounds near the batch size are timed; `_probe_affordable`). A decode verdict at least 5 % from
-flipping stands for up to 3 more steps of the same rows (`hold_steps`).
+flipping stands for up to 3 more steps of the same rows per 5 % (`hold_steps`, at most 12).
 
 What carries between the `generate` calls of one engine (engine/factory.py): the cost model (the machine and the
 models do not change; a new run trusts its measurements near batch sizes they were made at, `_seed`) and the last
@@ -84,11 +84,11 @@ class AdaptiveGamma:
         # Below this many rounds timed near the batch size (this run's and the engine's earlier runs'), a verdict
         # rests on a few measurements: far ones are probed like close ones, within the larger budget.
         self.trusted_rounds = trusted_rounds
-        # A plain-decoding verdict at least 5 % from flipping stands for up to `hold_steps` more steps of the same
-        # rows (no probe falls due inside them): between rounds only the rows' remaining tokens and the cost maps'
-        # small drift change, and the decision was 3 % of a 6-9 ms stdlib step at B = 4. `--alternate stdlib:16`
-        # (adaptive_gamma_diagnose.py), calls that decoded every step: 8.5-9.0 ms of decision per 32-token call
-        # without holds (8edc74f), 3.5-3.8 ms with 23 of 31 steps held (9b07f81; docs/results.md section 15).
+        # A plain-decoding verdict stands for `hold_steps` more steps of the same rows per 5 % it lies from flipping,
+        # up to 4 x (no probe falls due inside them): between rounds only the rows' remaining tokens and the cost
+        # maps' small drift change. `--alternate stdlib:16` (adaptive_gamma_diagnose.py), calls that decoded every
+        # step: 8.5-9.0 ms of decision per 32-token call without holds (8edc74f), 3.5-3.8 ms holding 3 (9b07f81),
+        # 6.8-7.7 ms on the AVX512 CPU, whose verdicts (0.8-0.9x) moved < 5 % in 31 steps (docs/results.md sec. 15).
         self.hold_steps = max(0, hold_steps)
         self.plans = bool(plans)  # False: finish_objective.py without two-phase plans (for side-by-side runs)
         if not 0.0 <= probe_optimism < float("inf"):
@@ -269,8 +269,8 @@ class AdaptiveGamma:
                 # A far verdict stayed unprobed: a stdlib B = 4 call held 9 of its first 12 plain steps and none of
                 # the 19 after, whose verdicts (0.39-0.90x) no probe was due for (`--trace`).
                 far = not thin and rates[sd] < 0.95 * self.probe_gain * rates[0]
-                # due here: deferred by the budget
-                self._held = (key, self.hold_steps, None,
+                gap = 1.0 - rates[sd] / ((1.0 + self.margin) * rates[0])  # > 0.05; `due`: deferred by the budget
+                self._held = (key, min(4, int(gap / 0.05)) * self.hold_steps, None,
                               float("inf") if due else self.probe_every - self.plain_before if far else self.wait)
         elif best > 0 and not self.decode_measured and self.longest_measured > 0 and minimum == 0:
             # The other side of the comparison must be measured too: a decode cost extrapolated from verify
@@ -286,7 +286,7 @@ class AdaptiveGamma:
                  "predicted_step_s": float(step_s[best]), "objective": "throughput" if remaining is None else "finish",
                  "predicted_end_s": float(sum(remaining)) / rates[best] if remaining is not None else None}
         if self._held is not None:
-            self._held = (key, self.hold_steps, dict(entry, held=True), self._held[3])
+            self._held = (key, self._held[1], dict(entry, held=True), self._held[3])
         return self._record(best, t0, entry)
 
     def _probe_length(self, b: int, room: int, rows, remaining, start_tokens: int, sd: int, tokens: list) -> int:
