@@ -381,6 +381,8 @@ def test_rule_holds_a_clear_decode_verdict_for_a_few_steps_without_changing_any_
     # ~40 % from flipping, each decided verdict stands for 4 x `hold_steps` (8 steps): 9 of the 60 steps were decided
     # in full, where holds of 2 steps decided 22.
     assert far.decisions - far.held_decisions <= 10
+    fixed = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0), hold_steps=2, hold_scale=1, **far_kwargs)
+    assert run(fixed) == chosen and fixed.decisions - fixed.held_decisions >= 20  # holds of 2 steps, however far
     # Each trace entry carries the step time it was priced at (the stub's: 1 for a decode step, 3 for a round).
     assert all(t["predicted_step_s"] == pytest.approx(3.0 if t["gamma"] else 1.0) for t in far.trace)
     # Inside the margin (SD predicted ~1.0x decoding), every step is decided afresh.

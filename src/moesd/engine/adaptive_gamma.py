@@ -22,7 +22,7 @@ round, of the best length under optimistic acceptance (`_probe_length`), so the 
 waits doubles after each probe that changed nothing (4, 8, ... `probe_every`); a far verdict (under 0.9x) waits
 `probe_every` at once, counted across calls (`carry_probe_clock`); probes share a budget of 2 % of the run's time
 (10 % while few rounds near the batch size are timed; `_probe_affordable`). A decode verdict at least 5 % from
-flipping stands for up to 3 more steps of the same rows per 5 % (`hold_steps`, at most 12).
+flipping stands for 3 more steps of the same rows per 5 % (`hold_steps`, up to `hold_scale` = 4 x).
 
 What carries between the `generate` calls of one engine (engine/factory.py): the cost model (the machine and the
 models do not change; a new run trusts its measurements near batch sizes they were made at, `_seed`) and the last
@@ -61,7 +61,7 @@ class AdaptiveGamma:
     def __init__(self, max_gamma: int, cost: StepCostModel, probe_every: int = 64, first_probe: int = 4,
                  trace_limit: int = 4096, margin: float = 0.03, probe_gain: float = 0.9,
                  probe_budget: float = 0.02, trusted_rounds: int = 4, untrusted_probe_budget: float = 0.1,
-                 hold_steps: int = 3, plans: bool = True, probe_optimism: float = 2.0) -> None:
+                 hold_steps: int = 3, plans: bool = True, probe_optimism: float = 2.0, hold_scale: int = 4) -> None:
         if max_gamma < 1:
             raise MoesdError(f"--gamma auto needs a maximum draft length >= 1, got {max_gamma}")
         if not 1 <= first_probe <= probe_every:
@@ -85,11 +85,11 @@ class AdaptiveGamma:
         # rests on a few measurements: far ones are probed like close ones, within the larger budget.
         self.trusted_rounds = trusted_rounds
         # A plain-decoding verdict stands for `hold_steps` more steps of the same rows per 5 % it lies from flipping,
-        # up to 4 x (no probe falls due inside them): between rounds only the rows' remaining tokens and the cost
-        # maps' small drift change. `--alternate stdlib:16` (adaptive_gamma_diagnose.py), calls that decoded every
-        # step: 8.5-9.0 ms of decision per 32-token call without holds (8edc74f), 3.5-3.8 ms holding 3 (9b07f81),
-        # 6.8-7.7 ms on the AVX512 CPU, whose verdicts (0.8-0.9x) moved < 5 % in 31 steps (docs/results.md sec. 15).
-        self.hold_steps = max(0, hold_steps)
+        # up to `hold_scale` x (no probe falls due inside them): between rounds only the rows' remaining tokens and the
+        # cost maps' drift change. `--alternate stdlib:16` (adaptive_gamma_diagnose.py), calls that only decoded:
+        # 8.5-9.0 ms of decision per 32-token call without holds (8edc74f), 3.5-3.8 ms holding 3 (9b07f81); on the
+        # AVX512 CPU, verdicts 0.8-0.9x moving < 5 % in 31 steps: 6.8-8.6 ms holding 3, 3.5-5.9 scaled (results 15).
+        self.hold_steps, self.hold_scale = max(0, hold_steps), max(1, hold_scale)  # 1: the fixed holds of 9b07f81
         self.plans = bool(plans)  # False: finish_objective.py without two-phase plans (for side-by-side runs)
         if not 0.0 <= probe_optimism < float("inf"):
             raise MoesdError(f"the probes' acceptance optimism must be finite and >= 0, got {probe_optimism}")
@@ -270,7 +270,7 @@ class AdaptiveGamma:
                 # the 19 after, whose verdicts (0.39-0.90x) no probe was due for (`--trace`).
                 far = not thin and rates[sd] < 0.95 * self.probe_gain * rates[0]
                 gap = 1.0 - rates[sd] / ((1.0 + self.margin) * rates[0])  # > 0.05; `due`: deferred by the budget
-                self._held = (key, min(4, int(gap / 0.05)) * self.hold_steps, None,
+                self._held = (key, min(self.hold_scale, int(gap / 0.05)) * self.hold_steps, None,
                               float("inf") if due else self.probe_every - self.plain_before if far else self.wait)
         elif best > 0 and not self.decode_measured and self.longest_measured > 0 and minimum == 0:
             # The other side of the comparison must be measured too: a decode cost extrapolated from verify
