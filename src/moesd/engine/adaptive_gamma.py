@@ -88,7 +88,7 @@ class AdaptiveGamma:
         # up to `hold_scale` x (no probe falls due inside them): between rounds only the rows' remaining tokens and the
         # cost maps' drift change. `--alternate stdlib:16` (adaptive_gamma_diagnose.py), calls that only decoded:
         # 8.5-9.0 ms of decision per 32-token call without holds (8edc74f), 3.5-3.8 ms holding 3 (9b07f81); on the
-        # AVX512 CPU, verdicts 0.8-0.9x moving < 5 % in 31 steps: 6.8-8.6 ms holding 3, 3.5-5.9 scaled (results 15).
+        # AVX512 CPU, verdicts 0.24-0.93x (falling as a batch ends): 6.8-8.6 ms holding 3, 3.5-5.9 scaled (results 15).
         self.hold_steps, self.hold_scale = max(0, hold_steps), max(1, hold_scale)  # 1: the fixed holds of 9b07f81
         self.plans = bool(plans)  # False: finish_objective.py without two-phase plans (for side-by-side runs)
         if not 0.0 <= probe_optimism < float("inf"):
