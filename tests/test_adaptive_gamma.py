@@ -129,6 +129,9 @@ def test_rule_decodes_where_the_predicted_gain_is_inside_the_margin():
     assert all(clear.choose(4, 100) == 1 for _ in range(8))
     with pytest.raises(MoesdError):
         AdaptiveGamma(4, cost, margin=1.5)
+    for holds in (dict(hold_scale=0), dict(hold_steps=-1), dict(hold_scale="4"), dict(hold_steps=2.5)):
+        with pytest.raises(MoesdError, match="hold_steps must be an integer"):
+            AdaptiveGamma(4, cost, **holds)
 
 
 def test_cost_model_prices_the_time_outside_the_stages_and_refits_on_a_new_draft_length():

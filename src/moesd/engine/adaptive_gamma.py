@@ -85,11 +85,13 @@ class AdaptiveGamma:
         # rests on a few measurements: far ones are probed like close ones, within the larger budget.
         self.trusted_rounds = trusted_rounds
         # A plain-decoding verdict stands for `hold_steps` more steps of the same rows per 5 % it lies from flipping,
-        # up to `hold_scale` x (no probe falls due inside them): between rounds only the rows' remaining tokens and the
-        # cost maps' drift change. `--alternate stdlib:16` (adaptive_gamma_diagnose.py), calls that only decoded:
-        # 8.5-9.0 ms of decision per 32-token call without holds (8edc74f), 3.5-3.8 ms holding 3 (9b07f81); on the
-        # AVX512 CPU, verdicts 0.24-0.93x (falling as a batch ends): 6.8-8.6 ms holding 3, 3.5-5.9 scaled (results 15).
-        self.hold_steps, self.hold_scale = max(0, hold_steps), max(1, hold_scale)  # 1: the fixed holds of 9b07f81
+        # up to `hold_scale` x (1: the fixed holds of 9b07f81; no probe falls due inside a hold): between rounds only
+        # the rows' remaining tokens and the cost maps' drift change. `--alternate stdlib:16`, calls that only decoded
+        # (verdicts 0.24-0.93x): 8.5-9.0 ms of decision per call without holds (8edc74f, AVX2), 3.5-3.8 ms holding 3
+        # (9b07f81); on the AVX512 CPU 6.8-8.6 ms holding 3, 3.5-5.9 scaled (81ffbf9; docs/results.md section 15).
+        if not all(isinstance(v, int) and v >= low for v, low in ((hold_steps, 0), (hold_scale, 1))):
+            raise MoesdError(f"hold_steps must be an integer >= 0 and hold_scale >= 1, got {hold_steps}, {hold_scale}")
+        self.hold_steps, self.hold_scale = hold_steps, hold_scale
         self.plans = bool(plans)  # False: finish_objective.py without two-phase plans (for side-by-side runs)
         if not 0.0 <= probe_optimism < float("inf"):
             raise MoesdError(f"the probes' acceptance optimism must be finite and >= 0, got {probe_optimism}")
@@ -103,15 +105,12 @@ class AdaptiveGamma:
         # Due probes the budget had no room for; per budget (thin or not), the run time the last one needs to fit.
         self.probes_deferred, self._probe_fits_at_s = 0, {}
         self.first_probe = self.wait = first_probe
-        self.acceptance = PositionAcceptance(max_gamma)
-        self.requests = RequestAcceptance()
-        self.zero_run = 0
+        self.acceptance, self.requests, self.zero_run = PositionAcceptance(max_gamma), RequestAcceptance(), 0
         self.plain_before = 0  # plain steps the engine's earlier runs decoded since its last round (carry_probe_clock)
         self.carried_plain_steps = 0  # what this run started from (reported)
         self.longest_measured = 0  # the longest draft length whose round the cost model has seen
         self.decode_measured = False  # whether the cost model has seen a plain decode step
         self.since_round = 0  # plain steps since the last round: what a draft model must read before drafting
-        self._seeded = False
         self.empty_rounds = self.rounds_asked = 0  # rounds in which no row had a draft / all rounds asked for
         self.carried: dict = {}  # what the engine's earlier runs had measured near this run's batch size
         self.carried_acceptance: dict = {}  # what they had accepted (`carry_acceptance`)
@@ -119,7 +118,7 @@ class AdaptiveGamma:
         self.opening: dict | None = None  # the opening decision, where one was made (`opens_with_round`)
         self.decision_s, self.decisions, self.histogram = 0.0, 0, Counter()
         self.trace: list[dict] = []
-        self.trace_limit = trace_limit
+        self.trace_limit, self._seeded = trace_limit, False
 
     def _seed(self, b: int) -> None:
         """What earlier runs of this engine measured near batch size `b` counts as measured in this one (one cost
@@ -266,8 +265,8 @@ class AdaptiveGamma:
                 probe, self.zero_run, self.plain_before = True, 0, 0
                 self.wait = min(2 * self.wait, self.probe_every)
             elif self.hold_steps and rates[sd] < 0.95 * (1.0 + self.margin) * rates[0]:
-                # A far verdict stayed unprobed: a stdlib B = 4 call held 9 of its first 12 plain steps and none of
-                # the 19 after, whose verdicts (0.39-0.90x) no probe was due for (`--trace`).
+                # A far verdict without a due probe holds too: a stdlib B = 4 call held 9 of its first 12 plain steps
+                # and none of the 19 after (verdicts 0.39-0.90x, `--trace`).
                 far = not thin and rates[sd] < 0.95 * self.probe_gain * rates[0]
                 gap = 1.0 - rates[sd] / ((1.0 + self.margin) * rates[0])  # > 0.05; `due`: deferred by the budget
                 self._held = (key, min(self.hold_scale, int(gap / 0.05)) * self.hold_steps, None,
