@@ -158,7 +158,8 @@ def variant(where: str, option: str, passes: int, max_new: int, gammas: list[int
         paired = [a / b for (a, _), (b, _) in zip(runs[label], runs["ar"])]
         vs_best = [a / b for (a, _), (b, _) in zip(runs[label], runs[best])]
         print(f"  {label}: {median[label]:.1f} tok/s, {median[label] / fixed[best]:.3f}x the best fixed gamma "
-              f"({best}), {median[label] / median['ar']:.3f}x AR; per pass vs AR "
+              f"({best}), {median[label] / median['ar']:.3f}x AR (medians per pass "
+              f"{statistics.median(paired):.3f}x AR, {statistics.median(vs_best):.3f}x {best}); per pass vs AR "
               f"{', '.join(f'{x:.2f}' for x in paired)}, vs {best} {', '.join(f'{x:.2f}' for x in vs_best)}; "
               f"gammas per pass {' '.join(str(h) for _, h in runs[label])}", flush=True)
 

@@ -243,6 +243,7 @@ class AdaptiveGamma:
         sd = max(range(1, top + 1), key=lambda g: rates[g]) if top >= 1 else 0
         if best == 0 and top >= 1:
             self.zero_run += 1
+            gap = 1.0 - rates[sd] / ((1.0 + self.margin) * rates[0])  # how far the verdict lies from flipping
             # No SD round has been measured yet (the merged first round is not priced; until one is, a "SD loses"
             # verdict rests on the prior's shape alone), or `wait` plain steps have run and the verdict is close
             # enough for the model's error to flip it (the best round predicted at >= `probe_gain` of decoding),
@@ -264,12 +265,11 @@ class AdaptiveGamma:
                 best = length
                 probe, self.zero_run, self.plain_before = True, 0, 0
                 self.wait = min(2 * self.wait, self.probe_every)
-            elif self.hold_steps and rates[sd] < 0.95 * (1.0 + self.margin) * rates[0]:
+            elif self.hold_steps and gap > 0.05:
                 # A far verdict without a due probe holds too: a stdlib B = 4 call held 9 of its first 12 plain steps
                 # and none of the 19 after (verdicts 0.39-0.90x, `--trace`).
                 far = not thin and rates[sd] < 0.95 * self.probe_gain * rates[0]
-                gap = 1.0 - rates[sd] / ((1.0 + self.margin) * rates[0])  # > 0.05; `due`: deferred by the budget
-                self._held = (key, min(self.hold_scale, int(gap / 0.05)) * self.hold_steps, None,
+                self._held = (key, min(self.hold_scale, int(gap / 0.05)) * self.hold_steps, None,  # `due`: deferred
                               float("inf") if due else self.probe_every - self.plain_before if far else self.wait)
         elif best > 0 and not self.decode_measured and self.longest_measured > 0 and minimum == 0:
             # The other side of the comparison must be measured too: a decode cost extrapolated from verify
