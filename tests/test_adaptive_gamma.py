@@ -341,6 +341,43 @@ def test_cost_model_keeps_its_rounds_through_a_long_run_of_decode_steps():
     assert cost.steps_s(8, 4)[0] == pytest.approx(0.1, rel=0.05)
 
 
+def test_cost_model_corrects_its_fit_per_batch_size_and_kind_of_step():
+    """One fit over every batch size cannot follow a machine whose step times jump between batch sizes (here decode
+    steps at B <= 10 take 0.6x what the rest of the curve says, as stdlib B = 16's tail did, 20-27 ms priced at 29).
+    With `local_residual` the price at a measured batch size is the measured one (median of the last few ratios),
+    a round at a batch size where only decode steps were measured takes their correction, and a batch size
+    where nothing was measured none; without it, the fit's error stays."""
+    arch, hw = model_preset("Qwen3-30B-A3B").arch(), resolve_hardware("cpu")
+
+    def truth_s(b, g):  # a decode step at 16 rows is 0.1 s, a round 0.1 + 0.05 g; below 11 rows, 0.6 x
+        return (0.1 + 0.05 * g) * (0.6 if b <= 10 else 1.0 + 0.01 * (b - 16))
+
+    models = {}
+    for local in (True, False):
+        cost = models[local] = StepCostModel(physical_prior(arch, hw, 1), fit_context(hw, arch), arch.num_experts,
+                                             arch.experts_per_token, max_gamma=4, local_residual=local)
+        for _ in range(6):
+            for b, g in ((16, 2), (16, 0), (14, 0), (12, 0), (10, 0), (8, 0)):
+                cost.observe(b, g, truth_s(b, g), 0.0, 0.0, step_s=truth_s(b, g))
+    on, off = models[True], models[False]
+    for b in (16, 10, 8):
+        assert on.steps_s(b, 2)[0] == pytest.approx(truth_s(b, 0), rel=0.03)
+    assert on.steps_s(16, 2)[2] == pytest.approx(truth_s(16, 2), rel=0.03)
+    assert abs(off.steps_s(10, 2)[0] / truth_s(10, 0) - 1) > 0.1  # the fit alone misses the jump
+    # A round at B = 10 was never measured: the decode steps' correction there.
+    ratio = on.steps_s(10, 2)[0] / off.steps_s(10, 2)[0]
+    assert on.steps_s(10, 2)[2] == pytest.approx(ratio * off.steps_s(10, 2)[2], rel=1e-9)
+    # Nothing measured at B = 3: the fit's price, and the batch-size table agrees with the single rows.
+    assert on.steps_s(3, 2)[2] == pytest.approx(off.steps_s(3, 2)[2], rel=1e-9)
+    table = on.steps_by_batch_s(16, 2)
+    for b in (3, 8, 10, 16):
+        assert table[b - 1] == pytest.approx(on.steps_s(b, 2), rel=1e-9)
+    assert set(on.scales()["local_ratio"]["decode"]) == {8, 10, 12, 14, 16}
+    # Off, the ratios are still reported (what the correction would be) and none is applied.
+    assert off.scales()["local_ratio"] == on.scales()["local_ratio"]
+    assert off.steps_s(10, 2) == pytest.approx(off.steps_s(10, 2, local=False), rel=1e-12)
+
+
 def test_rule_holds_a_clear_decode_verdict_for_a_few_steps_without_changing_any_choice():
     """A plain-decoding verdict at least 5 % from flipping stands for `hold_steps` more steps of the same rows per 5 %
     (up to 4 x) without being recomputed; no probe falls due inside them, so the choices are those of a policy that
@@ -781,7 +818,8 @@ def test_generate_cli_auto_and_bad_values(capsys, tiny_dir):
     m = json.loads(out)["metrics"]
     assert m["gamma"] == "auto" and m["adaptive"]["max_gamma"] == 6
     # Synthetic drafting without a draft model costs nothing to predict: no draft map.
-    assert set(m["adaptive"]["cost_maps"]) - {"draft_start_s_per_token"} == {"target", "reject", "outside_s"}
+    maps = set(m["adaptive"]["cost_maps"]) - {"draft_start_s_per_token", "local_ratio"}
+    assert maps == {"target", "reject", "outside_s"}
     assert m["adaptive"]["cost_maps"]["outside_s"]["round"] >= 0  # a step's bookkeeping, priced
     assert all(0 <= int(g) <= 6 for g in m["adaptive"]["gamma_histogram"])
     for argv, message in [
@@ -818,6 +856,12 @@ def test_policy_options_reach_every_call_and_bad_ones_fail_before_any_run(tiny_m
         make_gamma_policy(spec(margin=2.0), target, draft)
     with pytest.raises(MoesdError, match="give --gamma auto"):
         EngineSpec(target="tiny", draft="tiny-draft", gamma=4, gamma_policy_options={"margin": 0.5})
+    # The cost model's option is the engine's: it reaches the shared model, not the calls' policies.
+    assert make_gamma_policy(spec(), target, draft).cost.local_residual
+    off = make_gamma_policy(spec(local_residual=0), target, draft)
+    assert not off.cost.local_residual and "local_residual" not in off.options
+    with pytest.raises(MoesdError, match="local_residual must be 0 or 1"):
+        make_gamma_policy(spec(local_residual="yes"), target, draft)
 
 
 def test_per_request_token_limits_finish_rows_at_different_times(tiny_model, agreeing_draft):

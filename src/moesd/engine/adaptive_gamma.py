@@ -13,8 +13,8 @@ minimising the time until the last row ends where none does (a static batch: eng
   rejection), from Algorithm 1's step times (moesd.perf: the physical prior, or `moesd fit` parameters),
   refined by what this run measures (StepCostModel: the target's forward as w0 + w1 x prior(n tokens) + w2 x n
   fitted to the run's forwards, a draft map that also prices the tokens the draft must catch up on, a rejection
-  map, plus each kind of step's measured time outside these stages; engine/step_cost_model.py), so the choice
-  adapts to the machine it runs on.
+  map, each kind of step's measured time outside these stages, and measured over predicted step times per batch
+  size; engine/step_cost_model.py), so the choice adapts to the machine it runs on.
 The choice goes at most to twice the longest draft length whose round the run has measured (1 -> 2 -> 4 -> 8: a trust
 region on the cost model's extrapolation). gamma = 0 is plain decoding: where SD loses, or wins by less than a margin
 (3 %) inside the cost model's error, the engine stops speculating, and after a run of such steps it probes: one
@@ -116,7 +116,7 @@ class AdaptiveGamma:
         self.carried_acceptance: dict = {}  # what they had accepted (`carry_acceptance`)
         self._acceptance_version, self._tokens_cache = 0, None  # bumped by every acceptance outcome: `_row_tokens`
         self.opening: dict | None = None  # the opening decision, where one was made (`opens_with_round`)
-        self.decision_s, self.decisions, self.histogram = 0.0, 0, Counter()
+        self.decision_s, self.decisions, self.histogram, self.observe_s = 0.0, 0, Counter(), 0.0
         self.trace: list[dict] = []
         self.trace_limit, self._seeded = trace_limit, False
 
@@ -377,11 +377,13 @@ class AdaptiveGamma:
 
     def observe_times(self, batch_size: int, gamma: int, target_s: float, draft_s: float, reject_s: float,
                       step_s: float | None = None) -> None:
+        t0 = time.perf_counter()
         self.cost.observe(batch_size, gamma, target_s, draft_s, reject_s, step_s, self.since_round if gamma else 0)
         self.elapsed_s += step_s if step_s is not None else target_s + draft_s + reject_s
         self.longest_measured = max(self.longest_measured, gamma)
         self.decode_measured |= gamma == 0
         self.since_round = self.since_round + 1 if gamma == 0 else 0
+        self.observe_s += time.perf_counter() - t0  # bookkeeping; a refit falls in the first of the two to need it
 
     def summary(self) -> dict:
         return {"max_gamma": self.max_gamma, "cost_model": self.cost.source,
@@ -392,8 +394,7 @@ class AdaptiveGamma:
                 "probe_loss_s": self.probe_loss_s, "probes_deferred": self.probes_deferred,
                 "held_decisions": self.held_decisions,
                 "decision_us_per_step": 1e6 * self.decision_s / self.decisions if self.decisions else 0.0,
-                "alpha_estimate": self.acceptance.alpha, "carried": self.carried,
+                "observe_s": self.observe_s, "alpha_estimate": self.acceptance.alpha, "carried": self.carried,
                 "carried_acceptance": self.carried_acceptance, "carried_plain_steps": self.carried_plain_steps,
-                "opening": self.opening,
-                "per_position_acceptance": self.acceptance.per_position(self.max_gamma),
+                "opening": self.opening, "per_position_acceptance": self.acceptance.per_position(self.max_gamma),
                 "cost_maps": self.cost.scales(), "trace": self.trace}

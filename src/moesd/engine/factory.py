@@ -225,14 +225,20 @@ def make_gamma_policy(spec: EngineSpec, target: LoadedModel, draft: LoadedModel 
     # One cost model for every run of this engine: the machine and the models do not change between calls, so a
     # later call starts from what earlier ones measured (AdaptiveGamma trusts it near batch sizes they ran) and
     # need not pay for timed rounds again. Concurrent calls both feed it (observations of the same machine).
-    cost = StepCostModel(params, ctx, num_experts, top_k, source=source, max_gamma=spec.gamma)
+    options = dict(spec.gamma_policy_options)
+    # The cost model's one option (per-batch-size correction, engine/step_cost_model.py): the engine's, not a call's.
+    local_residual = options.pop("local_residual", True)
+    if local_residual not in (0, 1):  # True and False compare equal to 1 and 0
+        raise MoesdError(f"local_residual must be 0 or 1, got {local_residual!r}")
+    cost = StepCostModel(params, ctx, num_experts, top_k, source=source, max_gamma=spec.gamma,
+                         local_residual=bool(local_residual))
     cost.predicted(64, spec.gamma)  # a bad configuration fails here, and the prior's table is filled before any run
 
-    options = dict(spec.gamma_policy_options)
     known = set(inspect.signature(AdaptiveGamma).parameters) - {"max_gamma", "cost"}
     unknown = sorted(set(options) - known)
     if unknown:
-        raise MoesdError(f"unknown --gamma auto option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        raise MoesdError(f"unknown --gamma auto option(s) {', '.join(unknown)} "
+                         f"(known: {', '.join(sorted(known | {'local_residual'}))})")
     AdaptiveGamma(spec.gamma, cost, **options)  # bad values fail here, before any run
     return GammaPolicies(spec.gamma, cost, options)
 

@@ -106,7 +106,8 @@ class StepCostModel:
     Until a stage has been measured, the target's scale stands in for it."""
 
     def __init__(self, params: StepTimeParams, ctx: StepContext, num_experts: int, top_k: int,
-                 window: int = 64, source: str = "prior", max_gamma: int = 16) -> None:
+                 window: int = 64, source: str = "prior", max_gamma: int = 16, local_residual: bool = True,
+                 local_window: int = 9, local_min: int = 3) -> None:
         self.params, self.ctx, self.max_gamma = params, ctx, max_gamma
         self.num_experts, self.top_k = num_experts, top_k
         self.maps = {"target": _OnlineMap(window, 3), "draft": _OnlineMap(window, 3),
@@ -135,6 +136,18 @@ class StepCostModel:
         # draft has not started yet (engine: the run opened with a plain prefill) must pay it before its first
         # round, and prices it (AdaptiveGamma._rates).
         self._start_s_per_token: deque = deque(maxlen=9)
+        # Measured over predicted whole steps, per (kind of step, batch size): the last `local_window` ratios of the
+        # steps priced without this correction. The maps fit one shape over every batch size and both kinds, and it
+        # can be off at some: a stdlib engine at B = 16 priced its tail's decode steps (B = 10) at 29 ms where they
+        # took 20-27, so rounds, which shorten that tail, looked like gains of 8-19 % where they lost ~10 % (a
+        # one-off trace, docs/results.md section 15). With `local_residual`, a step's price at a batch size where at
+        # least `local_min` steps of its kind were measured is scaled by their median ratio; at one where only the
+        # other kind was, by that kind's (the level the fit missed there, the two kinds' relation left to the fit).
+        self.local_residual, self.local_min = bool(local_residual), local_min
+        self._local: dict[tuple[bool, int], deque] = {}
+        self._local_window = local_window
+        self._local_ratio: dict[tuple[bool, int], float] = {}  # the median, where `local_min` are in
+        self._local_table = np.full((64, 2), np.nan)  # the same by batch size - 1 and kind (round: column 1)
 
     def predicted(self, b: int, g: int) -> dict:
         if (b, g) not in self._cache:
@@ -165,10 +178,16 @@ class StepCostModel:
         plain steps after the draft's last round (one entry of `steps_s`)."""
         return float(self.steps_s(b, g, catch_up)[g])
 
-    def steps_s(self, b: int, top: int, catch_up: int = 0) -> np.ndarray:
+    def steps_s(self, b: int, top: int, catch_up: int = 0, local: bool = True) -> np.ndarray:
         """round_s(b, g, catch_up) for every g in 0..top at once: the decision prices them all every step, and one
-        call per draft length (4-5 map evaluations each) was most of its ~0.6 ms per step."""
-        return self._with_catch_up_and_outside(self._stages_base(b, top).copy(), b, catch_up)
+        call per draft length (4-5 map evaluations each) was most of its ~0.6 ms per step. `local`: with the
+        per-batch-size correction (where `local_residual` is on)."""
+        out = self._with_catch_up_and_outside(self._stages_base(b, top).copy(), b, catch_up)
+        if local and self.local_residual and self._local_ratio:
+            scale = self._local_scales(b)[-1]
+            out[0] *= scale[0]
+            out[1:] *= scale[1]
+        return out
 
     def steps_by_batch_s(self, b: int, top: int, catch_up: int = 0) -> np.ndarray:
         """[b, top + 1]: steps_s(k, top, catch_up) for every batch size k = 1..b (row k - 1): what the steps of a
@@ -178,7 +197,21 @@ class StepCostModel:
         if cached is None or cached[0] != versions:
             cached = self._by_batch[(b, top)] = (versions, np.stack([self._stages_base(k, top)
                                                                      for k in range(1, b + 1)]))
-        return self._with_catch_up_and_outside(cached[1].copy(), np.arange(1, b + 1)[:, None], catch_up)
+        out = self._with_catch_up_and_outside(cached[1].copy(), np.arange(1, b + 1)[:, None], catch_up)
+        if self.local_residual and self._local_ratio:
+            scale = self._local_scales(b)
+            out[:, :1] *= scale[:, :1]
+            out[:, 1:] *= scale[:, 1:]
+        return out
+
+    def _local_scales(self, b: int) -> np.ndarray:
+        """[b, 2]: the correction of a decode step (column 0) and of a round (column 1) at batch sizes 1..b."""
+        table = self._local_table[:b]
+        if table.shape[0] < b:
+            table = np.vstack([table, np.full((b - table.shape[0], 2), np.nan)])
+        # A kind not measured at a batch size takes the other kind's ratio there; neither: no correction.
+        scale = np.where(np.isnan(table), table[:, ::-1], table)
+        return np.where(np.isnan(scale), 1.0, scale)
 
     def _with_catch_up_and_outside(self, out: np.ndarray, b, catch_up: int) -> np.ndarray:
         """Add to cached stage times (draft lengths on the last axis, batch sizes `b` broadcast against the rest)
@@ -216,6 +249,18 @@ class StepCostModel:
                 step_s: float | None = None, catch_up: int = 0) -> None:
         """One measured step: its stages and, with `step_s`, the whole step (the rest is its outside time);
         `catch_up`: for a round, the plain steps decoded since the draft's last one."""
+        if step_s is not None and step_s > 0:
+            # Priced as the decision priced it, without this correction (the maps before this step joins them).
+            predicted = float(self.steps_s(b, g, catch_up, local=False)[g])
+            seen = self._local.setdefault((g > 0, b), deque(maxlen=self._local_window))
+            seen.append(step_s / predicted)
+            if len(seen) >= self.local_min:
+                self._local_ratio[(g > 0, b)] = ratio = statistics.median(seen)
+                if b > self._local_table.shape[0]:
+                    grown = np.full((max(b, 2 * self._local_table.shape[0]), 2), np.nan)
+                    grown[:self._local_table.shape[0]] = self._local_table
+                    self._local_table = grown
+                self._local_table[b - 1, int(g > 0)] = ratio
         f = self._features(b, g, catch_up)
         if g:
             self.rounds_at[b] = max(self.rounds_at.get(b, 0), g)
@@ -257,6 +302,9 @@ class StepCostModel:
         x prior, per catch-up token s; reject: x prior) and the seconds per step outside them (decode step, round)."""
         out = {name: [float(w) for w in m.weights()] for name, m in self.maps.items() if m}
         out["outside_s"] = {"decode": self._outside_s[False], "round": self._outside_s[True]}
+        if self._local_ratio:
+            out["local_ratio"] = {kind: {b: r for (is_round, b), r in sorted(self._local_ratio.items())
+                                         if is_round == (kind == "round")} for kind in ("decode", "round")}
         if self._start_s_per_token:
             out["draft_start_s_per_token"] = statistics.median(self._start_s_per_token)
         return out
