@@ -136,10 +136,11 @@ def test_rule_decodes_where_the_predicted_gain_is_inside_the_margin():
 
 def test_cost_model_prices_the_time_outside_the_stages_and_refits_on_a_new_draft_length():
     """StepCostModel: a step's time outside the target, draft and rejection stages (bookkeeping) is added per
-    kind of step; the first measurement of a new draft length reaches the next prediction at once."""
+    kind of step; the first measurement of a new draft length reaches the next prediction at once (the maps in
+    seconds: without `local_residual`, which keeps them in units of its speed index)."""
     arch, hw = model_preset("Qwen3-30B-A3B").arch(), resolve_hardware("cpu")
     cost = StepCostModel(physical_prior(arch, hw), fit_context(hw, arch), arch.num_experts, arch.experts_per_token,
-                         max_gamma=8)
+                         max_gamma=8, local_residual=False)
     cost.observe(8, 0, 1.0, 0.0, 0.0, step_s=1.01)
     cost.observe(8, 1, 1.2, 0.1, 0.01, step_s=1.4)
     outside = cost.scales()["outside_s"]
@@ -341,41 +342,77 @@ def test_cost_model_keeps_its_rounds_through_a_long_run_of_decode_steps():
     assert cost.steps_s(8, 4)[0] == pytest.approx(0.1, rel=0.05)
 
 
+def _cost_model(local: bool = True) -> StepCostModel:
+    arch, hw = model_preset("Qwen3-30B-A3B").arch(), resolve_hardware("cpu")
+    return StepCostModel(physical_prior(arch, hw, 1), fit_context(hw, arch), arch.num_experts, arch.experts_per_token,
+                         max_gamma=4, local_residual=local)
+
+
+def _static_batch_call(cost, truth_s, rounds: bool) -> None:
+    """The steps of one call of a static batch as an engine meets them: 16 rows (a round every other step where
+    `rounds`), then the tail as rows finish."""
+    tail = [(b, 0) for b in (14, 12, 10, 8) for _ in range(3)]
+    for b, g in [(16, 2 if rounds and i % 2 else 0) for i in range(12)] + tail:
+        cost.observe(b, g, truth_s(b, g), 0.0, 0.0, step_s=truth_s(b, g))
+
+
 def test_cost_model_corrects_its_fit_per_batch_size_and_kind_of_step():
     """One fit over every batch size cannot follow a machine whose step times jump between batch sizes (here decode
     steps at B <= 10 take 0.6x what the rest of the curve says, as stdlib B = 16's tail did, 20-27 ms priced at 29).
-    With `local_residual` the price at a measured batch size is the measured one (median of the last few ratios),
-    a round at a batch size where only decode steps were measured takes their correction, and a batch size
-    where nothing was measured none; without it, the fit's error stays."""
-    arch, hw = model_preset("Qwen3-30B-A3B").arch(), resolve_hardware("cpu")
-
+    With `local_residual` the price at a measured batch size is the measured one, a round at a batch size where
+    only decode steps were measured takes their correction, and one where nothing was measured the speed index
+    alone; without it, the fit's error stays."""
     def truth_s(b, g):  # a decode step at 16 rows is 0.1 s, a round 0.1 + 0.05 g; below 11 rows, 0.6 x
         return (0.1 + 0.05 * g) * (0.6 if b <= 10 else 1.0 + 0.01 * (b - 16))
 
-    models = {}
-    for local in (True, False):
-        cost = models[local] = StepCostModel(physical_prior(arch, hw, 1), fit_context(hw, arch), arch.num_experts,
-                                             arch.experts_per_token, max_gamma=4, local_residual=local)
-        for _ in range(6):
-            for b, g in ((16, 2), (16, 0), (14, 0), (12, 0), (10, 0), (8, 0)):
-                cost.observe(b, g, truth_s(b, g), 0.0, 0.0, step_s=truth_s(b, g))
-    on, off = models[True], models[False]
-    for b in (16, 10, 8):
+    on, off = _cost_model(True), _cost_model(False)
+    for cost in (on, off):
+        for _ in range(8):  # the ratios measured against the settled fit fill the windows
+            _static_batch_call(cost, truth_s, rounds=True)
+    for b in (16, 14, 10, 8):
         assert on.steps_s(b, 2)[0] == pytest.approx(truth_s(b, 0), rel=0.03)
     assert on.steps_s(16, 2)[2] == pytest.approx(truth_s(16, 2), rel=0.03)
     assert abs(off.steps_s(10, 2)[0] / truth_s(10, 0) - 1) > 0.1  # the fit alone misses the jump
-    # A round at B = 10 was never measured: the decode steps' correction there.
-    ratio = on.steps_s(10, 2)[0] / off.steps_s(10, 2)[0]
-    assert on.steps_s(10, 2)[2] == pytest.approx(ratio * off.steps_s(10, 2)[2], rel=1e-9)
-    # Nothing measured at B = 3: the fit's price, and the batch-size table agrees with the single rows.
-    assert on.steps_s(3, 2)[2] == pytest.approx(off.steps_s(3, 2)[2], rel=1e-9)
+    # A round at B = 10 was never measured: the decode steps' correction there (over the fit's price, `local=False`).
+    scale = on.steps_s(10, 2) / on.steps_s(10, 2, local=False)
+    assert scale[2] == pytest.approx(scale[0], rel=1e-9)
+    # Nothing measured at B = 3: the fit's price times the speed index; the batch-size table agrees with the rows.
+    speed = on.scales()["speed_index"]
+    assert on.steps_s(3, 2) == pytest.approx(speed * on.steps_s(3, 2, local=False), rel=1e-9)
     table = on.steps_by_batch_s(16, 2)
     for b in (3, 8, 10, 16):
         assert table[b - 1] == pytest.approx(on.steps_s(b, 2), rel=1e-9)
     assert set(on.scales()["local_ratio"]["decode"]) == {8, 10, 12, 14, 16}
     # Off, the ratios are still reported (what the correction would be) and none is applied.
-    assert off.scales()["local_ratio"] == on.scales()["local_ratio"]
+    assert set(off.scales()["local_ratio"]["decode"]) == {8, 10, 12, 14, 16}
     assert off.steps_s(10, 2) == pytest.approx(off.steps_s(10, 2, local=False), rel=1e-12)
+
+
+def test_cost_model_keeps_a_round_to_decode_relation_through_a_change_of_machine_speed():
+    """The machine slows by 30 % after calls that ran rounds; the calls after only decode. A round is priced from the
+    slow calls' rounds beside decode steps from the fast ones (this CPU's speed moves by 10-20 % between calls), so
+    kept as measured it would look ~30 % cheaper against decoding than it is (25 % without `local_residual`). The
+    maps learn in units of the speed index and the prices follow it; what is left (~7 %) is the change's first
+    steps, which reach the maps in the old units before the index (a median of 9) has moved."""
+    speed = {"now": 1.0}
+
+    def truth_s(b, g):
+        return speed["now"] * (0.1 + 0.08 * g) * (0.6 if b <= 10 else 1.0)
+
+    relation = {}
+    for local in (True, False):
+        speed["now"], cost = 1.0, _cost_model(local)
+        for _ in range(6):
+            _static_batch_call(cost, truth_s, rounds=True)
+        speed["now"] = 1.3
+        for _ in range(4):
+            _static_batch_call(cost, truth_s, rounds=False)
+        priced = cost.steps_s(16, 2)
+        relation[local] = priced[2] / priced[0] / (truth_s(16, 2) / truth_s(16, 0))
+        if local:
+            assert priced[0] == pytest.approx(truth_s(16, 0), rel=0.03)
+            assert cost.steps_s(10, 2)[0] == pytest.approx(truth_s(10, 0), rel=0.03)
+    assert abs(relation[True] - 1) < 0.08 and relation[False] < 0.85
 
 
 def test_rule_holds_a_clear_decode_verdict_for_a_few_steps_without_changing_any_choice():
@@ -818,7 +855,7 @@ def test_generate_cli_auto_and_bad_values(capsys, tiny_dir):
     m = json.loads(out)["metrics"]
     assert m["gamma"] == "auto" and m["adaptive"]["max_gamma"] == 6
     # Synthetic drafting without a draft model costs nothing to predict: no draft map.
-    maps = set(m["adaptive"]["cost_maps"]) - {"draft_start_s_per_token", "local_ratio"}
+    maps = set(m["adaptive"]["cost_maps"]) - {"draft_start_s_per_token", "local_ratio", "speed_index"}
     assert maps == {"target", "reject", "outside_s"}
     assert m["adaptive"]["cost_maps"]["outside_s"]["round"] >= 0  # a step's bookkeeping, priced
     assert all(0 <= int(g) <= 6 for g in m["adaptive"]["gamma_histogram"])

@@ -43,6 +43,7 @@ class _OnlineMap:
         self.max_features = max_features
         self.refit_every = refit_every
         self._w: np.ndarray | None = None
+        self._last_w: np.ndarray | None = None  # the weights before the pending refit (`last_weights`)
         self._since_fit = 0
         self._seen: set = set()  # distinct feature rows (rounded) ever observed
         self.version = 0  # bumped whenever the weights may change: what callers cache their products by
@@ -60,6 +61,7 @@ class _OnlineMap:
             self._seen.add(key)
             n = sum(len(g) for g in self.groups.values())
             if new or n in (1, 2, 4, 8) or self._since_fit >= self.refit_every:
+                self._last_w = self._w if self._w is not None else self._last_w
                 self._w = None
                 self.version += 1
 
@@ -93,6 +95,13 @@ class _OnlineMap:
 
     def __call__(self, features: tuple) -> float:
         return float(np.dot(self.weights(), features))
+
+    def last_weights(self) -> np.ndarray:
+        """The weights of the last fit, without the refit that may be pending (which costs ~0.2 ms) unless it is
+        `2 refit_every` observations old (nothing priced in between: a run of held decisions)."""
+        if self._w is None and (self._last_w is None or self._since_fit >= 2 * self.refit_every):
+            return self.weights()
+        return self._w if self._w is not None else self._last_w
 
 
 class StepCostModel:
@@ -136,14 +145,20 @@ class StepCostModel:
         # draft has not started yet (engine: the run opened with a plain prefill) must pay it before its first
         # round, and prices it (AdaptiveGamma._rates).
         self._start_s_per_token: deque = deque(maxlen=9)
-        # Measured over predicted whole steps, per (kind of step, batch size): the last `local_window` ratios of the
-        # steps priced without this correction. The maps fit one shape over every batch size and both kinds, and it
-        # can be off at some: a stdlib engine at B = 16 priced its tail's decode steps (B = 10) at 29 ms where they
-        # took 20-27, so rounds, which shorten that tail, looked like gains of 8-19 % where they lost ~10 % (a
-        # one-off trace, docs/results.md section 15). With `local_residual`, a step's price at a batch size where at
-        # least `local_min` steps of its kind were measured is scaled by their median ratio; at one where only the
-        # other kind was, by that kind's (the level the fit missed there, the two kinds' relation left to the fit).
+        # Measured over predicted whole steps (priced without this correction), as a speed index and per (kind of
+        # step, batch size). The maps fit one shape over every batch size and both kinds, and it can be off at some:
+        # a stdlib engine at B = 16 priced its tail's decode steps (B = 10) at 29 ms where they took 20-27, so
+        # rounds, which shorten that tail, looked like gains of 8-19 % where they lost ~10 % (a one-off trace,
+        # docs/results.md section 15). And this CPU's speed moves by 10-20 % between calls, while rounds are timed
+        # rarely: priced from the slow calls they ran in beside decode steps from a fast one, a gamma 1 round at
+        # B = 16 was priced at 1.32x a decode step where it took 1.6x (one-off trace of change 22's first form).
+        # So each step's ratio is kept relative to the speed index then (the median of the last 9 ratios, all
+        # kinds), and with `local_residual` a price is scaled by the index now x the median of the last
+        # `local_window` relative ratios of its kind at its batch size (where `local_min` are in; the other kind's
+        # where only it was measured there, none where neither was).
         self.local_residual, self.local_min = bool(local_residual), local_min
+        self._recent: deque = deque(maxlen=9)
+        self._speed = 1.0
         self._local: dict[tuple[bool, int], deque] = {}
         self._local_window = local_window
         self._local_ratio: dict[tuple[bool, int], float] = {}  # the median, where `local_min` are in
@@ -183,7 +198,7 @@ class StepCostModel:
         call per draft length (4-5 map evaluations each) was most of its ~0.6 ms per step. `local`: with the
         per-batch-size correction (where `local_residual` is on)."""
         out = self._with_catch_up_and_outside(self._stages_base(b, top).copy(), b, catch_up)
-        if local and self.local_residual and self._local_ratio:
+        if local and self.local_residual and self._recent:
             scale = self._local_scales(b)[-1]
             out[0] *= scale[0]
             out[1:] *= scale[1]
@@ -198,7 +213,7 @@ class StepCostModel:
             cached = self._by_batch[(b, top)] = (versions, np.stack([self._stages_base(k, top)
                                                                      for k in range(1, b + 1)]))
         out = self._with_catch_up_and_outside(cached[1].copy(), np.arange(1, b + 1)[:, None], catch_up)
-        if self.local_residual and self._local_ratio:
+        if self.local_residual and self._recent:
             scale = self._local_scales(b)
             out[:, :1] *= scale[:, :1]
             out[:, 1:] *= scale[:, 1:]
@@ -209,9 +224,9 @@ class StepCostModel:
         table = self._local_table[:b]
         if table.shape[0] < b:
             table = np.vstack([table, np.full((b - table.shape[0], 2), np.nan)])
-        # A kind not measured at a batch size takes the other kind's ratio there; neither: no correction.
+        # A kind not measured at a batch size takes the other kind's ratio there; neither: the speed index alone.
         scale = np.where(np.isnan(table), table[:, ::-1], table)
-        return np.where(np.isnan(scale), 1.0, scale)
+        return self._speed * np.where(np.isnan(scale), 1.0, scale)
 
     def _with_catch_up_and_outside(self, out: np.ndarray, b, catch_up: int) -> np.ndarray:
         """Add to cached stage times (draft lengths on the last axis, batch sizes `b` broadcast against the rest)
@@ -249,19 +264,13 @@ class StepCostModel:
                 step_s: float | None = None, catch_up: int = 0) -> None:
         """One measured step: its stages and, with `step_s`, the whole step (the rest is its outside time);
         `catch_up`: for a round, the plain steps decoded since the draft's last one."""
-        if step_s is not None and step_s > 0:
-            # Priced as the decision priced it, without this correction (the maps before this step joins them).
-            predicted = float(self.steps_s(b, g, catch_up, local=False)[g])
-            seen = self._local.setdefault((g > 0, b), deque(maxlen=self._local_window))
-            seen.append(step_s / predicted)
-            if len(seen) >= self.local_min:
-                self._local_ratio[(g > 0, b)] = ratio = statistics.median(seen)
-                if b > self._local_table.shape[0]:
-                    grown = np.full((max(b, 2 * self._local_table.shape[0]), 2), np.nan)
-                    grown[:self._local_table.shape[0]] = self._local_table
-                    self._local_table = grown
-                self._local_table[b - 1, int(g > 0)] = ratio
         f = self._features(b, g, catch_up)
+        # With `local_residual`, what the maps learn is in units of the speed index at the time (the shape of the
+        # step times over batch sizes and draft lengths, not this CPU's speed of the moment, which `steps_s`
+        # multiplies back in): the round map otherwise keeps the speed of the calls that last ran rounds.
+        index = self._observe_local(b, g, f, step_s) if step_s is not None and step_s > 0 else self._speed
+        unit = index if self.local_residual else 1.0
+        target_s, draft_s, reject_s = target_s / unit, draft_s / unit, reject_s / unit
         if g:
             self.rounds_at[b] = max(self.rounds_at.get(b, 0), g)
             self.round_count_at[b] = self.round_count_at.get(b, 0) + 1
@@ -273,8 +282,39 @@ class StepCostModel:
             self.maps["reject"].add(f["reject"], reject_s)
         if step_s is not None:
             seen = self._outside[g > 0]
-            seen.append(max(0.0, step_s - target_s - draft_s - reject_s))
+            seen.append(max(0.0, step_s / unit - target_s - draft_s - reject_s))
             self._outside_s[g > 0] = statistics.median(seen)  # pure Python: np.median cost ~0.1 ms a step
+
+    def _observe_local(self, b: int, g: int, f: dict, step_s: float) -> float:
+        """Measured over predicted for one whole step, priced with the maps' last fit, without the correction (a
+        refit forced here for each step cost ~0.1 ms of each held decode step), into the speed index and, relative
+        to the index before it (returned), into its (kind, batch size) correction."""
+        target = self.maps["target"].last_weights() if self.maps["target"] else None
+        scale = target[1] if target is not None else 1.0
+        predicted = float(np.dot(target, f["target"])) if target is not None else f["target"][1]
+        if g:
+            for name in ("draft", "reject"):
+                m = self.maps[name]
+                predicted += float(np.dot(m.last_weights(), f[name])) if m else scale * f[name][1]
+        ratio = float(step_s / (predicted + self._outside_s[g > 0]))
+        recent = self._recent
+        index = statistics.median(recent) if recent else ratio
+        seen = self._local.setdefault((g > 0, b), deque(maxlen=self._local_window))
+        seen.append(ratio / index)
+        if len(seen) >= self.local_min:
+            self._local_ratio[(g > 0, b)] = median = statistics.median(seen)
+            if b > self._local_table.shape[0]:
+                grown = np.full((max(b, 2 * self._local_table.shape[0]), 2), np.nan)
+                grown[:self._local_table.shape[0]] = self._local_table
+                self._local_table = grown
+            self._local_table[b - 1, int(g > 0)] = median
+        # The index takes each ratio over its (kind, batch size) correction: what is left is the machine's speed, not
+        # the fit's error at the batch size the run is at (taken as speed, a call's tail at B <= 10 set the index for
+        # B = 16 too, and the per-batch-size corrections cancelled).
+        own, other = self._local_ratio.get((g > 0, b)), self._local_ratio.get((g == 0, b))
+        recent.append(ratio / (own if own is not None else other if other is not None else 1.0))
+        self._speed = statistics.median(recent)
+        return index
 
     def measured_near(self, b: int) -> tuple[int, bool]:
         """(the longest draft length of a round measured, whether a decode step was measured) at batch sizes within
@@ -299,10 +339,12 @@ class StepCostModel:
 
     def scales(self) -> dict:
         """The fitted weights of each map (target: per forward s, x prior, per token s; draft: per forward s,
-        x prior, per catch-up token s; reject: x prior) and the seconds per step outside them (decode step, round)."""
+        x prior, per catch-up token s; reject: x prior) and the seconds per step outside them (decode step, round),
+        with `local_residual` in units of the speed index (reported with the per-batch-size corrections)."""
         out = {name: [float(w) for w in m.weights()] for name, m in self.maps.items() if m}
         out["outside_s"] = {"decode": self._outside_s[False], "round": self._outside_s[True]}
-        if self._local_ratio:
+        if self._recent:
+            out["speed_index"] = self._speed
             out["local_ratio"] = {kind: {b: r for (is_round, b), r in sorted(self._local_ratio.items())
                                          if is_round == (kind == "round")} for kind in ("decode", "round")}
         if self._start_s_per_token:
