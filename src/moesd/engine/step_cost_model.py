@@ -286,9 +286,10 @@ class StepCostModel:
             self._outside_s[g > 0] = statistics.median(seen)  # pure Python: np.median cost ~0.1 ms a step
 
     def _observe_local(self, b: int, g: int, f: dict, step_s: float) -> float:
-        """Measured over predicted for one whole step, priced with the maps' last fit, without the correction (a
-        refit forced here for each step cost ~0.1 ms of each held decode step), into the speed index and, relative
-        to the index before it (returned), into its (kind, batch size) correction."""
+        """Measured over predicted for one whole step, priced with the maps' last fit (what the decision before it
+        priced with; a refit that is due waits for the next decision, which runs it anyway), without the
+        correction, into the speed index and, relative to the index before it (returned), into its (kind, batch
+        size) correction."""
         target = self.maps["target"].last_weights() if self.maps["target"] else None
         scale = target[1] if target is not None else 1.0
         predicted = float(np.dot(target, f["target"])) if target is not None else f["target"][1]
