@@ -161,8 +161,8 @@ class StepCostModel:
         self._speed = 1.0
         self._local: dict[tuple[bool, int], deque] = {}
         self._local_window = local_window
-        self._local_ratio: dict[tuple[bool, int], float] = {}  # the median, where `local_min` are in
-        self._local_table = np.full((64, 2), np.nan)  # the same by batch size - 1 and kind (round: column 1)
+        # Their medians, where `local_min` are in, by batch size - 1 and kind (round: column 1); NaN elsewhere.
+        self._local_table = np.full((64, 2), np.nan)
 
     def predicted(self, b: int, g: int) -> dict:
         if (b, g) not in self._cache:
@@ -198,11 +198,7 @@ class StepCostModel:
         call per draft length (4-5 map evaluations each) was most of its ~0.6 ms per step. `local`: with the
         per-batch-size correction (where `local_residual` is on)."""
         out = self._with_catch_up_and_outside(self._stages_base(b, top).copy(), b, catch_up)
-        if local and self.local_residual and self._recent:
-            scale = self._local_scales(b)[-1]
-            out[0] *= scale[0]
-            out[1:] *= scale[1]
-        return out
+        return self._corrected(out, b) if local else out
 
     def steps_by_batch_s(self, b: int, top: int, catch_up: int = 0) -> np.ndarray:
         """[b, top + 1]: steps_s(k, top, catch_up) for every batch size k = 1..b (row k - 1): what the steps of a
@@ -213,11 +209,23 @@ class StepCostModel:
             cached = self._by_batch[(b, top)] = (versions, np.stack([self._stages_base(k, top)
                                                                      for k in range(1, b + 1)]))
         out = self._with_catch_up_and_outside(cached[1].copy(), np.arange(1, b + 1)[:, None], catch_up)
+        return self._corrected(out, b)
+
+    def _corrected(self, out: np.ndarray, b: int) -> np.ndarray:
+        """Step times over draft lengths (decode steps first) at batch size b, or [b, lengths] at batch sizes 1..b,
+        times the speed index and their corrections, where `local_residual` is on and a step has been timed."""
         if self.local_residual and self._recent:
-            scale = self._local_scales(b)
-            out[:, :1] *= scale[:, :1]
-            out[:, 1:] *= scale[:, 1:]
+            scale = self._local_scales(b) if out.ndim == 2 else \
+                self._speed * np.array([self._correction(b, False), self._correction(b, True)])
+            out[..., :1] *= scale[..., :1]
+            out[..., 1:] *= scale[..., 1:]
         return out
+
+    def _correction(self, b: int, is_round: bool) -> float:
+        """One entry of `_local_scales` without the speed index: what `_observe_local` divides a ratio by."""
+        row = self._local_table[b - 1] if b <= self._local_table.shape[0] else (np.nan, np.nan)
+        own, other = float(row[int(is_round)]), float(row[int(not is_round)])
+        return own if own == own else other if other == other else 1.0  # NaN != NaN: not measured
 
     def _local_scales(self, b: int) -> np.ndarray:
         """[b, 2]: the correction of a decode step (column 0) and of a round (column 1) at batch sizes 1..b."""
@@ -253,12 +261,16 @@ class StepCostModel:
             cached = self._stages[(b, top)] = (versions, base)
         return cached[1]
 
-    def _stage_all(self, name: str, x: np.ndarray) -> np.ndarray:
+    def _stage_all(self, name: str, x: np.ndarray, last: bool = False) -> np.ndarray:
+        """One stage's seconds for feature rows `x`; `last`: with the maps' last fit, no pending refit run."""
+        def weights(m):
+            return m.last_weights() if last else m.weights()
+
         m = self.maps[name]
         if m:
-            return x @ m.weights()
+            return x @ weights(m)
         target = self.maps["target"]
-        return (target.weights()[1] if target else 1.0) * x[:, 1]
+        return (weights(target)[1] if target else 1.0) * x[:, 1]
 
     def observe(self, b: int, g: int, target_s: float, draft_s: float, reject_s: float,
                 step_s: float | None = None, catch_up: int = 0) -> None:
@@ -290,20 +302,15 @@ class StepCostModel:
         priced with; a refit that is due waits for the next decision, which runs it anyway), without the
         correction, into the speed index and, relative to the index before it (returned), into its (kind, batch
         size) correction."""
-        target = self.maps["target"].last_weights() if self.maps["target"] else None
-        scale = target[1] if target is not None else 1.0
-        predicted = float(np.dot(target, f["target"])) if target is not None else f["target"][1]
-        if g:
-            for name in ("draft", "reject"):
-                m = self.maps[name]
-                predicted += float(np.dot(m.last_weights(), f[name])) if m else scale * f[name][1]
+        stages = ("target", "draft", "reject") if g else ("target",)
+        predicted = sum(float(self._stage_all(name, np.array([f[name]]), last=True)[0]) for name in stages)
         ratio = float(step_s / (predicted + self._outside_s[g > 0]))
         recent = self._recent
         index = statistics.median(recent) if recent else ratio
         seen = self._local.setdefault((g > 0, b), deque(maxlen=self._local_window))
         seen.append(ratio / index)
         if len(seen) >= self.local_min:
-            self._local_ratio[(g > 0, b)] = median = statistics.median(seen)
+            median = statistics.median(seen)
             if b > self._local_table.shape[0]:
                 grown = np.full((max(b, 2 * self._local_table.shape[0]), 2), np.nan)
                 grown[:self._local_table.shape[0]] = self._local_table
@@ -312,8 +319,7 @@ class StepCostModel:
         # The index takes each ratio over its (kind, batch size) correction: what is left is the machine's speed, not
         # the fit's error at the batch size the run is at (taken as speed, a call's tail at B <= 10 set the index for
         # B = 16 too, and the per-batch-size corrections cancelled).
-        own, other = self._local_ratio.get((g > 0, b)), self._local_ratio.get((g == 0, b))
-        recent.append(ratio / (own if own is not None else other if other is not None else 1.0))
+        recent.append(ratio / self._correction(b, g > 0))
         self._speed = statistics.median(recent)
         return index
 
@@ -346,8 +352,8 @@ class StepCostModel:
         out["outside_s"] = {"decode": self._outside_s[False], "round": self._outside_s[True]}
         if self._recent:
             out["speed_index"] = self._speed
-            out["local_ratio"] = {kind: {b: r for (is_round, b), r in sorted(self._local_ratio.items())
-                                         if is_round == (kind == "round")} for kind in ("decode", "round")}
+            out["local_ratio"] = {kind: {b + 1: float(r) for b, r in enumerate(self._local_table[:, column])
+                                         if not np.isnan(r)} for column, kind in enumerate(("decode", "round"))}
         if self._start_s_per_token:
             out["draft_start_s_per_token"] = statistics.median(self._start_s_per_token)
         return out
