@@ -389,11 +389,11 @@ def test_cost_model_corrects_its_fit_per_batch_size_and_kind_of_step():
 
 
 def test_cost_model_keeps_a_round_to_decode_relation_through_a_change_of_machine_speed():
-    """The machine slows by 30 % after calls that ran rounds; the calls after only decode. A round is priced from the
-    slow calls' rounds beside decode steps from the fast ones (this CPU's speed moves by 10-20 % between calls), so
-    kept as measured it would look ~30 % cheaper against decoding than it is (25 % without `local_residual`). The
-    maps learn in units of the speed index and the prices follow it; what is left (~7 %) is the change's first
-    steps, which reach the maps in the old units before the index (a median of 9) has moved."""
+    """The machine slows by 1.3x after calls that ran rounds; the calls after only decode. A round is priced from the
+    fast calls' rounds beside decode steps from the slow ones (this CPU's speed moves by 10-20 % between calls), so
+    kept as measured it would look ~30 % cheaper against decoding than it is (without `local_residual`: > 15 %). The
+    maps learn in units of the speed index and the prices follow it; what is left (5-7 % in a one-off run) is the
+    change's first steps, which reach the maps in the old units before the index (a median of 9) has moved."""
     speed = {"now": 1.0}
 
     def truth_s(b, g):
