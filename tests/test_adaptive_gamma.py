@@ -515,6 +515,7 @@ def test_finish_objective_prices_each_stretch_of_a_static_batch_at_its_own_batch
     against direct walks over the rows' ends, on a cost concave in the batch size."""
     policy = two_requests_taught()
     policy.cost = SaturatingCost()
+    policy.finish_draws = 0  # the walks step each row's expected progress (the spread: test_finish_objective.py)
     rows, remaining = [0, 1, 0, 1], [30, 30, 12, 20]
     policy.choose(4, 100, rows=rows, remaining=remaining)
     rates = policy._rates(4, 100, 0, rows, remaining, 0)[0]

@@ -61,7 +61,8 @@ class AdaptiveGamma:
     def __init__(self, max_gamma: int, cost: StepCostModel, probe_every: int = 64, first_probe: int = 4,
                  trace_limit: int = 4096, margin: float = 0.03, probe_gain: float = 0.9,
                  probe_budget: float = 0.02, trusted_rounds: int = 4, untrusted_probe_budget: float = 0.1,
-                 hold_steps: int = 3, plans: bool = True, probe_optimism: float = 2.0, hold_scale: int = 4) -> None:
+                 hold_steps: int = 3, plans: bool = True, probe_optimism: float = 2.0, hold_scale: int = 4,
+                 finish_draws: int = 32) -> None:
         if max_gamma < 1:
             raise MoesdError(f"--gamma auto needs a maximum draft length >= 1, got {max_gamma}")
         if not 1 <= first_probe <= probe_every:
@@ -93,6 +94,9 @@ class AdaptiveGamma:
             raise MoesdError(f"hold_steps must be an integer >= 0 and hold_scale >= 1, got {hold_steps}, {hold_scale}")
         self.hold_steps, self.hold_scale = hold_steps, hold_scale
         self.plans = bool(plans)  # False: finish_objective.py without two-phase plans (for side-by-side runs)
+        if not (isinstance(finish_draws, int) and 0 <= finish_draws <= 4096):
+            raise MoesdError(f"finish_draws must be an integer in 0..4096, got {finish_draws!r}")
+        self.finish_draws = finish_draws  # 0: a static batch's rows end at their expected progress (finish_rates)
         if not 0.0 <= probe_optimism < float("inf"):
             raise MoesdError(f"the probes' acceptance optimism must be finite and >= 0, got {probe_optimism}")
         self.probe_optimism = probe_optimism  # 0: a probe takes the best length at the posterior means
@@ -147,7 +151,8 @@ class AdaptiveGamma:
         catch_up = 0 if start_tokens else self.since_round
         if remaining is not None and len(remaining) == per_row.shape[0]:
             step_s = self._steps_by_batch_s(per_row.shape[0], top, catch_up)  # row k: batch size k + 1
-            rates, step_s = finish_rates(per_row, np.asarray(remaining, float), step_s, start_s, self.plans), step_s[-1]
+            rates, step_s = (finish_rates(per_row, np.asarray(remaining, float), step_s, start_s, self.plans,
+                                          self.finish_draws), step_s[-1])
         else:
             step_s = self._steps_s(b, top, catch_up)
             # Spread over the rest of the run at that draft length (~room / e_g steps).

@@ -35,16 +35,64 @@ def switch_points(rows: int, most: int = 7) -> np.ndarray:
     return np.unique(np.round(rows * np.arange(1, most + 1) / (most + 1)).astype(int))
 
 
+def tokens_variance(per_row: np.ndarray) -> np.ndarray:
+    """[rows, top + 1]: the variance of the tokens one step commits in each row, per draft length (0 for decoding),
+    from `per_row`'s expected tokens. A round commits 1 + A tokens, A = sum_i X_i with X_i = 1 when the first i + 1
+    drafts are accepted; the X_i are nested (X_j <= X_i for j > i), so E[X_i X_j] = q_max(i, j), q_i = E[X_i], and
+    E[A^2] = sum_i (2 i + 1) q_i."""
+    q = np.diff(per_row, axis=1)
+    second = np.cumsum((2 * np.arange(q.shape[1]) + 1) * q, axis=1)
+    out = np.zeros_like(per_row)
+    out[:, 1:] = np.maximum(second - (per_row[:, 1:] - 1.0) ** 2, 0.0)
+    return out
+
+
+def _normal_draws(rows: int, draws: int) -> np.ndarray:
+    """[draws, rows] standard normals, the same at every call (fixed seed; numpy fills them in order, so a larger
+    batch extends the rows a smaller one drew): the decision stays a function of the run's history, and steps of one
+    run compare their options under the same draws."""
+    global _DRAWS
+    if _DRAWS.shape[0] < rows or _DRAWS.shape[1] < draws:
+        _DRAWS = np.random.default_rng(20261203).standard_normal((max(rows, 64), max(draws, 32)))
+    return _DRAWS[:rows, :draws].T
+
+
+_DRAWS = np.empty((0, 0))
+
+
+def expected_ends(steps: np.ndarray, sd: np.ndarray, draws: int) -> np.ndarray:
+    """[rows, a]: each row's steps to its end replaced by the expected order statistic of its rank (by mean), each
+    row's steps drawn normal(steps, sd) independently, estimated over `draws` common draws. The last row ends at the
+    expected maximum, later than the latest expected end: 64 rows accepting 0.2-0.9 at gamma 1 need ~27 rounds for
+    32 tokens in the slowest, with a standard deviation of ~1.7 rounds, and some nine rows within one of it."""
+    order = np.argsort(steps, axis=0, kind="stable")
+    drawn = np.maximum(steps.T[None] + sd.T[None] * _normal_draws(steps.shape[0], draws)[:, None, :], 0.0)
+    drawn.sort(axis=2)  # [draws, a, rows]
+    out = np.empty_like(steps)
+    np.put_along_axis(out, order, drawn.mean(axis=0).T, axis=0)
+    return out
+
+
 def finish_rates(per_row: np.ndarray, remaining: np.ndarray, by_batch_s: np.ndarray,
-                 start_s: float = 0.0, plans: bool = True) -> np.ndarray:
+                 start_s: float = 0.0, plans: bool = True, draws: int = 0) -> np.ndarray:
     """Remaining tokens per second until the last row ends, per draft length a = 0..top now: the best plan "a until j
     rows have ended, then b" (or a to the end). `per_row`: [rows, top + 1] expected tokens per step of each row;
     `remaining`: each row's remaining tokens; `by_batch_s`: [rows, top + 1] step seconds at batch sizes 1..rows
     (row k: batch size k + 1); `start_s`: a draft that has not started, added to every plan that speculates;
-    `plans` False: each draft length held to the end only (the objective before two-phase plans)."""
+    `plans` False: each draft length held to the end only (the objective before two-phase plans). `draws` > 0: the
+    rows' ends are the expected order statistics of random ends (`expected_ends`; renewal counting: a row that
+    needs R tokens at mean m and variance v per step takes R / m steps with variance R v / m^3), not the ends of
+    their expected progress, which a round's chance makes optimistic for SD alone (decode steps commit one token
+    each): auto at the CPU MoE's B = 64 speculated on predicted gains of 1.03-1.06x where the rest of the run after
+    its rounds took 1.09x what it predicted (after decode steps 1.03x; `adaptive_gamma_diagnose.py --finish`)."""
     n = per_row.shape[0]
     per_step = np.minimum(per_row, np.maximum(remaining, 1.0)[:, None])  # a row takes no more than it has left
     steps = remaining[:, None] / per_step  # [rows, a]: each row's steps holding a
+    if draws and n >= 2:
+        # A row whose next step may take all it has left ends in that step.
+        sd = np.where(per_row < remaining[:, None],
+                      np.sqrt(remaining[:, None] * tokens_variance(per_row) / per_step ** 3), 0.0)
+        steps = expected_ends(steps, sd, draws)
     ends = np.sort(steps, axis=0)
     by_phase_s = by_batch_s[::-1]  # row k: the batch while k rows have ended
     stretch = ends.copy()
