@@ -4,6 +4,7 @@ steps to its end, which the expected-progress ends leave out."""
 import numpy as np
 import pytest
 
+from moesd.engine.acceptance_posterior import RequestAcceptance
 from moesd.engine.finish_objective import expected_ends, finish_rates, tokens_variance
 
 
@@ -72,3 +73,37 @@ def test_expected_ends_keep_each_rows_rank_and_a_lone_row_its_mean():
     assert list(np.argsort(ends[:, 1])) == list(np.argsort(steps[:, 1]))
     assert np.array_equal(ends, expected_ends(steps, sd, 32))
     assert expected_ends(steps[:1], sd[:1], 32)[0, 1] == pytest.approx(5.0, abs=0.5)
+
+
+def test_finish_objective_counts_the_uncertainty_of_each_rows_acceptance():
+    """16 rows whose acceptance is known only from a few rounds each (Beta posteriors from RequestAcceptance, around a
+    pool of 0.55), gamma 2: simulated batches drawing each row's alpha from its posterior end within 4 % of what the
+    objective predicts with the estimates' variance, where the rounds' chance alone predicts them over 4 % sooner."""
+    requests = RequestAcceptance()
+    rng = np.random.default_rng(3)
+    truth = np.linspace(0.25, 0.85, 16)
+    for _ in range(4):  # the first round of each request is left out of its own estimate
+        accepted = [int(np.argmin(np.append(rng.random(2) < a, False).cumprod())) for a in truth]
+        requests.record(list(range(16)), accepted, [2] * 16)
+    pool, rows = 0.55, list(range(16))
+    survive = [pool, pool ** 2]
+    ratios, ratio_var = requests.ratios(rows, pool), requests.ratio_variances(rows, pool)
+    per_row = RequestAcceptance.row_tokens(survive, ratios)
+    per_row_var = RequestAcceptance.row_tokens_variance(survive, ratios, ratio_var)
+    # First order against draws of the ratio from its posterior
+    k = requests.prior_strength
+    a = np.array([requests.accepted[r] for r in rows]) + k * pool
+    b = np.array([requests.rejected[r] for r in rows]) + k * (1 - pool)
+    draws = rng.beta(a[:, None], b[:, None], size=(16, 4000)) / pool
+    drawn = np.stack([RequestAcceptance.row_tokens(survive, draws[:, j]) for j in range(4000)])
+    assert np.allclose(per_row_var[:, 2], drawn[:, :, 2].var(axis=0), rtol=0.2)
+    remaining = np.full(16, 40.0)
+    cost = lambda b: 1.0 + 0.01 * b  # noqa: E731
+    by_batch_s = np.repeat(cost(np.arange(1, 17))[:, None], 3, axis=1)
+    alphas = np.minimum(draws[:, :400] * pool, 1.0)
+    simulated = np.mean([simulated_finish_s(alphas[:, j], remaining, 2, cost, runs=1, seed=j) for j in range(400)])
+    with_estimates = remaining.sum() / finish_rates(per_row, remaining, by_batch_s, plans=False, draws=32,
+                                                    per_row_var=per_row_var)
+    chance_only = remaining.sum() / finish_rates(per_row, remaining, by_batch_s, plans=False, draws=32)
+    assert with_estimates[2] == pytest.approx(simulated, rel=0.04)
+    assert chance_only[2] < 0.96 * simulated

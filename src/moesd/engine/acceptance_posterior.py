@@ -166,6 +166,31 @@ class RequestAcceptance:
             out[new] = _ratios_at(quantiles, pooled_alpha)
         return out
 
+    def ratio_variances(self, rows: list[int], pooled_alpha: float) -> np.ndarray:
+        """The posterior variance of each row's alpha_r / alpha (`ratios`): its Beta posterior's, a request not seen
+        yet the prior's (how far requests may lie from the pool), or 0 where the carried spread places it (its
+        quantile already stands for that). What a static batch's end depends on beyond the means: the slowest row's
+        estimate after a few rounds can be far from its acceptance."""
+        k, alpha = self.prior_strength, max(pooled_alpha, 1e-9)
+        a = np.array([self.accepted.get(r, 0) for r in rows], dtype=float) + k * alpha
+        b = np.array([self.rejected.get(r, 0) for r in rows], dtype=float) + k * (1.0 - alpha)
+        out = a * b / ((a + b) ** 2 * (a + b + 1.0)) / alpha ** 2
+        if self.spread.size:
+            out[np.array([r not in self.accepted for r in rows], dtype=bool)] = 0.0
+        return out
+
+    @staticmethod
+    def row_tokens_variance(per_position: list[float], ratios: np.ndarray, ratio_var: np.ndarray) -> np.ndarray:
+        """[rows, len(per_position) + 1]: the variance of `row_tokens` from each row's ratio's (first order: the
+        derivative of sum_i p_i ratio^(i + 1) in the ratio, 0 where a position is capped at 1)."""
+        if len(ratios) == 0:
+            ratios, ratio_var = np.ones(1), np.zeros(1)
+        p = np.asarray(per_position, dtype=float)
+        i = np.arange(1, len(p) + 1)
+        free = p[None, :] * ratios[:, None] ** i[None, :] < 1.0
+        slope = np.cumsum(np.where(free, p[None, :] * i[None, :] * ratios[:, None] ** (i[None, :] - 1), 0.0), axis=1)
+        return np.concatenate([np.zeros((len(ratios), 1)), slope ** 2 * ratio_var[:, None]], axis=1)
+
     @staticmethod
     def row_tokens(per_position: list[float], ratios: np.ndarray) -> np.ndarray:
         """[rows, len(per_position) + 1]: the tokens a round of each draft length 0.. commits in each row, the bonus

@@ -144,7 +144,7 @@ class AdaptiveGamma:
         # rule: a 32-token stdlib run at B = 1 (~12 rounds, high acceptance) spent 5 of them ramping 1 -> 6.
         reach = max(self.longest_measured + 1, 2 * self.longest_measured)
         top = max(minimum, min(self.max_gamma, room - 1, reach))
-        per_row, tokens = self._row_tokens(top, rows, optimism)
+        per_row, tokens, per_row_var = self._row_tokens(top, rows, optimism)
         # A draft that has not started (the run opened with a plain prefill) first reads every row's history: a
         # one-off cost of the first round, which then needs no catch-up.
         start_s = self.cost.draft_start_s(start_tokens) if start_tokens else 0.0
@@ -152,27 +152,32 @@ class AdaptiveGamma:
         if remaining is not None and len(remaining) == per_row.shape[0]:
             step_s = self._steps_by_batch_s(per_row.shape[0], top, catch_up)  # row k: batch size k + 1
             rates, step_s = (finish_rates(per_row, np.asarray(remaining, float), step_s, start_s, self.plans,
-                                          self.finish_draws), step_s[-1])
+                                          self.finish_draws, per_row_var), step_s[-1])
         else:
             step_s = self._steps_s(b, top, catch_up)
             # Spread over the rest of the run at that draft length (~room / e_g steps).
             rates = tokens / (step_s + np.concatenate([[0.0], start_s * tokens[1:] / max(room, 1)]))
         return rates.tolist(), tokens.tolist(), top, step_s
 
-    def _row_tokens(self, top: int, rows, optimism: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-        """Expected tokens per row for draft lengths 0..top ([rows, top + 1]) and their mean: kept per (top, optimism)
-        until the next round changes acceptance (a probe's optimistic pass no longer evicts the means')."""
+    def _row_tokens(self, top: int, rows, optimism: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Expected tokens per row for draft lengths 0..top ([rows, top + 1]), their mean, and their variance from
+        the rows' estimates: kept per (top, optimism) until the next round changes acceptance."""
         empty = self.empty_fraction
         version = (self._acceptance_version, tuple(rows) if rows else None, id(self.requests.spread), empty)
         if self._tokens_cache is None or self._tokens_cache[0] != version:
-            ratios = self.requests.ratios(rows, self.acceptance.alpha) if rows else np.ones(1)
-            self._tokens_cache = (version, ratios, {})
-        _, ratios, by_key = self._tokens_cache
+            alpha = self.acceptance.alpha
+            ratios = self.requests.ratios(rows, alpha) if rows else np.ones(1)
+            ratio_var = self.requests.ratio_variances(rows, alpha) if rows else np.zeros(1)
+            self._tokens_cache = (version, ratios, ratio_var, {})
+        _, ratios, ratio_var, by_key = self._tokens_cache
         if (top, optimism) not in by_key:
-            per_row = self.requests.row_tokens(self.acceptance.per_position(top, optimism=optimism), ratios)
+            per_position = self.acceptance.per_position(top, optimism=optimism)
+            per_row = self.requests.row_tokens(per_position, ratios)
+            per_row_var = self.requests.row_tokens_variance(per_position, ratios, ratio_var)
             if empty:  # an empty round is a decode step: one token per row
                 per_row[:, 1:] = empty + (1.0 - empty) * per_row[:, 1:]
-            by_key[(top, optimism)] = (per_row, per_row.mean(axis=0))
+                per_row_var *= (1.0 - empty) ** 2
+            by_key[(top, optimism)] = (per_row, per_row.mean(axis=0), per_row_var)
         return by_key[(top, optimism)]
 
     @property

@@ -74,7 +74,8 @@ def expected_ends(steps: np.ndarray, sd: np.ndarray, draws: int) -> np.ndarray:
 
 
 def finish_rates(per_row: np.ndarray, remaining: np.ndarray, by_batch_s: np.ndarray,
-                 start_s: float = 0.0, plans: bool = True, draws: int = 0) -> np.ndarray:
+                 start_s: float = 0.0, plans: bool = True, draws: int = 0,
+                 per_row_var: np.ndarray | None = None) -> np.ndarray:
     """Remaining tokens per second until the last row ends, per draft length a = 0..top now: the best plan "a until j
     rows have ended, then b" (or a to the end). `per_row`: [rows, top + 1] expected tokens per step of each row;
     `remaining`: each row's remaining tokens; `by_batch_s`: [rows, top + 1] step seconds at batch sizes 1..rows
@@ -84,14 +85,19 @@ def finish_rates(per_row: np.ndarray, remaining: np.ndarray, by_batch_s: np.ndar
     needs R tokens at mean m and variance v per step takes R / m steps with variance R v / m^3), not the ends of
     their expected progress, which a round's chance makes optimistic for SD alone (decode steps commit one token
     each): auto at the CPU MoE's B = 64 speculated on predicted gains of 1.03-1.06x where the rest of the run after
-    its rounds took 1.09x what it predicted (after decode steps 1.03x; `adaptive_gamma_diagnose.py --finish`)."""
+    its rounds took 1.09x what it predicted (after decode steps 1.03x; `adaptive_gamma_diagnose.py --finish`).
+    `per_row_var`: the variance of `per_row` itself (each row's acceptance is an estimate), adding R^2 var / m^4
+    to a row's steps' variance."""
     n = per_row.shape[0]
     per_step = np.minimum(per_row, np.maximum(remaining, 1.0)[:, None])  # a row takes no more than it has left
     steps = remaining[:, None] / per_step  # [rows, a]: each row's steps holding a
     if draws and n >= 2:
         # A row whose next step may take all it has left ends in that step.
-        sd = np.where(per_row < remaining[:, None],
-                      np.sqrt(remaining[:, None] * tokens_variance(per_row) / per_step ** 3), 0.0)
+        r = remaining[:, None]
+        var = r * tokens_variance(per_row) / per_step ** 3
+        if per_row_var is not None:
+            var = var + r ** 2 * per_row_var / per_step ** 4
+        sd = np.where(per_row < r, np.sqrt(var), 0.0)
         steps = expected_ends(steps, sd, draws)
     ends = np.sort(steps, axis=0)
     by_phase_s = by_batch_s[::-1]  # row k: the batch while k rows have ended
