@@ -24,6 +24,8 @@ ever carried out; the second is what the first leaves the rest of the run to."""
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 
@@ -47,17 +49,12 @@ def tokens_variance(per_row: np.ndarray) -> np.ndarray:
     return out
 
 
+@lru_cache(maxsize=256)
 def _normal_draws(rows: int, draws: int) -> np.ndarray:
-    """[draws, rows] standard normals, the same at every call (fixed seed; numpy fills them in order, so a larger
-    batch extends the rows a smaller one drew): the decision stays a function of the run's history, and steps of one
-    run compare their options under the same draws."""
-    global _DRAWS
-    if _DRAWS.shape[0] < rows or _DRAWS.shape[1] < draws:
-        _DRAWS = np.random.default_rng(20261203).standard_normal((max(rows, 64), max(draws, 32)))
-    return _DRAWS[:rows, :draws].T
-
-
-_DRAWS = np.empty((0, 0))
+    """[draws, rows] standard normals, the same at every call (fixed seed; numpy fills them row by row, so a batch's
+    first rows draw what a smaller batch's did): the decision stays a function of the run's history, and the steps of
+    one run compare their options under the same draws."""
+    return np.random.default_rng(20261203).standard_normal((rows, draws)).T
 
 
 def expected_ends(steps: np.ndarray, sd: np.ndarray, draws: int) -> np.ndarray:
