@@ -46,8 +46,9 @@ def simulated_finish_s(alphas, remaining, gamma, cost, runs, seed=0):
 def test_finish_objective_expects_the_last_row_to_end_when_simulated_batches_do(gamma):
     """64 rows accepting 0.2-0.9, 32 tokens each, steps costing 1 + 0.005 b (mostly per step, as a MoE's or a
     GPU's): the time the objective predicts holding gamma is within 3 % of simulated batches' mean with the spread of
-    the rows' ends (32 draws), where the ends of the rows' expected progress predict the batch over 4 % sooner (the slowest rows' chance of falling behind makes
-    the last one end later than any expected end). Decoding has no spread: both predict it exactly."""
+    the rows' ends (32 draws), where the ends of the rows' expected progress predict the batch over 4 % sooner (the
+    slowest rows' chance of falling behind makes the last one end later than any expected end). Decoding has no
+    spread: both predict it exactly."""
     n = 64
     alphas = np.linspace(0.2, 0.9, n)
     survive = alphas[:, None] ** np.arange(1, gamma + 1)[None, :]
