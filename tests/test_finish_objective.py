@@ -108,3 +108,20 @@ def test_finish_objective_counts_the_uncertainty_of_each_rows_acceptance():
     chance_only = remaining.sum() / finish_rates(per_row, remaining, by_batch_s, plans=False, draws=32)
     assert with_estimates[2] == pytest.approx(simulated, rel=0.04)
     assert chance_only[2] < 0.96 * simulated
+
+
+def test_policy_passes_the_spread_of_the_ends_to_the_finish_objective_when_asked():
+    """AdaptiveGamma(finish_draws=32) prices a static batch's rounds with the spread of the rows' ends (every draft
+    length that speculates moves; here up, the fast rows' chance of ending sooner shrinking the batch sooner) and
+    decoding as before; 0, the default, is the objective without it."""
+    from moesd.engine.adaptive_gamma import AdaptiveGamma
+    from test_adaptive_gamma import two_requests_taught
+
+    rates = {}
+    for draws in (0, 32):
+        policy = two_requests_taught()
+        policy.finish_draws = draws
+        rates[draws] = policy._rates(4, 100, 0, [0, 1, 0, 1], [30, 30, 12, 20], 0)[0]
+    assert rates[32][0] == pytest.approx(rates[0][0], rel=1e-12)
+    assert all(abs(r32 / r0 - 1.0) > 1e-3 for r32, r0 in zip(rates[32][1:], rates[0][1:]))
+    assert AdaptiveGamma(4, two_requests_taught().cost).finish_draws == 0

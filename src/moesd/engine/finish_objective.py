@@ -53,15 +53,18 @@ def tokens_variance(per_row: np.ndarray) -> np.ndarray:
 def _normal_draws(rows: int, draws: int) -> np.ndarray:
     """[draws, rows] standard normals, the same at every call (fixed seed; numpy fills them row by row, so a batch's
     first rows draw what a smaller batch's did): the decision stays a function of the run's history, and the steps of
-    one run compare their options under the same draws."""
-    return np.random.default_rng(20261203).standard_normal((rows, draws)).T
+    one run compare their options under the same draws. Read-only: every call shares the cached array."""
+    out = np.random.default_rng(20261203).standard_normal((rows, draws)).T
+    out.flags.writeable = False
+    return out
 
 
 def expected_ends(steps: np.ndarray, sd: np.ndarray, draws: int) -> np.ndarray:
     """[rows, a]: each row's steps to its end replaced by the expected order statistic of its rank (by mean), each
     row's steps drawn normal(steps, sd) independently, estimated over `draws` common draws. The last row ends at the
     expected maximum, later than the latest expected end: 64 rows accepting 0.2-0.9 at gamma 1 need ~27 rounds for
-    32 tokens in the slowest, with a standard deviation of ~1.7 rounds, and some nine rows within one of it."""
+    32 tokens in the slowest, with a standard deviation of ~1.7 rounds, and some nine rows lie within one standard
+    deviation of it."""
     order = np.argsort(steps, axis=0, kind="stable")
     drawn = np.maximum(steps.T[None] + sd.T[None] * _normal_draws(steps.shape[0], draws)[:, None, :], 0.0)
     drawn.sort(axis=2)  # [draws, a, rows]
@@ -81,7 +84,7 @@ def finish_rates(per_row: np.ndarray, remaining: np.ndarray, by_batch_s: np.ndar
     rows' ends are the expected order statistics of random ends (`expected_ends`; renewal counting: a row that
     needs R tokens at mean m and variance v per step takes R / m steps with variance R v / m^3), not the ends of
     their expected progress, which a round's chance makes optimistic for SD alone (decode steps commit one token
-    each): auto at the CPU MoE's B = 64 speculated on predicted gains of 1.03-1.06x where the rest of the run after
+    each): auto at the CPU MoE's B = 64 speculated on predicted gains of 1.03-1.20x where the rest of the run after
     its rounds took 1.09x what it predicted (after decode steps 1.03x; `adaptive_gamma_diagnose.py --finish`).
     `per_row_var`: the variance of `per_row` itself (each row's acceptance is an estimate), adding R^2 var / m^4
     to a row's steps' variance."""
