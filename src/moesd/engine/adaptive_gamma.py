@@ -165,22 +165,23 @@ class AdaptiveGamma:
 
     def _row_tokens(self, top: int, rows, optimism: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Expected tokens per row for draft lengths 0..top ([rows, top + 1]), their mean, and their variance from
-        the rows' estimates: kept per (top, optimism) until the next round changes acceptance."""
+        the rows' estimates (None with `finish_draws` 0): kept per (top, optimism) until acceptance changes."""
         empty = self.empty_fraction
-        version = (self._acceptance_version, tuple(rows) if rows else None, id(self.requests.spread), empty)
+        version = (self._acceptance_version, tuple(rows) if rows else None, id(self.requests.spread), empty,
+                   bool(self.finish_draws))  # the variances only where the finish objective uses them
         if self._tokens_cache is None or self._tokens_cache[0] != version:
             alpha = self.acceptance.alpha
             ratios = self.requests.ratios(rows, alpha) if rows else np.ones(1)
-            ratio_var = self.requests.ratio_variances(rows, alpha) if rows else np.zeros(1)
+            ratio_var = self.requests.ratio_variances(rows, alpha) if rows and self.finish_draws else None
             self._tokens_cache = (version, ratios, ratio_var, {})
         _, ratios, ratio_var, by_key = self._tokens_cache
         if (top, optimism) not in by_key:
             per_position = self.acceptance.per_position(top, optimism=optimism)
             per_row = self.requests.row_tokens(per_position, ratios)
-            per_row_var = self.requests.row_tokens_variance(per_position, ratios, ratio_var)
+            per_row_var = None if ratio_var is None else \
+                self.requests.row_tokens_variance(per_position, ratios, ratio_var) * (1.0 - empty) ** 2
             if empty:  # an empty round is a decode step: one token per row
                 per_row[:, 1:] = empty + (1.0 - empty) * per_row[:, 1:]
-                per_row_var *= (1.0 - empty) ** 2
             by_key[(top, optimism)] = (per_row, per_row.mean(axis=0), per_row_var)
         return by_key[(top, optimism)]
 
