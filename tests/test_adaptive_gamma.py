@@ -298,7 +298,7 @@ def test_rule_keeps_probes_within_their_budget():
     # A deferred probe is priced again only once the run's time could fit it: ~100 due steps, a few pricings.
     assert s["probes_deferred"] > 80 and len(priced) <= 6
     assert s["probe_loss_s"] == pytest.approx(2 * 1.03, abs=0.08)  # the posterior mean says ~1.97 tokens
-    assert s["probe_loss_s"] <= 0.02 * budgeted.elapsed_s and s["probes_deferred"] > 0
+    assert s["probe_loss_s"] <= 0.02 * budgeted.probes.elapsed_s and s["probes_deferred"] > 0
     never = AdaptiveGamma(4, StubCost(decode=1.0, verify_fixed=3.0), probe_every=8, first_probe=4, probe_budget=0.0,
                           trusted_rounds=1)
     teach(never, 0.5)

@@ -6,6 +6,7 @@ import pytest
 
 from moesd.engine.acceptance_posterior import RequestAcceptance
 from moesd.engine.finish_objective import expected_ends, finish_rates, tokens_variance
+from moesd.errors import MoesdError
 
 
 def test_tokens_variance_is_the_variance_of_the_tokens_a_round_commits():
@@ -125,3 +126,6 @@ def test_policy_passes_the_spread_of_the_ends_to_the_finish_objective_when_asked
     assert rates[32][0] == pytest.approx(rates[0][0], rel=1e-12)
     assert all(abs(r32 / r0 - 1.0) > 1e-3 for r32, r0 in zip(rates[32][1:], rates[0][1:]))
     assert AdaptiveGamma(4, two_requests_taught().cost).finish_draws == 0
+    for bad in (-1, 4097, 2.5, True):  # a bool is not a count of draws
+        with pytest.raises(MoesdError):
+            AdaptiveGamma(4, two_requests_taught().cost, finish_draws=bad)

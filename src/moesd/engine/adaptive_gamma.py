@@ -20,8 +20,8 @@ region on the cost model's extrapolation). gamma = 0 is plain decoding: where SD
 (3 %) inside the cost model's error, the engine stops speculating, and after a run of such steps it probes: one
 round, of the best length under optimistic acceptance (`_probe_length`), so the estimates stay current. The run it
 waits doubles after each probe that changed nothing (4, 8, ... `probe_every`); a far verdict (under 0.9x) waits
-`probe_every` at once, counted across calls (`carry_probe_clock`); probes share a budget of 2 % of the run's time
-(10 % while few rounds near the batch size are timed; `_probe_affordable`). A decode verdict at least 5 % from
+`probe_every` at once, counted across calls; probes share a budget of 2 % of the run's time (10 % while few rounds
+near the batch size are timed): engine/probe_schedule.py. A decode verdict at least 5 % from
 flipping stands for 3 more steps of the same rows per 5 % (`hold_steps`, up to `hold_scale` = 4 x).
 
 What carries between the `generate` calls of one engine (engine/factory.py): the cost model (the machine and the
@@ -49,6 +49,7 @@ import numpy as np
 
 from moesd.engine.acceptance_posterior import PositionAcceptance, RequestAcceptance
 from moesd.engine.finish_objective import finish_rates
+from moesd.engine.probe_schedule import ProbeSchedule
 from moesd.engine.step_cost_model import StepCostModel
 from moesd.errors import MoesdError
 
@@ -65,26 +66,16 @@ class AdaptiveGamma:
                  finish_draws: int = 0) -> None:
         if max_gamma < 1:
             raise MoesdError(f"--gamma auto needs a maximum draft length >= 1, got {max_gamma}")
-        if not 1 <= first_probe <= probe_every:
-            raise MoesdError(f"probe intervals must satisfy 1 <= first {first_probe} <= longest {probe_every}")
+        self.probes = ProbeSchedule(first_probe, probe_every, probe_gain, probe_budget, untrusted_probe_budget,
+                                    trusted_rounds)
         if not 0.0 <= margin < 1.0:
             raise MoesdError(f"the speculation margin must be in [0, 1), got {margin}")
-        self.max_gamma, self.cost, self.probe_every = max_gamma, cost, probe_every
+        self.max_gamma, self.cost = max_gamma, cost
         # Speculate only where the predicted gain over decoding exceeds this: the cost model's error on this CPU
         # is ~10 % step to step, and a gain inside it is a coin flip whose loss side the "never more than 3 % below
         # autoregressive" goal forbids (one SmolLM2 run at B = 16 speculated on predicted 1.03-1.09 and lost 13 %).
         # 5 % read 0.95x the best fixed gamma at SmolLM2 B = 1 where 3 % read 0.99x (`--variant`, results sec. 15).
         self.margin = margin
-        if not 0.0 <= probe_gain <= 1.0:
-            raise MoesdError(f"the probing threshold must be in [0, 1], got {probe_gain}")
-        self.probe_gain = probe_gain
-        for budget in (probe_budget, untrusted_probe_budget):
-            if not budget >= 0.0:
-                raise MoesdError(f"a probing budget must be >= 0, got {budget}")
-        self.probe_budget, self.untrusted_probe_budget = probe_budget, untrusted_probe_budget
-        # Below this many rounds timed near the batch size (this run's and the engine's earlier runs'), a verdict
-        # rests on a few measurements: far ones are probed like close ones, within the larger budget.
-        self.trusted_rounds = trusted_rounds
         # A plain-decoding verdict stands for `hold_steps` more steps of the same rows per 5 % it lies from flipping,
         # up to `hold_scale` x (1: the fixed holds of 9b07f81; no probe falls due inside a hold): between rounds only
         # the rows' remaining tokens and the cost maps' drift change. `--alternate stdlib:16`, calls that only decoded
@@ -94,7 +85,7 @@ class AdaptiveGamma:
             raise MoesdError(f"hold_steps must be an integer >= 0 and hold_scale >= 1, got {hold_steps}, {hold_scale}")
         self.hold_steps, self.hold_scale = hold_steps, hold_scale
         self.plans = bool(plans)  # False: finish_objective.py without two-phase plans (for side-by-side runs)
-        if not (isinstance(finish_draws, int) and 0 <= finish_draws <= 4096):
+        if not (isinstance(finish_draws, int) and not isinstance(finish_draws, bool) and 0 <= finish_draws <= 4096):
             raise MoesdError(f"finish_draws must be an integer in 0..4096, got {finish_draws!r}")
         # > 0: a static batch's rows end at the expected order statistics of random ends (finish_rates), not at their
         # expected progress. Off by default: it predicts the end better (`--finish moe:64`: 0.98x after rounds, was
@@ -108,14 +99,7 @@ class AdaptiveGamma:
         # probe can fall due inside it)
         self._held: tuple | None = None
         self.held_decisions = 0
-        self.elapsed_s = 0.0  # the steps this run has timed
-        self.probe_loss_s = 0.0  # what its probes were predicted to cost over decoding
-        # Due probes the budget had no room for; per budget (thin or not), the run time the last one needs to fit.
-        self.probes_deferred, self._probe_fits_at_s = 0, {}
-        self.first_probe = self.wait = first_probe
-        self.acceptance, self.requests, self.zero_run = PositionAcceptance(max_gamma), RequestAcceptance(), 0
-        self.plain_before = 0  # plain steps the engine's earlier runs decoded since its last round (carry_probe_clock)
-        self.carried_plain_steps = 0  # what this run started from (reported)
+        self.acceptance, self.requests = PositionAcceptance(max_gamma), RequestAcceptance()
         self.longest_measured = 0  # the longest draft length whose round the cost model has seen
         self.decode_measured = False  # whether the cost model has seen a plain decode step
         self.since_round = 0  # plain steps since the last round: what a draft model must read before drafting
@@ -240,13 +224,14 @@ class AdaptiveGamma:
         self._seed(batch_size)
         held, key = self._held, (batch_size, tuple(rows) if rows else None)
         self._held = None
-        # Held while no probe can fall due inside the hold: zero_run stays below `wait` (the verdict was close), or
-        # below `probe_every` (it was far, by the same 5 %), or a probe was due and the probes' budget had no room
-        # for it (its room grows with the run's time: a probe it would allow inside the hold comes at most
-        # `hold_steps` steps later).
-        if held is not None and minimum == 0 and held[0] == key and held[1] > 0 and self.zero_run < held[3]:
+        # Held while no probe can fall due inside the hold (ProbeSchedule.hold_limit): the plain steps stay below
+        # `wait` (the verdict was close), or below `probe_every` (it was far, by the same 5 %), or a probe was due and
+        # the probes' budget had no room for it (its room grows with the run's time: a probe it would allow inside the
+        # hold comes at most `hold_steps` steps later).
+        probes = self.probes
+        if held is not None and minimum == 0 and held[0] == key and held[1] > 0 and probes.zero_run < held[3]:
             self._held = (key, held[1] - 1, held[2], held[3])
-            self.zero_run += 1
+            probes.plain_step()
             self.held_decisions += 1
             return self._record(0, t0, held[2])
         rates, tokens, top, step_s = self._rates(batch_size, room, minimum, rows, remaining, start_tokens)
@@ -257,41 +242,31 @@ class AdaptiveGamma:
         # The best speculating choice against decoding: how far a decode verdict is from flipping.
         sd = max(range(1, top + 1), key=lambda g: rates[g]) if top >= 1 else 0
         if best == 0 and top >= 1:
-            self.zero_run += 1
+            probes.plain_step()
             gap = 1.0 - rates[sd] / ((1.0 + self.margin) * rates[0])  # how far the verdict lies from flipping
             # No SD round has been measured yet (the merged first round is not priced; until one is, a "SD loses"
-            # verdict rests on the prior's shape alone), or `wait` plain steps have run and the verdict is close
-            # enough for the model's error to flip it (the best round predicted at >= `probe_gain` of decoding),
-            # or `probe_every` have run: this one probes. Far verdicts are not probed every few steps (0.8 let the
-            # CPU MoE at B = 16 probe twice on verdicts of 0.82-0.84 from a cost model within 5 % of the rounds). A far
-            # verdict from a few timed rounds is no verdict: a stdlib engine timed only at its warm-up's rounds
-            # opened nine B = 1 runs with a plain prefill (predicted 0.79-0.98x; gamma 6 runs 1.8x there).
-            thin = self.cost.rounds_near(batch_size) < self.trusted_rounds
-            close = rates[sd] >= self.probe_gain * rates[0] or thin
-            due = (self.zero_run > self.wait and close) or self.zero_run + self.plain_before > self.probe_every
-            # A deferred probe is not priced again before the run's time lets the one it deferred fit (each pricing
-            # is an optimistic pass over every length; between rounds a probe's cost moves little, its catch-up grows).
-            waiting = self.elapsed_s < self._probe_fits_at_s.get(thin, 0.0)
+            # verdict rests on the prior's shape alone), or a probe is due (engine/probe_schedule.py): this one probes.
+            thin = probes.thin(self.cost.rounds_near(batch_size))
+            due = probes.due(probes.close(rates[sd], rates[0], thin))
+            waiting = probes.waiting(thin)
             length = self._probe_length(batch_size, room, rows, remaining, start_tokens, sd, tokens) \
                 if due and not waiting else sd
-            self.probes_deferred += bool(due and waiting and self.longest_measured)
+            probes.deferred += bool(due and waiting and self.longest_measured)
             if self.longest_measured == 0 or (due and not waiting and self._probe_affordable(
                     batch_size, length, tokens[length], start_tokens, thin)):
-                best = length
-                probe, self.zero_run, self.plain_before = True, 0, 0
-                self.wait = min(2 * self.wait, self.probe_every)
+                best, probe = length, True
+                probes.probed()
             elif self.hold_steps and gap > 0.05:
                 # A far verdict without a due probe holds too: a stdlib B = 4 call held 9 of its first 12 plain steps
                 # and none of the 19 after (verdicts 0.39-0.90x, `--trace`).
-                far = not thin and rates[sd] < 0.95 * self.probe_gain * rates[0]
-                self._held = (key, min(self.hold_scale, int(gap / 0.05)) * self.hold_steps, None,  # `due`: deferred
-                              float("inf") if due else self.probe_every - self.plain_before if far else self.wait)
+                self._held = (key, min(self.hold_scale, int(gap / 0.05)) * self.hold_steps, None,
+                              probes.hold_limit(due, probes.far(rates[sd], rates[0], thin)))
         elif best > 0 and not self.decode_measured and self.longest_measured > 0 and minimum == 0:
             # The other side of the comparison must be measured too: a decode cost extrapolated from verify
             # forwards alone kept one stdlib run speculating at B = 64 (0.79x autoregressive) where decoding wins.
             best, probe = 0, True
         elif best > 0:
-            self.zero_run, self.wait, self.plain_before = 0, self.first_probe, 0
+            probes.speculated()
         entry = {"batch_size": batch_size, "gamma": best, "probe": probe, "held": False,
                  "predicted_gain": rates[best] / rates[0], "expected_tokens": tokens[best],
                  "best_round_gain": rates[sd] / rates[0] if sd else 0.0,
@@ -314,7 +289,7 @@ class AdaptiveGamma:
         rates, _, top, _ = self._rates(b, room, 0, rows, remaining, start_tokens, self.probe_optimism)
         length = max(range(1, top + 1), key=lambda g: (rates[g], -g))
         if length != sd and not self._probe_affordable(b, length, tokens[length], start_tokens,
-                                                       self.cost.rounds_near(b) < self.trusted_rounds, commit=False):
+                                                       self.probes.thin(self.cost.rounds_near(b)), commit=False):
             return sd
         return length
 
@@ -328,23 +303,12 @@ class AdaptiveGamma:
 
     def _probe_affordable(self, b: int, g: int, expected_tokens: float, start_tokens: int, thin: bool,
                           commit: bool = True) -> bool:
-        """Whether a probe of draft length g fits the probing budget: what this run's probes are predicted to cost
-        over decoding (a round's time, the draft's start where it has not started, less the decode steps its
-        expected tokens replace) must stay within `probe_budget` of the time the run has taken (`commit`: count it).
-        A probe insures against the cost model's error, and was a short run's largest cost (stdlib B = 4: 0.88-0.92x
-        autoregressive, decoding 29 of 31 steps). Until `trusted_rounds` rounds near this batch size are timed
-        (`thin`) they get `untrusted_probe_budget` (none made stdlib B = 64's cold call probe 4 times, 0.93x AR)."""
-        budget = self.untrusted_probe_budget if thin else self.probe_budget
+        """Whether a probe of draft length g fits the probing budget (ProbeSchedule.affordable), priced as a round's
+        time and the draft's start where it has not started, less the decode steps its expected tokens replace."""
         step_s = self._steps_s(b, g, 0 if start_tokens else self.since_round)
         start_s = self.cost.draft_start_s(start_tokens) if start_tokens else 0.0
         loss_s = max(0.0, float(step_s[g]) + start_s - expected_tokens * float(step_s[0]))
-        if self.probe_loss_s + loss_s > budget * self.elapsed_s:
-            self.probes_deferred += commit
-            if commit:
-                self._probe_fits_at_s[thin] = (self.probe_loss_s + loss_s) / budget if budget else float("inf")
-            return False
-        self.probe_loss_s += loss_s * commit
-        return True
+        return self.probes.affordable(loss_s, thin, commit)
 
     def carry_acceptance(self, earlier: "AdaptiveGamma", weight: float = 8.0) -> None:
         """Start from an earlier run's acceptance: its pooled alpha (a prior worth `weight` + 2 observations, centred
@@ -363,12 +327,8 @@ class AdaptiveGamma:
             if spread.size else None}
 
     def carry_probe_clock(self, earlier: "AdaptiveGamma") -> None:
-        """Count the plain steps since the engine's last round across runs, towards the far verdict's probe
-        (`probe_every`): the verdict it would check is carried (the cost model, `carry_acceptance`), so its age is
-        too. Counted per run, 32-token calls never reached 64: a CPU MoE engine at B = 4 decoded all of four calls on
-        a verdict of 0.89x, 0.82-1.15x gamma 2 (`--alternate moe:4 --against 2`). `wait` restarts each run (new
-        rows); carried, it stayed at 64 once doubled (CPU MoE mixed batch: 0.89x gamma 2; results section 15)."""
-        self.plain_before = self.carried_plain_steps = earlier.plain_before + earlier.zero_run
+        """The far verdict's probe clock runs across the engine's runs (ProbeSchedule.carry)."""
+        self.probes.carry(earlier.probes)
 
     def draft_started(self, tokens: int, seconds: float) -> None:
         """The draft has just read `tokens` history tokens in `seconds` (its prefill): priced for later runs, and
@@ -383,7 +343,7 @@ class AdaptiveGamma:
 
     def observe_round(self, accepted: list[int], drafted: list[int], rows: list[int] | None = None) -> None:
         self.rounds_asked += 1
-        self._probe_fits_at_s = {}  # acceptance changed: a probe's cost too
+        self.probes.acceptance_changed()
         self._held = None
         self._acceptance_version += 1
         self.acceptance.record(accepted, drafted)
@@ -394,7 +354,7 @@ class AdaptiveGamma:
                       step_s: float | None = None) -> None:
         t0 = time.perf_counter()
         self.cost.observe(batch_size, gamma, target_s, draft_s, reject_s, step_s, self.since_round if gamma else 0)
-        self.elapsed_s += step_s if step_s is not None else target_s + draft_s + reject_s
+        self.probes.timed(step_s if step_s is not None else target_s + draft_s + reject_s)
         self.longest_measured = max(self.longest_measured, gamma)
         self.decode_measured |= gamma == 0
         self.since_round = self.since_round + 1 if gamma == 0 else 0
@@ -406,10 +366,10 @@ class AdaptiveGamma:
                 "mean_gamma": (sum(g * n for g, n in self.histogram.items()) / self.decisions
                                if self.decisions else 0.0),
                 "decisions": self.decisions, "empty_rounds": self.empty_rounds, "decision_s": self.decision_s,
-                "probe_loss_s": self.probe_loss_s, "probes_deferred": self.probes_deferred,
+                "probe_loss_s": self.probes.loss_s, "probes_deferred": self.probes.deferred,
                 "held_decisions": self.held_decisions,
                 "decision_us_per_step": 1e6 * self.decision_s / self.decisions if self.decisions else 0.0,
                 "observe_s": self.observe_s, "alpha_estimate": self.acceptance.alpha, "carried": self.carried,
-                "carried_acceptance": self.carried_acceptance, "carried_plain_steps": self.carried_plain_steps,
+                "carried_acceptance": self.carried_acceptance, "carried_plain_steps": self.probes.carried_plain_steps,
                 "opening": self.opening, "per_position_acceptance": self.acceptance.per_position(self.max_gamma),
                 "cost_maps": self.cost.scales(), "trace": self.trace}

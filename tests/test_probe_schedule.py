@@ -1,0 +1,71 @@
+"""The probe schedule of `--gamma auto` on its own: when a probe falls due, its budget, and its clock across calls."""
+
+import math
+
+import pytest
+
+from moesd.engine.probe_schedule import ProbeSchedule
+from moesd.errors import MoesdError
+
+
+def test_close_verdicts_wait_doubling_and_far_ones_wait_the_longest():
+    s = ProbeSchedule(first_probe=4, probe_every=16)
+    waits = []
+    for _ in range(4):
+        steps = 0
+        while not s.due(close=True):
+            s.plain_step()
+            steps += 1
+        waits.append(steps)
+        s.probed()
+    assert waits == [5, 9, 17, 17]  # more than `wait` plain steps: 4, 8, then `probe_every` twice
+    s.speculated()  # the policy chose a round itself: the close clock restarts at `first_probe`
+    assert s.wait == 4 and s.zero_run == 0
+    far = ProbeSchedule(first_probe=4, probe_every=16)
+    for _ in range(16):
+        far.plain_step()
+        assert not far.due(close=False)
+    far.plain_step()
+    assert far.due(close=False)
+
+
+def test_the_far_clock_is_carried_across_calls_and_the_close_one_is_not():
+    first = ProbeSchedule(first_probe=4, probe_every=16)
+    for _ in range(10):
+        first.plain_step()
+    second = ProbeSchedule(first_probe=4, probe_every=16)
+    second.carry(first)
+    assert second.carried_plain_steps == 10 and second.wait == 4
+    for _ in range(6):
+        assert not second.due(close=False)
+        second.plain_step()
+    second.plain_step()
+    assert second.due(close=False)  # 7 here + 10 carried > 16
+    assert second.hold_limit(due=False, far=True) == 6 and second.hold_limit(due=False, far=False) == 4
+    assert second.hold_limit(due=True, far=True) == math.inf
+
+
+def test_probes_fit_a_share_of_the_timed_run_and_a_deferred_one_waits_for_room():
+    s = ProbeSchedule(probe_budget=0.02, untrusted_probe_budget=0.1, trusted_rounds=3)
+    assert s.thin(2) and not s.thin(3)
+    s.timed(100.0)
+    assert s.affordable(1.5, thin=False) and s.loss_s == 1.5
+    assert not s.affordable(1.0, thin=False)  # 2.5 > 2 % of 100 s
+    assert s.deferred == 1 and s.waiting(thin=False) and not s.waiting(thin=True)
+    assert s.affordable(1.0, thin=True)  # the larger budget while few rounds are timed
+    s.timed(25.0)  # 125 s: the deferred probe's 2.5 s fit
+    assert not s.waiting(thin=False)
+    assert not s.affordable(5.0, thin=False, commit=False) and s.deferred == 1  # a price check counts nothing
+    s.timed(10.0)
+    s.affordable(100.0, thin=False)
+    s.acceptance_changed()  # a probe's cost moved: priced again at once
+    assert not s.waiting(thin=False)
+    assert s.close(0.9, 1.0, thin=False) and not s.close(0.89, 1.0, thin=False) and s.close(0.1, 1.0, thin=True)
+    assert s.far(0.85, 1.0, thin=False) and not s.far(0.86, 1.0, thin=False) and not s.far(0.1, 1.0, thin=True)
+
+
+@pytest.mark.parametrize("kwargs", [dict(first_probe=0), dict(first_probe=8, probe_every=4), dict(probe_gain=1.5),
+                                    dict(probe_budget=math.nan), dict(untrusted_probe_budget=-1.0)])
+def test_bad_schedules_are_one_line_errors(kwargs):
+    with pytest.raises(MoesdError):
+        ProbeSchedule(**kwargs)
