@@ -174,9 +174,9 @@ def measure(name: str, batch: int, gammas: list[int], max_new, models: ModelCach
     return out
 
 
-def decision_cost_us(calls: int = 200) -> float:
+def decision_cost_us(calls: int = 200, batch: int = 16) -> float:
     """Mean cost per step of the policy's work inside a run (`choose`, then `observe_times` and `observe_round`
-    of that round, so cost-map refits are included) for a static 16-row batch (each row's own acceptance and
+    of that round, so cost-map refits are included) for a static `batch`-row batch (each row's own acceptance and
     remaining tokens priced), max gamma 6, after 40 observed steps, on the Qwen3-30B-A3B prior for the `cpu` preset
     with a Qwen2-0.5B draft: the decision alone, without a model running beside it."""
     from moesd.engine.adaptive_gamma import AdaptiveGamma, StepCostModel
@@ -189,13 +189,13 @@ def decision_cost_us(calls: int = 200) -> float:
     prior = physical_prior(arch, hw, 1, model_preset("Qwen2-0.5B-Instruct").arch())
     policy = AdaptiveGamma(6, StepCostModel(prior, fit_context(hw, arch), arch.num_experts, arch.experts_per_token,
                                             max_gamma=6))
-    rows = list(range(16))
+    rows = list(range(batch))
 
     def step(i: int) -> None:
-        g = policy.choose(16, 100, rows=rows, remaining=[100 - i % 5 - r for r in rows])
-        policy.observe_times(16, g, 0.05 + 0.01 * g + 1e-4 * (i % 7), 0.002 * g, 0.0003, 0.052 + 0.012 * g)
+        g = policy.choose(batch, 100, rows=rows, remaining=[100 - i % 5 - r % 16 for r in rows])
+        policy.observe_times(batch, g, 0.05 + 0.01 * g + 1e-4 * (i % 7), 0.002 * g, 0.0003, 0.052 + 0.012 * g)
         if g:
-            policy.observe_round([min(g, 2)] * 16, [g] * 16, rows)
+            policy.observe_round([min(g, 2)] * batch, [g] * batch, rows)
 
     for i in range(40):
         step(i)
@@ -321,6 +321,7 @@ def table(path: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--decision-only", action="store_true", help="time the decision alone and exit")
+    ap.add_argument("--decision-rows", type=int, default=16, help="--decision-only: the static batch's rows")
     ap.add_argument("--settings", default="moe,stdlib,smollm")
     ap.add_argument("--batch-sizes", default="1,4,16,64")
     ap.add_argument("--gammas", default="1,2,4,6")
@@ -348,8 +349,8 @@ def main() -> None:
         table(a.table)
         return
     if a.decision_only:
-        print(f"decision: {decision_cost_us():.0f} us per step, observations and refits included (16 rows, max "
-              f"gamma 6, no model running)")
+        print(f"decision: {decision_cost_us(batch=a.decision_rows):.0f} us per step, observations and refits included "
+              f"({a.decision_rows} rows, max gamma 6, no model running)")
         return
     torch.manual_seed(0)
     gammas = [int(x) for x in a.gammas.split(",")]

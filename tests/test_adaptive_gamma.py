@@ -382,6 +382,10 @@ def test_cost_model_corrects_its_fit_per_batch_size_and_kind_of_step():
     table = on.steps_by_batch_s(16, 2)
     for b in (3, 8, 10, 16):
         assert table[b - 1] == pytest.approx(on.steps_s(b, 2), rel=1e-9)
+    on.observe(16, 2, 0.3, 0.01, 0.001, step_s=0.32, catch_up=2)  # a refit: the stacked stages are priced again
+    table = on.steps_by_batch_s(16, 2, catch_up=3)
+    for b in (1, 9, 16):
+        assert table[b - 1] == pytest.approx(on.steps_s(b, 2, catch_up=3), rel=1e-9)
     assert set(on.scales()["local_ratio"]["decode"]) == {8, 10, 12, 14, 16}
     # Off, the ratios are still reported (what the correction would be) and none is applied.
     assert set(off.scales()["local_ratio"]["decode"]) == {8, 10, 12, 14, 16}

@@ -135,6 +135,7 @@ class StepCostModel:
         # the maps do not change, and the decision prices the same batch sizes step after step.
         self._stages: dict[tuple[int, int], tuple] = {}
         self._by_batch: dict[tuple[int, int], tuple] = {}  # the same for batch sizes 1..b (`steps_by_batch_s`)
+        self._matrices_by_batch: dict[tuple[int, int], dict] = {}  # and their feature rows, stacked
         # What has been measured, per batch size: the longest round's draft length, and decode steps. One
         # engine keeps one model for all its `generate` calls (the machine does not change between them), and a
         # new call's policy trusts it only near batch sizes it has seen (`measured_near`).
@@ -206,8 +207,14 @@ class StepCostModel:
         versions = tuple(m.version for m in self.maps.values())
         cached = self._by_batch.get((b, top))
         if cached is None or cached[0] != versions:
-            cached = self._by_batch[(b, top)] = (versions, np.stack([self._stages_base(k, top)
-                                                                     for k in range(1, b + 1)]))
+            # Every observation refits a map, so this runs at most steps: one product over the stacked features of
+            # all b batch sizes, where one per batch size was half the decision's arithmetic at B = 64 (cProfile).
+            feats = self._matrices_by_batch.get((b, top))
+            if feats is None:
+                per_batch = [self._feature_matrices(k, top) for k in range(1, b + 1)]
+                feats = self._matrices_by_batch[(b, top)] = {name: np.concatenate([f[name] for f in per_batch])
+                                                             for name in self.maps}
+            cached = self._by_batch[(b, top)] = (versions, self._stages_from(feats, top).reshape(b, top + 1))
         out = self._with_catch_up_and_outside(cached[1].copy(), np.arange(1, b + 1)[:, None], catch_up)
         return self._corrected(out, b)
 
@@ -252,14 +259,23 @@ class StepCostModel:
         versions = tuple(m.version for m in self.maps.values())
         cached = self._stages.get((b, top))
         if cached is None or cached[0] != versions:
-            feats = self._matrices.get((b, top))
-            if feats is None:
-                rows = [self._features(b, g) for g in range(top + 1)]
-                feats = self._matrices[(b, top)] = {k: np.array([r[k] for r in rows]) for k in self.maps}
-            base = self._stage_all("target", feats["target"])
-            base[1:] += (self._stage_all("draft", feats["draft"]) + self._stage_all("reject", feats["reject"]))[1:]
-            cached = self._stages[(b, top)] = (versions, base)
+            cached = self._stages[(b, top)] = (versions, self._stages_from(self._feature_matrices(b, top), top))
         return cached[1]
+
+    def _feature_matrices(self, b: int, top: int) -> dict:
+        """Each map's feature rows for draft lengths 0..top at batch size b (fixed: the prior does not change)."""
+        feats = self._matrices.get((b, top))
+        if feats is None:
+            rows = [self._features(b, g) for g in range(top + 1)]
+            feats = self._matrices[(b, top)] = {k: np.array([r[k] for r in rows]) for k in self.maps}
+        return feats
+
+    def _stages_from(self, feats: dict, top: int) -> np.ndarray:
+        """The stages' seconds for feature rows of draft lengths 0..top (repeated per batch size when stacked): the
+        target's forward, plus draft and rejection in every row but the decode steps'."""
+        rest = self._stage_all("draft", feats["draft"]) + self._stage_all("reject", feats["reject"])
+        rest[::top + 1] = 0.0
+        return self._stage_all("target", feats["target"]) + rest
 
     def _stage_all(self, name: str, x: np.ndarray, last: bool = False) -> np.ndarray:
         """One stage's seconds for feature rows `x`; `last`: with the maps' last fit, no pending refit run."""
