@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from typing import NamedTuple
 
 import numpy as np
 
@@ -54,6 +55,15 @@ from moesd.engine.step_cost_model import StepCostModel
 from moesd.errors import MoesdError
 
 __all__ = ["AdaptiveGamma", "PositionAcceptance", "RequestAcceptance", "StepCostModel"]
+
+
+class _Hold(NamedTuple):
+    """A decode verdict that stands for the next steps of the same rows (`hold_steps`)."""
+
+    key: tuple  # (batch size, the rows' request ids)
+    steps: int  # the steps it may still stand
+    entry: dict  # its trace entry
+    limit: float  # the plain-step count below which no probe can fall due inside it (ProbeSchedule.hold_limit)
 
 
 class AdaptiveGamma:
@@ -95,9 +105,7 @@ class AdaptiveGamma:
         if not 0.0 <= probe_optimism < float("inf"):
             raise MoesdError(f"the probes' acceptance optimism must be finite and >= 0, got {probe_optimism}")
         self.probe_optimism = probe_optimism  # 0: a probe takes the best length at the posterior means
-        # (batch size and rows, steps it may still stand, its trace entry, the plain-step count below which no
-        # probe can fall due inside it)
-        self._held: tuple | None = None
+        self._held: _Hold | None = None
         self.held_decisions = 0
         self.acceptance, self.requests = PositionAcceptance(max_gamma), RequestAcceptance()
         self.longest_measured = 0  # the longest draft length whose round the cost model has seen
@@ -229,16 +237,16 @@ class AdaptiveGamma:
         # the probes' budget had no room for it (its room grows with the run's time: a probe it would allow inside the
         # hold comes at most `hold_steps` steps later).
         probes = self.probes
-        if held is not None and minimum == 0 and held[0] == key and held[1] > 0 and probes.zero_run < held[3]:
-            self._held = (key, held[1] - 1, held[2], held[3])
+        if held is not None and minimum == 0 and held.key == key and held.steps > 0 and probes.zero_run < held.limit:
+            self._held = held._replace(steps=held.steps - 1)
             probes.plain_step()
             self.held_decisions += 1
-            return self._record(0, t0, held[2])
+            return self._record(0, t0, held.entry)
         rates, tokens, top, step_s = self._rates(batch_size, room, minimum, rows, remaining, start_tokens)
         best = max(range(minimum, top + 1), key=lambda g: (rates[g], -g))  # ties: the shorter draft
         if best > 0 and minimum == 0 and rates[best] < (1.0 + self.margin) * rates[0]:
             best = 0
-        probe = False
+        probe, hold = False, None
         # The best speculating choice against decoding: how far a decode verdict is from flipping.
         sd = max(range(1, top + 1), key=lambda g: rates[g]) if top >= 1 else 0
         if best == 0 and top >= 1:
@@ -259,8 +267,8 @@ class AdaptiveGamma:
             elif self.hold_steps and gap > 0.05:
                 # A far verdict without a due probe holds too: a stdlib B = 4 call held 9 of its first 12 plain steps
                 # and none of the 19 after (verdicts 0.39-0.90x, `--trace`).
-                self._held = (key, min(self.hold_scale, int(gap / 0.05)) * self.hold_steps, None,
-                              probes.hold_limit(due, probes.far(rates[sd], rates[0], thin)))
+                hold = (min(self.hold_scale, int(gap / 0.05)) * self.hold_steps,
+                        probes.hold_limit(due, probes.far(rates[sd], rates[0], thin)))
         elif best > 0 and not self.decode_measured and self.longest_measured > 0 and minimum == 0:
             # The other side of the comparison must be measured too: a decode cost extrapolated from verify
             # forwards alone kept one stdlib run speculating at B = 64 (0.79x autoregressive) where decoding wins.
@@ -274,8 +282,8 @@ class AdaptiveGamma:
                  # (remaining tokens over the finish objective's rate), for checks against what they measure.
                  "predicted_step_s": float(step_s[best]), "objective": "throughput" if remaining is None else "finish",
                  "predicted_end_s": float(sum(remaining)) / rates[best] if remaining is not None else None}
-        if self._held is not None:
-            self._held = (key, self._held[1], dict(entry, held=True), self._held[3])
+        if hold is not None:
+            self._held = _Hold(key, hold[0], dict(entry, held=True), hold[1])
         return self._record(best, t0, entry)
 
     def _probe_length(self, b: int, room: int, rows, remaining, start_tokens: int, sd: int, tokens: list) -> int:
