@@ -207,8 +207,9 @@ class StepCostModel:
         versions = tuple(m.version for m in self.maps.values())
         cached = self._by_batch.get((b, top))
         if cached is None or cached[0] != versions:
-            # Every observation refits a map, so this runs at most steps: one product over the stacked features of
-            # all b batch sizes, where one per batch size was half the decision's arithmetic at B = 64 (cProfile).
+            # Any map's refit (a new feature row, or every `refit_every` observations) invalidates it, on about half
+            # the steps of a moe:64 call: one product over the stacked features of all b batch sizes, where one per
+            # batch size was half the decision's arithmetic there (cProfile, docs/results.md section 15).
             feats = self._matrices_by_batch.get((b, top))
             if feats is None:
                 per_batch = [self._feature_matrices(k, top) for k in range(1, b + 1)]
