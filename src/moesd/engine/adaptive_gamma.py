@@ -8,7 +8,7 @@ minimising the time until the last row ends where none does (a static batch: eng
   per-position conditional acceptance, shrunk towards the pooled alpha where a position has few observations
   (each step drew from them at first, Thompson sampling; at 32-token runs of ~8 rounds the draws' noise cost more
   than the exploring earned: one `--trace stdlib:1` run read 84 tok/s drawing and 133 tok/s on the means, the
-  same engine state, and the probes below already keep the estimates current);
+  same engine state, and the probes below already keep the estimates current; engine/round_tokens.py);
 - T(B, 0) is a decode step; T(B, gamma) one SD round (gamma draft tokens, a verify of gamma + 1 tokens per row,
   rejection), from Algorithm 1's step times (moesd.perf: the physical prior, or `moesd fit` parameters),
   refined by what this run measures (StepCostModel: the target's forward as w0 + w1 x prior(n tokens) + w2 x n
@@ -51,6 +51,7 @@ import numpy as np
 from moesd.engine.acceptance_posterior import PositionAcceptance, RequestAcceptance
 from moesd.engine.finish_objective import finish_rates
 from moesd.engine.probe_schedule import ProbeSchedule
+from moesd.engine.round_tokens import RoundTokens
 from moesd.engine.step_cost_model import StepCostModel
 from moesd.errors import MoesdError
 
@@ -107,14 +108,12 @@ class AdaptiveGamma:
         self.probe_optimism = probe_optimism  # 0: a probe takes the best length at the posterior means
         self._held: _Hold | None = None
         self.held_decisions = 0
-        self.acceptance, self.requests = PositionAcceptance(max_gamma), RequestAcceptance()
+        self.tokens = RoundTokens(max_gamma)  # the acceptance estimates and the tokens a round commits
         self.longest_measured = 0  # the longest draft length whose round the cost model has seen
         self.decode_measured = False  # whether the cost model has seen a plain decode step
         self.since_round = 0  # plain steps since the last round: what a draft model must read before drafting
-        self.empty_rounds = self.rounds_asked = 0  # rounds in which no row had a draft / all rounds asked for
         self.carried: dict = {}  # what the engine's earlier runs had measured near this run's batch size
         self.carried_acceptance: dict = {}  # what they had accepted (`carry_acceptance`)
-        self._acceptance_version, self._tokens_cache = 0, None  # bumped by every acceptance outcome: `_row_tokens`
         self.opening: dict | None = None  # the opening decision, where one was made (`opens_with_round`)
         self.decision_s, self.decisions, self.histogram, self.observe_s = 0.0, 0, Counter(), 0.0
         self.trace: list[dict] = []
@@ -156,32 +155,24 @@ class AdaptiveGamma:
         return rates.tolist(), tokens.tolist(), top, step_s
 
     def _row_tokens(self, top: int, rows, optimism: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Expected tokens per row for draft lengths 0..top ([rows, top + 1]), their mean, and their variance from
-        the rows' estimates (None with `finish_draws` 0): kept per (top, optimism) until acceptance changes."""
-        empty = self.empty_fraction
-        version = (self._acceptance_version, tuple(rows) if rows else None, id(self.requests.spread), empty,
-                   bool(self.finish_draws))  # the variances only where the finish objective uses them
-        if self._tokens_cache is None or self._tokens_cache[0] != version:
-            alpha = self.acceptance.alpha
-            ratios = self.requests.ratios(rows, alpha) if rows else np.ones(1)
-            ratio_var = self.requests.ratio_variances(rows, alpha) if rows and self.finish_draws else None
-            self._tokens_cache = (version, ratios, ratio_var, {})
-        _, ratios, ratio_var, by_key = self._tokens_cache
-        if (top, optimism) not in by_key:
-            per_position = self.acceptance.per_position(top, optimism=optimism)
-            per_row = self.requests.row_tokens(per_position, ratios)
-            per_row_var = None if ratio_var is None else \
-                self.requests.row_tokens_variance(per_position, ratios, ratio_var) * (1.0 - empty) ** 2
-            if empty:  # an empty round is a decode step: one token per row
-                per_row[:, 1:] = empty + (1.0 - empty) * per_row[:, 1:]
-            by_key[(top, optimism)] = (per_row, per_row.mean(axis=0), per_row_var)
-        return by_key[(top, optimism)]
+        """Expected tokens per row for draft lengths 0..top, their mean, and their variance where the finish
+        objective draws (engine/round_tokens.py)."""
+        return self.tokens.per_row(top, rows, optimism, variance=bool(self.finish_draws))
+
+    @property
+    def acceptance(self) -> PositionAcceptance:
+        """The run's per-position acceptance, pooled over the rows (engine/round_tokens.py)."""
+        return self.tokens.acceptance
+
+    @property
+    def requests(self) -> RequestAcceptance:
+        """Each request's own acceptance relative to the pool."""
+        return self.tokens.requests
 
     @property
     def empty_fraction(self) -> float:
-        """The share of rounds asked for in which no row had a draft (prompt lookup found nothing), which the
-        engine runs as plain decode steps; 0 until one has happened."""
-        return self.empty_rounds / (self.rounds_asked + 1) if self.empty_rounds else 0.0
+        """The share of the rounds asked for that came out empty (RoundTokens.empty_fraction)."""
+        return self.tokens.empty_fraction
 
     def _steps_by_batch_s(self, b: int, top: int, catch_up: int) -> np.ndarray:
         """`_steps_s` for batch sizes 1..b at once ([b, top + 1])."""
@@ -195,7 +186,7 @@ class AdaptiveGamma:
 
     def _empty_as_decode(self, step_s: np.ndarray) -> np.ndarray:
         """Step times over draft lengths (last axis) with each round a decode step in the share that come out empty."""
-        empty = self.empty_fraction
+        empty = self.tokens.empty_fraction
         if empty:
             step_s[..., 1:] = empty * step_s[..., :1] + (1.0 - empty) * step_s[..., 1:]
         return step_s
@@ -325,14 +316,7 @@ class AdaptiveGamma:
         acceptance statistics across requests. With the uniform prior, a stdlib B = 1 engine (SD 1.6x AR) opened calls
         with a plain prefill (predicted 0.79, 0.86x); with the pooled alpha alone it drafted 2-4 tokens where 6 of 8
         rounds accepted all 6 (results section 15). This run's own rounds outweigh it after one or two."""
-        self._acceptance_version += 1
-        self.acceptance.carry(earlier.acceptance, weight)
-        self.requests.carry(earlier.requests, earlier.acceptance.alpha)
-        spread = self.requests.spread_ratios(self.acceptance.alpha)
-        self.carried_acceptance = {
-            "alpha": self.acceptance.alpha, "per_position": self.acceptance.per_position(self.max_gamma),
-            "request_spread": [float(np.min(spread)), float(np.median(spread)), float(np.max(spread))]
-            if spread.size else None}
+        self.carried_acceptance = self.tokens.carry(earlier.tokens, weight)
 
     def carry_probe_clock(self, earlier: "AdaptiveGamma") -> None:
         """The far verdict's probe clock runs across the engine's runs (ProbeSchedule.carry)."""
@@ -346,17 +330,12 @@ class AdaptiveGamma:
 
     def observe_empty_round(self) -> None:
         """A round was asked for and no row had a draft: the engine decoded instead (and times it as a decode)."""
-        self.empty_rounds += 1
-        self.rounds_asked += 1
+        self.tokens.record_empty()
 
     def observe_round(self, accepted: list[int], drafted: list[int], rows: list[int] | None = None) -> None:
-        self.rounds_asked += 1
         self.probes.acceptance_changed()
         self._held = None
-        self._acceptance_version += 1
-        self.acceptance.record(accepted, drafted)
-        if rows is not None:
-            self.requests.record(rows, accepted, drafted)
+        self.tokens.record_round(accepted, drafted, rows)
 
     def observe_times(self, batch_size: int, gamma: int, target_s: float, draft_s: float, reject_s: float,
                       step_s: float | None = None) -> None:
@@ -373,7 +352,7 @@ class AdaptiveGamma:
                 "gamma_histogram": {str(g): n for g, n in sorted(self.histogram.items())},
                 "mean_gamma": (sum(g * n for g, n in self.histogram.items()) / self.decisions
                                if self.decisions else 0.0),
-                "decisions": self.decisions, "empty_rounds": self.empty_rounds, "decision_s": self.decision_s,
+                "decisions": self.decisions, "empty_rounds": self.tokens.empty_rounds, "decision_s": self.decision_s,
                 "probe_loss_s": self.probes.loss_s, "probes_deferred": self.probes.deferred,
                 "held_decisions": self.held_decisions,
                 "decision_us_per_step": 1e6 * self.decision_s / self.decisions if self.decisions else 0.0,
