@@ -354,6 +354,7 @@ class AdaptiveGamma:
                                if self.decisions else 0.0),
                 "decisions": self.decisions, "empty_rounds": self.tokens.empty_rounds, "decision_s": self.decision_s,
                 "probe_loss_s": self.probes.loss_s, "probes_deferred": self.probes.deferred,
+                "probe_banked_s": self.probes.banked_s,
                 "held_decisions": self.held_decisions,
                 "decision_us_per_step": 1e6 * self.decision_s / self.decisions if self.decisions else 0.0,
                 "observe_s": self.observe_s, "alpha_estimate": self.acceptance.alpha, "carried": self.carried,

@@ -10,7 +10,8 @@ due and whether it is affordable:
 - within a budget: what this run's probes are predicted to cost over decoding stays within `probe_budget` (2 %) of
   the time the run has timed, `untrusted_probe_budget` (10 %) while fewer than `trusted_rounds` rounds near the
   batch size are timed (a verdict resting on a few measurements is no verdict: such far ones are probed like close
-  ones, within the larger budget).
+  ones, within the larger budget), plus what the engine's earlier runs left unspent (`carry`), up to one run's
+  budget or the probe they could not afford.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class ProbeSchedule:
         self.carried_plain_steps = 0  # what this run started from (reported)
         self.elapsed_s = 0.0  # the steps this run has timed
         self.loss_s = 0.0  # what its probes were predicted to cost over decoding
+        self.banked_s = 0.0  # the budget the engine's earlier runs left unspent (`carry`)
+        self.wanted_s = 0.0  # the dearest probe the budget deferred since the engine's last probe (`carry`)
         # Due probes the budget had no room for; per budget (thin or not), the run time the last one needs to fit.
         self.deferred, self._fits_at_s = 0, {}
 
@@ -69,16 +72,21 @@ class ProbeSchedule:
         optimistic pass over every length; between rounds a probe's cost moves little, its catch-up grows)."""
         return self.elapsed_s < self._fits_at_s.get(thin, 0.0)
 
+    def _budget(self, thin: bool) -> float:
+        return self.untrusted_probe_budget if thin else self.probe_budget
+
     def affordable(self, loss_s: float, thin: bool, commit: bool = True) -> bool:
         """Whether a probe predicted to cost `loss_s` over decoding fits the budget (`commit`: count it, or its
         deferral). A probe insures against the cost model's error, and was a short run's largest cost (stdlib B = 4:
         0.88-0.92x autoregressive, decoding 29 of 31 steps); without the larger budget while `thin`, stdlib B = 64's
         cold call probed 4 times (0.93x AR)."""
-        budget = self.untrusted_probe_budget if thin else self.probe_budget
-        if self.loss_s + loss_s > budget * self.elapsed_s:
+        budget = self._budget(thin)
+        if self.loss_s + loss_s > budget * self.elapsed_s + self.banked_s:
             self.deferred += commit
             if commit:
-                self._fits_at_s[thin] = (self.loss_s + loss_s) / budget if budget else float("inf")
+                need_s = self.loss_s + loss_s - self.banked_s
+                self._fits_at_s[thin] = need_s / budget if budget else float("inf")
+                self.wanted_s = max(self.wanted_s, loss_s)
             return False
         self.loss_s += loss_s * commit
         return True
@@ -90,11 +98,12 @@ class ProbeSchedule:
 
     def probed(self) -> None:
         self.zero_run = self.plain_before = 0
+        self.wanted_s = 0.0
         self.wait = min(2 * self.wait, self.probe_every)
 
     def speculated(self) -> None:
         """The policy chose a round on its own: the close verdict's clock restarts."""
-        self.zero_run, self.wait, self.plain_before = 0, self.first_probe, 0
+        self.zero_run, self.wait, self.plain_before, self.wanted_s = 0, self.first_probe, 0, 0.0
 
     def acceptance_changed(self) -> None:
         self._fits_at_s = {}  # a probe's cost moved with it
@@ -109,3 +118,11 @@ class ProbeSchedule:
         a verdict of 0.89x, 0.82-1.15x gamma 2 (`--alternate moe:4 --against 2`). `wait` restarts each run (new
         rows); carried, it stayed at 64 once doubled (CPU MoE mixed batch: 0.89x gamma 2; results section 15)."""
         self.plain_before = self.carried_plain_steps = earlier.plain_before + earlier.zero_run
+        # The budget's unspent part carries too, up to one run's budget or the probe it could not afford: a probe that
+        # costs more than 2 % of one short call otherwise never fits. The CPU MoE at B = 1 (32-token calls of ~1.5 s,
+        # gamma 1 ~1.06x decoding) decoded every step of 160 calls in a row once its verdict had turned, its probes
+        # (a round plus the draft's prefill of the prompt) deferred in every call (adaptive_gamma_confirm.py, results
+        # section 15). Capped, so a long run of calls without probes cannot bank a burst of them.
+        left_s = max(0.0, self.probe_budget * earlier.elapsed_s + earlier.banked_s - earlier.loss_s)
+        self.wanted_s = earlier.wanted_s
+        self.banked_s = min(left_s, max(self.probe_budget * earlier.elapsed_s, self.wanted_s))
