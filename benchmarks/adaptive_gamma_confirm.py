@@ -83,17 +83,20 @@ def confirm(rec: dict, goals: list[tuple[str, str]], passes: int, models: ModelC
     engines, prompts, eos = cell(name, batch, configs, models)
     where = cell_of(rec)
 
-    def run(label: str, rep: int) -> tuple[float, dict | None]:
+    def run(label: str, rep: int) -> tuple[float, dict | None, list | None]:
         metrics = engines[label].generate(prompts, limits, eos, seed=rep).metrics
-        return metrics["stages"]["tokens_per_s"], metrics.get("adaptive", {}).get("gamma_histogram")
+        a = metrics.get("adaptive")
+        probes = [sum(t["probe"] for t in a["trace"]), a["probes_deferred"]] if a else None
+        return metrics["stages"]["tokens_per_s"], a["gamma_histogram"] if a else None, probes
 
     def after_pass(rep: int, runs: dict) -> bool:
         print(f"  {where} pass {rep + 1}: " + ", ".join(f"{k} {v[-1][0]:.1f}" for k, v in runs.items()), flush=True)
         return False
 
     runs = run_passes([label for label, _, _ in configs], pass_reps(passes, max_passes, min_cell_s), run, after_pass)
-    tps = {label: [t for t, _ in r] for label, r in runs.items()}
-    gammas = [h for _, h in runs["auto"]]  # auto's choices per pass (gamma: steps)
+    tps = {label: [t for t, _, _ in r] for label, r in runs.items()}
+    gammas = [h for _, h, _ in runs["auto"]]  # auto's choices per pass (gamma: steps)
+    probes = [p for _, _, p in runs["auto"]]  # its probes and the probes its budget deferred, per pass
     passes, out = len(tps["auto"]), []
     for goal, other in goals:
         ratios = [a / b for a, b in zip(tps["auto"], tps[other])]
@@ -106,7 +109,8 @@ def confirm(rec: dict, goals: list[tuple[str, str]], passes: int, models: ModelC
               f"median {out[-1]['median']:.3f}, {100 * coverage:.1f} % interval [{low:.3f}, {high:.3f}] over "
               f"{passes} passes: {out[-1]['verdict']}", flush=True)
     return {"setting": name, "batch_size": batch, "mixed_lengths": rec["mixed_lengths"], "passes": passes,
-            "tokens_per_s": tps, "auto_gammas": gammas, "goals": out, "table_commit": rec.get("commit")}
+            "tokens_per_s": tps, "auto_gammas": gammas, "auto_probes_deferred": probes, "goals": out,
+            "table_commit": rec.get("commit")}
 
 
 def cell_of(rec: dict) -> str:
@@ -131,11 +135,14 @@ def report(path: str) -> None:
                   + (f"{sum(plain)} of {len(plain)} | " + " / ".join(
                       f"{statistics.median(x):.3f}" if x else "-" for x in split) + " |" if plain else "- | - |"))
     for r in recs:  # each configuration's own level, for reading the goals' ratios
-        tps = r["tokens_per_s"]
+        tps, probes = r["tokens_per_s"], r.get("auto_probes_deferred")  # the latter since f7c806c
         print(f"- {r['setting']} B={r['batch_size']}{' mixed' if r['mixed_lengths'] else ''}, medians: "
               + ", ".join(f"{k} {statistics.median(v):.1f} tok/s" for k, v in tps.items())
               + ("; median per pass vs ar: " + ", ".join(f"{k} {paired_median(v, tps['ar']):.3f}"
-                                                         for k, v in tps.items() if k != "ar") if "ar" in tps else ""))
+                                                         for k, v in tps.items() if k != "ar") if "ar" in tps else "")
+              + (f"; auto's probes {sum(p for p, _ in probes)} in {len(probes)} passes, deferred by the budget "
+                 f"{sum(d for _, d in probes)} times, in {sum(d > 0 and p == 0 for p, d in probes)} passes that ran "
+                 "none" if probes else ""))
 
 
 def main() -> None:

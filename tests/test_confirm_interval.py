@@ -9,6 +9,7 @@ import pytest
 
 pytest.importorskip("torch")  # the script imports the benchmark harness, which builds engines
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import adaptive_gamma_confirm  # noqa: E402
 from adaptive_gamma_confirm import median_interval, verdict  # noqa: E402
 
 
@@ -37,3 +38,33 @@ def test_verdicts_against_a_threshold():
     assert verdict(1.0, 1.02, 1.0, strict=True) == "undecided"
     assert verdict(0.90, 0.96, 0.97, strict=False) == "missed"
     assert verdict(0.95, 0.99, 0.97, strict=False) == "undecided"
+
+
+class _FakeEngine:
+    """Stands for one configuration's engine: auto reads 0.95x autoregressive decoding, probing once per call."""
+
+    def __init__(self, auto: bool) -> None:
+        self.auto = auto
+
+    def generate(self, prompts, limits, eos, seed=0):
+        metrics = {"stages": {"tokens_per_s": (95.0 if self.auto else 100.0) + seed % 3}}
+        if self.auto:
+            metrics["adaptive"] = {"gamma_histogram": {"0": 30, "1": 1}, "probes_deferred": seed % 2,
+                                   "trace": [{"probe": True}] + [{"probe": False}] * 30}
+        return type("Result", (), {"metrics": metrics})()
+
+
+def test_a_confirm_records_each_pass_and_its_report_reads_the_probes(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(adaptive_gamma_confirm, "cell", lambda name, batch, configs, models: (
+        {label: _FakeEngine(auto) for label, _, auto in configs}, ["p"], None))
+    rec = {"setting": "moe", "batch_size": 4, "mixed_lengths": False, "gammas": [1, 2], "max_new_tokens": 32,
+           "commit": "abc"}
+    out = adaptive_gamma_confirm.confirm(rec, [("ar", "ar")], passes=6, models=None)
+    assert out["passes"] == 6 and out["auto_probes_deferred"] == [[1, k % 2] for k in range(6)]
+    (goal,) = out["goals"]
+    assert goal["median"] == pytest.approx(0.95, abs=0.02) and goal["verdict"] == "missed"
+    path = tmp_path / "confirm.jsonl"
+    path.write_text(__import__("json").dumps(out) + "\n")
+    adaptive_gamma_confirm.report(str(path))
+    assert "auto's probes 6 in 6 passes, deferred by the budget 3 times, in 0 passes that ran none" in \
+        capsys.readouterr().out
