@@ -65,7 +65,8 @@ def test_probes_fit_a_share_of_the_timed_run_and_a_deferred_one_waits_for_room()
 
 
 @pytest.mark.parametrize("kwargs", [dict(first_probe=0), dict(first_probe=8, probe_every=4), dict(probe_gain=1.5),
-                                    dict(probe_budget=math.nan), dict(untrusted_probe_budget=-1.0)])
+                                    dict(probe_budget=math.nan), dict(untrusted_probe_budget=-1.0),
+                                    dict(carry_budget=2), dict(carry_budget="yes")])
 def test_bad_schedules_are_one_line_errors(kwargs):
     with pytest.raises(MoesdError):
         ProbeSchedule(**kwargs)
@@ -98,3 +99,6 @@ def test_a_probe_dearer_than_one_short_calls_budget_fits_after_a_few_calls_and_t
         nxt.timed(1.0)
         idle = nxt
     assert idle.banked_s == pytest.approx(0.02)  # one call's budget, not five
+    alone = ProbeSchedule(probe_budget=0.02, carry_budget=False)  # the rule before f7c806c
+    alone.carry(idle)
+    assert alone.banked_s == 0.0 and alone.wanted_s == 0.0

@@ -74,11 +74,11 @@ class AdaptiveGamma:
                  trace_limit: int = 4096, margin: float = 0.03, probe_gain: float = 0.9,
                  probe_budget: float = 0.02, trusted_rounds: int = 4, untrusted_probe_budget: float = 0.1,
                  hold_steps: int = 3, plans: bool = True, probe_optimism: float = 2.0, hold_scale: int = 4,
-                 finish_draws: int = 0) -> None:
+                 finish_draws: int = 0, carry_probe_budget: bool = True) -> None:
         if max_gamma < 1:
             raise MoesdError(f"--gamma auto needs a maximum draft length >= 1, got {max_gamma}")
         self.probes = ProbeSchedule(first_probe, probe_every, probe_gain, probe_budget, untrusted_probe_budget,
-                                    trusted_rounds)
+                                    trusted_rounds, carry_probe_budget)
         if not 0.0 <= margin < 1.0:
             raise MoesdError(f"the speculation margin must be in [0, 1), got {margin}")
         self.max_gamma, self.cost = max_gamma, cost

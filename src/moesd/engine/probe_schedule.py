@@ -23,7 +23,8 @@ class ProbeSchedule:
     """One run's probe clock and budget (a fresh one per `generate` call, its far-verdict clock carried)."""
 
     def __init__(self, first_probe: int = 4, probe_every: int = 64, probe_gain: float = 0.9,
-                 probe_budget: float = 0.02, untrusted_probe_budget: float = 0.1, trusted_rounds: int = 4) -> None:
+                 probe_budget: float = 0.02, untrusted_probe_budget: float = 0.1, trusted_rounds: int = 4,
+                 carry_budget: bool = True) -> None:
         if not 1 <= first_probe <= probe_every:
             raise MoesdError(f"probe intervals must satisfy 1 <= first {first_probe} <= longest {probe_every}")
         if not 0.0 <= probe_gain <= 1.0:
@@ -34,6 +35,9 @@ class ProbeSchedule:
         self.first_probe, self.probe_every, self.probe_gain = first_probe, probe_every, probe_gain
         self.probe_budget, self.untrusted_probe_budget = probe_budget, untrusted_probe_budget
         self.trusted_rounds = trusted_rounds
+        if carry_budget not in (True, False):  # 0 / 1 from the command line's option lists
+            raise MoesdError(f"carry_probe_budget must be true or false, got {carry_budget!r}")
+        self.carry_budget = bool(carry_budget)  # False: each run's probes see its own budget alone (before f7c806c)
         self.wait = first_probe  # plain steps before a close verdict is probed
         self.zero_run = 0  # plain steps since the last round
         self.plain_before = 0  # plain steps the engine's earlier runs decoded since its last round (`carry`)
@@ -123,6 +127,8 @@ class ProbeSchedule:
         # gamma 1 ~1.06x decoding) decoded every step of 160 calls in a row once its verdict had turned, its probes
         # (a round plus the draft's prefill of the prompt) deferred in every call (adaptive_gamma_confirm.py, results
         # section 15). Capped, so a long run of calls without probes cannot bank a burst of them.
+        if not self.carry_budget:
+            return
         left_s = max(0.0, self.probe_budget * earlier.elapsed_s + earlier.banked_s - earlier.loss_s)
         self.wanted_s = earlier.wanted_s
         self.banked_s = min(left_s, max(self.probe_budget * earlier.elapsed_s, self.wanted_s))
