@@ -21,8 +21,8 @@ region on the cost model's extrapolation). gamma = 0 is plain decoding: where SD
 round, of the best length under optimistic acceptance (`_probe_length`), so the estimates stay current. The run it
 waits doubles after each probe that changed nothing (4, 8, ... `probe_every`); a far verdict (under 0.9x) waits
 `probe_every` at once, counted across calls; probes share a budget of 2 % of the run's time (10 % while few rounds
-near the batch size are timed): engine/probe_schedule.py. A decode verdict at least 5 % from
-flipping stands for 3 more steps of the same rows per 5 % (`hold_steps`, up to `hold_scale` = 4 x).
+near the batch size are timed), plus what earlier calls left unspent: engine/probe_schedule.py. A decode verdict at
+least 5 % from flipping stands for 3 more steps of the same rows per 5 % (`hold_steps`, up to `hold_scale` = 4 x).
 
 What carries between the `generate` calls of one engine (engine/factory.py): the cost model (the machine and the
 models do not change; a new run trusts its measurements near batch sizes they were made at, `_seed`) and the last
