@@ -73,11 +73,12 @@ def test_bad_schedules_are_one_line_errors(kwargs):
 
 
 def test_a_probe_dearer_than_one_short_calls_budget_fits_after_a_few_calls_and_the_bank_stays_capped():
-    """Each call times 1 s: 20 ms of budget. A 50 ms probe never fits one call; the unspent budget carried across
-    calls lets it run in the third, and calls without a deferred probe bank at most one call's budget."""
+    """`carry_budget`: each call times 1 s, 20 ms of budget. A 50 ms probe never fits one call; the unspent budget
+    carried across calls lets it run in the third, and calls without a deferred probe bank at most one call's budget
+    (off by default: only the earlier call's plain steps carry)."""
     earlier, ran, calls = None, [], []
     for _ in range(4):
-        s = ProbeSchedule(probe_budget=0.02)
+        s = ProbeSchedule(probe_budget=0.02, carry_budget=True)
         if earlier is not None:
             s.carry(earlier)
         for _ in range(10):
@@ -92,13 +93,13 @@ def test_a_probe_dearer_than_one_short_calls_budget_fits_after_a_few_calls_and_t
     assert [c.banked_s for c in calls[:3]] == pytest.approx([0.0, 0.02, 0.04])
     assert 0.5 <= calls[2].elapsed_s <= 0.6 + 1e-9  # it fit once 2 % of 0.5 s was added to the 40 ms banked
     assert calls[3].banked_s == pytest.approx(0.02 * calls[2].elapsed_s + 0.04 - 0.05) and calls[3].wanted_s == 0.05
-    idle = ProbeSchedule(probe_budget=0.02)
+    idle = ProbeSchedule(probe_budget=0.02, carry_budget=True)
     for _ in range(5):  # calls whose probes never fall due
-        nxt = ProbeSchedule(probe_budget=0.02)
+        nxt = ProbeSchedule(probe_budget=0.02, carry_budget=True)
         nxt.carry(idle)
         nxt.timed(1.0)
         idle = nxt
     assert idle.banked_s == pytest.approx(0.02)  # one call's budget, not five
-    alone = ProbeSchedule(probe_budget=0.02, carry_budget=False)  # the rule before f7c806c
+    alone = ProbeSchedule(probe_budget=0.02)  # the default: each call's own budget
     alone.carry(idle)
     assert alone.banked_s == 0.0 and alone.wanted_s == 0.0

@@ -21,8 +21,9 @@ region on the cost model's extrapolation). gamma = 0 is plain decoding: where SD
 round, of the best length under optimistic acceptance (`_probe_length`), so the estimates stay current. The run it
 waits doubles after each probe that changed nothing (4, 8, ... `probe_every`); a far verdict (under 0.9x) waits
 `probe_every` at once, counted across calls; probes share a budget of 2 % of the run's time (10 % while few rounds
-near the batch size are timed), plus what earlier calls left unspent: engine/probe_schedule.py. A decode verdict at
-least 5 % from flipping stands for 3 more steps of the same rows per 5 % (`hold_steps`, up to `hold_scale` = 4 x).
+near the batch size are timed; `carry_probe_budget` adds what earlier calls left unspent): engine/probe_schedule.py.
+A decode verdict at least 5 % from flipping stands for 3 more steps of the same rows per 5 % (`hold_steps`, up to
+`hold_scale` = 4 x).
 
 What carries between the `generate` calls of one engine (engine/factory.py): the cost model (the machine and the
 models do not change; a new run trusts its measurements near batch sizes they were made at, `_seed`) and the last
@@ -74,7 +75,7 @@ class AdaptiveGamma:
                  trace_limit: int = 4096, margin: float = 0.03, probe_gain: float = 0.9,
                  probe_budget: float = 0.02, trusted_rounds: int = 4, untrusted_probe_budget: float = 0.1,
                  hold_steps: int = 3, plans: bool = True, probe_optimism: float = 2.0, hold_scale: int = 4,
-                 finish_draws: int = 0, carry_probe_budget: bool = True) -> None:
+                 finish_draws: int = 0, carry_probe_budget: bool = False) -> None:
         if max_gamma < 1:
             raise MoesdError(f"--gamma auto needs a maximum draft length >= 1, got {max_gamma}")
         self.probes = ProbeSchedule(first_probe, probe_every, probe_gain, probe_budget, untrusted_probe_budget,

@@ -24,7 +24,7 @@ class ProbeSchedule:
 
     def __init__(self, first_probe: int = 4, probe_every: int = 64, probe_gain: float = 0.9,
                  probe_budget: float = 0.02, untrusted_probe_budget: float = 0.1, trusted_rounds: int = 4,
-                 carry_budget: bool = True) -> None:
+                 carry_budget: bool = False) -> None:
         if not 1 <= first_probe <= probe_every:
             raise MoesdError(f"probe intervals must satisfy 1 <= first {first_probe} <= longest {probe_every}")
         if not 0.0 <= probe_gain <= 1.0:
@@ -37,7 +37,7 @@ class ProbeSchedule:
         self.trusted_rounds = trusted_rounds
         if carry_budget not in (True, False):  # 0 / 1 from the command line's option lists
             raise MoesdError(f"carry_probe_budget must be true or false, got {carry_budget!r}")
-        self.carry_budget = bool(carry_budget)  # False: each run's probes see its own budget alone (before f7c806c)
+        self.carry_budget = bool(carry_budget)  # False: each run's probes see its own budget alone (`carry`)
         self.wait = first_probe  # plain steps before a close verdict is probed
         self.zero_run = 0  # plain steps since the last round
         self.plain_before = 0  # plain steps the engine's earlier runs decoded since its last round (`carry`)
@@ -122,11 +122,12 @@ class ProbeSchedule:
         a verdict of 0.89x, 0.82-1.15x gamma 2 (`--alternate moe:4 --against 2`). `wait` restarts each run (new
         rows); carried, it stayed at 64 once doubled (CPU MoE mixed batch: 0.89x gamma 2; results section 15)."""
         self.plain_before = self.carried_plain_steps = earlier.plain_before + earlier.zero_run
-        # The budget's unspent part carries too, up to one run's budget or the probe it could not afford: a probe that
-        # costs more than 2 % of one short call otherwise never fits. The CPU MoE at B = 1 (32-token calls of ~1.5 s,
-        # gamma 1 ~1.06x decoding) decoded every step of 160 calls in a row once its verdict had turned, its probes
-        # (a round plus the draft's prefill of the prompt) deferred in every call (adaptive_gamma_confirm.py, results
-        # section 15). Capped, so a long run of calls without probes cannot bank a burst of them.
+        # With `carry_budget`, the budget's unspent part carries too, up to one run's budget or the probe it could not
+        # afford (so calls without probes cannot bank a burst of them): a probe dearer than 2 % of one short call
+        # otherwise never fits. A CPU MoE engine at B = 1 (32-token calls of ~1.5 s, gamma 1 ~1.06x decoding) decoded
+        # every step of 160 calls in a row once its verdict had turned. Off by default: with it (f7c806c) the confirm
+        # read stdlib B = 4 at 0.956x autoregressive decoding (0.943-0.967, 132 passes; bc76498's confirm: 0.995x),
+        # and the CPU MoE B = 1 no better (0.973x gamma 1, undecided; docs/results.md section 15).
         if not self.carry_budget:
             return
         left_s = max(0.0, self.probe_budget * earlier.elapsed_s + earlier.banked_s - earlier.loss_s)
