@@ -125,7 +125,7 @@ class ProbeSchedule:
         # With `carry_budget`, the budget's unspent part carries too, up to one run's budget or the probe it could not
         # afford (so calls without probes cannot bank a burst of them): a probe dearer than 2 % of one short call
         # otherwise never fits. A CPU MoE engine at B = 1 (32-token calls of ~1.5 s, gamma 1 ~1.06x decoding) decoded
-        # every step of 160 calls in a row once its verdict had turned. Off by default: with it (f7c806c) the confirm
+        # every step of 163 calls in a row once its verdict had turned. Off by default: with it (f7c806c) the confirm
         # read stdlib B = 4 at 0.956x autoregressive decoding (0.943-0.967, 132 passes; bc76498's confirm: 0.995x),
         # and the CPU MoE B = 1 no better (0.973x gamma 1, undecided; docs/results.md section 15).
         if not self.carry_budget:
