@@ -10,8 +10,8 @@ due and whether it is affordable:
 - within a budget: what this run's probes are predicted to cost over decoding stays within `probe_budget` (2 %) of
   the time the run has timed, `untrusted_probe_budget` (10 %) while fewer than `trusted_rounds` rounds near the
   batch size are timed (a verdict resting on a few measurements is no verdict: such far ones are probed like close
-  ones, within the larger budget), plus what the engine's earlier runs left unspent (`carry`), up to one run's
-  budget or the probe they could not afford.
+  ones, within the larger budget); with `carry_budget` (off by default), plus what the engine's earlier runs left
+  unspent (`carry`), up to one run's budget or the probe they could not afford.
 """
 
 from __future__ import annotations
@@ -76,15 +76,12 @@ class ProbeSchedule:
         optimistic pass over every length; between rounds a probe's cost moves little, its catch-up grows)."""
         return self.elapsed_s < self._fits_at_s.get(thin, 0.0)
 
-    def _budget(self, thin: bool) -> float:
-        return self.untrusted_probe_budget if thin else self.probe_budget
-
     def affordable(self, loss_s: float, thin: bool, commit: bool = True) -> bool:
         """Whether a probe predicted to cost `loss_s` over decoding fits the budget (`commit`: count it, or its
         deferral). A probe insures against the cost model's error, and was a short run's largest cost (stdlib B = 4:
         0.88-0.92x autoregressive, decoding 29 of 31 steps); without the larger budget while `thin`, stdlib B = 64's
         cold call probed 4 times (0.93x AR)."""
-        budget = self._budget(thin)
+        budget = self.untrusted_probe_budget if thin else self.probe_budget
         if self.loss_s + loss_s > budget * self.elapsed_s + self.banked_s:
             self.deferred += commit
             if commit:
