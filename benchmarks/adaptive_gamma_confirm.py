@@ -135,7 +135,7 @@ def report(path: str) -> None:
                   + (f"{sum(plain)} of {len(plain)} | " + " / ".join(
                       f"{statistics.median(x):.3f}" if x else "-" for x in split) + " |" if plain else "- | - |"))
     for r in recs:  # each configuration's own level, for reading the goals' ratios
-        tps, probes = r["tokens_per_s"], r.get("auto_probes_deferred")  # the latter since f7c806c
+        tps, probes = r["tokens_per_s"], r.get("auto_probes_deferred")  # the latter since d85e3c9
         print(f"- {r['setting']} B={r['batch_size']}{' mixed' if r['mixed_lengths'] else ''}, medians: "
               + ", ".join(f"{k} {statistics.median(v):.1f} tok/s" for k, v in tps.items())
               + ("; median per pass vs ar: " + ", ".join(f"{k} {paired_median(v, tps['ar']):.3f}"
