@@ -150,3 +150,22 @@ def test_synthetic_alpha_is_recovered_and_acceptance_rate_follows_leviathan(tiny
     assert a["alpha"] == pytest.approx(0.7, abs=0.03)
     assert a["acceptance_rate"] == pytest.approx(0.7 * (1 - 0.7**4) / (0.3 * 4), abs=0.03)
     assert a["sigma"] == pytest.approx(a["mean_acceptance_length"] / 5)
+
+
+def test_synthetic_request_alphas_do_not_depend_on_the_rounds_run_before():
+    """Two engines given the same requests draw the same per-request alphas, whatever rounds either ran before them:
+    a paired comparison of `--gamma auto` (which may decode) and a fixed gamma compares the same requests."""
+    from moesd.engine.proposers import SyntheticProposer
+
+    quiet, busy = (SyntheticProposer(0.2, 512, seed=3, alpha_max=0.9) for _ in range(2))
+    for proposer in (quiet, busy):
+        proposer.start([[1]] * 4)
+    first = quiet.row_alpha.clone()
+    assert torch.equal(first, busy.row_alpha) and len(set(first.tolist())) == 4
+    assert all(0.2 <= a <= 0.9 for a in first.tolist())
+    for _ in range(7):  # rounds of the busy engine alone
+        busy.forced_accepts(4, 3)
+    for proposer in (quiet, busy):
+        proposer.start([[1]] * 2)
+        proposer.add_rows([[1]], [1])
+    assert torch.equal(quiet.row_alpha, busy.row_alpha) and not torch.equal(quiet.row_alpha, first[:3])
