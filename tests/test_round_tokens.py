@@ -42,3 +42,38 @@ def test_the_variance_is_computed_only_when_asked_and_a_carry_is_a_prior():
     assert later.per_row(3, [0, 1])[2] is None
     variance = later.per_row(3, [0, 1], variance=True)[2]
     assert variance.shape == (2, 4) and (variance >= 0).all() and variance[:, 0] == pytest.approx([0.0, 0.0])
+
+
+def test_the_carried_acceptance_is_a_mean_over_requests_not_the_last_runs():
+    """Runs of one request each, alternately accepting nearly everything and nearly nothing: the next run's prior is
+    centred near the requests' mean, not on whichever request came last; a run without a round hands it on; and a
+    run of 16 requests counts 16 times one of one."""
+    from moesd.engine.acceptance_posterior import PositionAcceptance
+
+    earlier = None
+    centres = []
+    for run in range(12):
+        acc = PositionAcceptance(2)
+        if earlier is not None:
+            acc.carry(earlier, 8.0, requests=1)
+        a0, b0 = acc.pooled_prior
+        centres.append(a0 / (a0 + b0))
+        good = run % 2 == 0
+        acc.record([2 if good else 0] * 20, [2] * 20)  # 20 rounds of one request
+        earlier = acc
+    assert all(0.3 < c < 0.75 for c in centres[4:])  # the last request alone: ~0.95 or ~0.05
+    idle = PositionAcceptance(2)
+    idle.carry(earlier, 8.0)
+    after = PositionAcceptance(2)
+    after.carry(idle, 8.0)
+    assert after.pooled_prior == pytest.approx(idle.pooled_prior) and after.position_prior == idle.position_prior
+    # 16 requests of a low-accepting run outweigh the one request behind a high prior.
+    high, low = PositionAcceptance(2), PositionAcceptance(2)
+    high.record([2] * 20, [2] * 20)
+    low.carry(high, 8.0, requests=1)
+    low.record([0] * 40, [2] * 40)
+    many, one = PositionAcceptance(2), PositionAcceptance(2)
+    many.carry(low, 8.0, requests=16)
+    one.carry(low, 8.0, requests=1)
+    centre = [p[0] / (p[0] + p[1]) for p in (many.pooled_prior, one.pooled_prior)]
+    assert centre[0] < 0.1 < 0.4 < centre[1]

@@ -70,7 +70,8 @@ class RoundTokens:
         """Start from an earlier run's acceptance as a prior (AdaptiveGamma.carry_acceptance); returns what was
         carried, for the run's summary."""
         self._version += 1
-        self.acceptance.carry(earlier.acceptance, weight)
+        # The requests behind its rounds (a run given no request ids counts as one).
+        self.acceptance.carry(earlier.acceptance, weight, max(1, len(earlier.requests.started)))
         self.requests.carry(earlier.requests, earlier.acceptance.alpha)
         spread = self.requests.spread_ratios(self.acceptance.alpha)
         return {"alpha": self.acceptance.alpha, "per_position": self.acceptance.per_position(self.max_gamma),

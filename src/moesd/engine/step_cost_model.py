@@ -160,10 +160,27 @@ class StepCostModel:
         self.local_residual, self.local_min = bool(local_residual), local_min
         self._recent: deque = deque(maxlen=9)
         self._speed = 1.0
+        # Per (kind, batch size): the last `local_window` steps' seconds in units of the index and their features.
+        # The corrections are their medians over the maps' price now, taken again whenever a map refits: kept as
+        # ratios to the fit of their time, a kind not timed since (rounds, while a policy decodes) kept a
+        # correction of a fit that had moved, and a round at B = 1 was priced 1.31-1.71x a decode step where it took
+        # 1.51x (the seeded stub below, after the anchored index; 1.38-1.70x once taken again).
         self._local: dict[tuple[bool, int], deque] = {}
         self._local_window = local_window
+        self._local_versions: tuple | None = None  # the maps' versions the corrections were taken at
         # Their medians, where `local_min` are in, by batch size - 1 and kind (round: column 1); NaN elsewhere.
         self._local_table = np.full((64, 2), np.nan)
+        # The speed index is measured against the prior's step times, never against the maps' fit: the maps learn
+        # in its units, so an index relative to their fit let each refit move the units of every observation after
+        # it, and observations of a kind not timed since (rounds, while a policy decodes) drifted against the
+        # others. A seeded stub of one batch size, rounds 1.51x a decode step and 12 % noise, six rounds then 800
+        # decode steps at a constant speed: the priced relation wandered 1.07-2.09x; a CPU MoE engine at B = 1
+        # priced a gamma 1 round at 2x a decode step (measured: 1.52x) and decoded 20 calls in a row (one-off,
+        # docs/results.md section 15). Each (kind of step, batch size)'s ratio to the prior is taken relative to the
+        # index, and fixed once `local_window` are in (a shape that kept moving with the index would let the two
+        # drift together); a pair without one of its own takes the nearest batch size's, its kind's first.
+        self._anchor_seen: dict[tuple[bool, int], list] = {}
+        self._anchors: dict[tuple[bool, int], float] = {}
 
     def predicted(self, b: int, g: int) -> dict:
         if (b, g) not in self._cache:
@@ -223,11 +240,45 @@ class StepCostModel:
         """Step times over draft lengths (decode steps first) at batch size b, or [b, lengths] at batch sizes 1..b,
         times the speed index and their corrections, where `local_residual` is on and a step has been timed."""
         if self.local_residual and self._recent:
+            self._refresh_local()
             scale = self._local_scales(b) if out.ndim == 2 else \
                 self._speed * np.array([self._correction(b, False), self._correction(b, True)])
             out[..., :1] *= scale[..., :1]
             out[..., 1:] *= scale[..., 1:]
         return out
+
+    def _refresh_local(self) -> None:
+        """Take every correction again over the maps' price now, where a map has refitted since."""
+        versions = tuple(m.version for m in self.maps.values())
+        if versions != self._local_versions:
+            self._local_versions = versions
+            self._take_local([key for key, seen in self._local.items() if len(seen) >= self.local_min])
+
+    def _take_local(self, keys: list, last: bool = False) -> None:
+        """The corrections of (kind, batch size) `keys`: the median of their steps' seconds (in index units) over the
+        maps' price (`last`: their last fit, no pending refit run) and each kind's outside time, in one product per
+        stage over all their steps."""
+        if not keys:
+            return
+        steps = [(is_round, u, f) for is_round, b in keys for u, f in self._local[(is_round, b)]]
+        price = self._stage_all("target", np.array([f["target"] for _, _, f in steps]), last)
+        is_round = np.array([r for r, _, _ in steps])
+        if is_round.any():
+            rest = sum(self._stage_all(name, np.array([f[name] for _, _, f in steps]), last) for name in ("draft",
+                                                                                                        "reject"))
+            price = price + np.where(is_round, rest, 0.0)
+        price = price + np.where(is_round, self._outside_s[True], self._outside_s[False])
+        ratios = (np.array([u for _, u, _ in steps]) / price).tolist()
+        top = max(b for _, b in keys)
+        if top > self._local_table.shape[0]:
+            grown = np.full((max(top, 2 * self._local_table.shape[0]), 2), np.nan)
+            grown[:self._local_table.shape[0]] = self._local_table
+            self._local_table = grown
+        start = 0
+        for kind, b in keys:
+            n = len(self._local[(kind, b)])
+            self._local_table[b - 1, int(kind)] = statistics.median(ratios[start:start + n])
+            start += n
 
     def _correction(self, b: int, is_round: bool) -> float:
         """One entry of `_local_scales` without the speed index: what `_observe_local` divides a ratio by."""
@@ -315,30 +366,41 @@ class StepCostModel:
             self._outside_s[g > 0] = statistics.median(seen)  # pure Python: np.median cost ~0.1 ms a step
 
     def _observe_local(self, b: int, g: int, f: dict, step_s: float) -> float:
-        """Measured over predicted for one whole step, priced with the maps' last fit (what the decision before it
-        priced with; a refit that is due waits for the next decision, which runs it anyway), without the
-        correction, into the speed index and, relative to the index before it (returned), into its (kind, batch
-        size) correction."""
+        """One whole step: measured over the prior's price, over its (kind, batch size) anchor, into the speed index;
+        in units of the index before it (returned), into its (kind, batch size) correction, taken at once over
+        the maps' last fit (what the decision before it priced with; a refit that is due waits for the next
+        decision, which runs it anyway)."""
         stages = ("target", "draft", "reject") if g else ("target",)
-        predicted = sum(float(self._stage_all(name, np.array([f[name]]), last=True)[0]) for name in stages)
-        ratio = float(step_s / (predicted + self._outside_s[g > 0]))
+        prior_ratio = float(step_s / sum(f[name][1] for name in stages))
         recent = self._recent
-        index = statistics.median(recent) if recent else ratio
+        index = statistics.median(recent) if recent else prior_ratio / self._anchor(b, g > 0)
         seen = self._local.setdefault((g > 0, b), deque(maxlen=self._local_window))
-        seen.append(ratio / index)
+        seen.append((step_s / index, f))
         if len(seen) >= self.local_min:
-            median = statistics.median(seen)
-            if b > self._local_table.shape[0]:
-                grown = np.full((max(b, 2 * self._local_table.shape[0]), 2), np.nan)
-                grown[:self._local_table.shape[0]] = self._local_table
-                self._local_table = grown
-            self._local_table[b - 1, int(g > 0)] = median
-        # The index takes each ratio over its (kind, batch size) correction: what is left is the machine's speed, not
-        # the fit's error at the batch size the run is at (taken as speed, a call's tail at B <= 10 set the index for
-        # B = 16 too, and the per-batch-size corrections cancelled).
-        recent.append(ratio / self._correction(b, g > 0))
+            self._take_local([(g > 0, b)], last=True)
+        anchor = self._anchor_seen.get((g > 0, b))
+        if anchor is None and (g > 0, b) not in self._anchors:
+            anchor = self._anchor_seen[(g > 0, b)] = []
+        if anchor is not None:
+            anchor.append(prior_ratio / index)
+            if len(anchor) >= self.local_min:
+                self._anchors[(g > 0, b)] = statistics.median(anchor)
+            if len(anchor) >= self._local_window:
+                del self._anchor_seen[(g > 0, b)]  # fixed from now on
+        # The index takes each ratio over its pair's anchor: what is left is the machine's speed, not the prior's
+        # error at the batch size the run is at (taken as speed, a call's tail at B <= 10 set the index for B = 16
+        # too, and the per-batch-size corrections cancelled).
+        recent.append(prior_ratio / self._anchor(b, g > 0))
         self._speed = statistics.median(recent)
         return index
+
+    def _anchor(self, b: int, is_round: bool) -> float:
+        """The prior's error at a (kind of step, batch size) relative to the speed index (`_observe_local`)."""
+        own = self._anchors.get((is_round, b))
+        if own is not None:
+            return own
+        nearest = min(self._anchors.items(), key=lambda kv: (kv[0][0] != is_round, abs(kv[0][1] - b)), default=None)
+        return nearest[1] if nearest is not None else 1.0
 
     def measured_near(self, b: int) -> tuple[int, bool]:
         """(the longest draft length of a round measured, whether a decode step was measured) at batch sizes within
@@ -368,6 +430,7 @@ class StepCostModel:
         out = {name: [float(w) for w in m.weights()] for name, m in self.maps.items() if m}
         out["outside_s"] = {"decode": self._outside_s[False], "round": self._outside_s[True]}
         if self._recent:
+            self._refresh_local()
             out["speed_index"] = self._speed
             out["local_ratio"] = {kind: {b + 1: float(r) for b, r in enumerate(self._local_table[:, column])
                                          if not np.isnan(r)} for column, kind in enumerate(("decode", "round"))}
