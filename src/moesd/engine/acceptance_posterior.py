@@ -40,7 +40,7 @@ class PositionAcceptance:
         own prior stood for. Requests differ and arrive in no order, so the last run's acceptance is one draw of the
         next request's: carried alone, a CPU MoE engine at B = 1 (alpha 0.2-0.9 per request) opened its calls on
         predicted gains from 0.65x to 1.6x as the previous request had accepted, and after a slow one decoded whole
-        calls, 6 in a row, where gamma 1 gains ~6 % on average (`/tmp/stuck.py`-style 60-call run, results 15)."""
+        calls, 6 in a row (a one-off run of 60 calls, docs/results.md section 15)."""
         # A run without a round learns nothing: it hands on the centre it started from (centred on it, not pulled
         # towards 0.5: an engine that decoded seven calls in a row otherwise forgot what it had measured, stdlib
         # B = 4 reading 0.76 after its last round and 0.54 seven calls later). Its own pooled estimate under a

@@ -163,8 +163,8 @@ class StepCostModel:
         # Per (kind, batch size): the last `local_window` steps' seconds in units of the index and their features.
         # The corrections are their medians over the maps' price now, taken again whenever a map refits: kept as
         # ratios to the fit of their time, a kind not timed since (rounds, while a policy decodes) kept a
-        # correction of a fit that had moved, and a round at B = 1 was priced 1.31-1.71x a decode step where it took
-        # 1.51x (the seeded stub below, after the anchored index; 1.38-1.70x once taken again).
+        # correction of a fit that had moved: in the seeded stub of the anchored index below, with the index anchored
+        # a round at B = 1 was still priced 1.31-1.71x a decode step where it took 1.51x, 1.37-1.69x taken again.
         self._local: dict[tuple[bool, int], deque] = {}
         self._local_window = local_window
         self._local_versions: tuple | None = None  # the maps' versions the corrections were taken at
@@ -174,7 +174,7 @@ class StepCostModel:
         # in its units, so an index relative to their fit let each refit move the units of every observation after
         # it, and observations of a kind not timed since (rounds, while a policy decodes) drifted against the
         # others. A seeded stub of one batch size, rounds 1.51x a decode step and 12 % noise, six rounds then 800
-        # decode steps at a constant speed: the priced relation wandered 1.07-2.09x; a CPU MoE engine at B = 1
+        # decode steps at a constant speed (tests/test_adaptive_gamma.py): the priced relation wandered 1.07-2.09x; a CPU MoE engine at B = 1
         # priced a gamma 1 round at 2x a decode step (measured: 1.52x) and decoded 20 calls in a row (one-off,
         # docs/results.md section 15). Each (kind of step, batch size)'s ratio to the prior is taken relative to the
         # index, and fixed once `local_window` are in (a shape that kept moving with the index would let the two
