@@ -174,11 +174,12 @@ class StepCostModel:
         # in its units, so an index relative to their fit let each refit move the units of every observation after
         # it, and observations of a kind not timed since (rounds, while a policy decodes) drifted against the
         # others. A seeded stub of one batch size, rounds 1.51x a decode step and 12 % noise, six rounds then 800
-        # decode steps at a constant speed (tests/test_adaptive_gamma.py): the priced relation wandered 1.07-2.09x; a CPU MoE engine at B = 1
-        # priced a gamma 1 round at 2x a decode step (measured: 1.52x) and decoded 20 calls in a row (one-off,
-        # docs/results.md section 15). Each (kind of step, batch size)'s ratio to the prior is taken relative to the
-        # index, and fixed once `local_window` are in (a shape that kept moving with the index would let the two
-        # drift together); a pair without one of its own takes the nearest batch size's, its kind's first.
+        # decode steps at a constant speed (tests/test_adaptive_gamma.py): the priced relation wandered
+        # 1.07-2.09x. A CPU MoE engine at B = 1 priced a gamma 1 round at 1.6-2.3x a decode step (measured: 1.52x)
+        # and decoded 21 calls in a row (one-off, docs/results.md section 15). Each (kind of step, batch size)'s
+        # ratio to the prior is taken relative to the index, and fixed once `local_window` are in (a shape that kept
+        # moving with the index would let the two drift together); a pair without one of its own takes the nearest
+        # batch size's, its kind's first.
         self._anchor_seen: dict[tuple[bool, int], list] = {}
         self._anchors: dict[tuple[bool, int], float] = {}
 
