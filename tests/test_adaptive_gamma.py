@@ -342,10 +342,10 @@ def test_cost_model_keeps_its_rounds_through_a_long_run_of_decode_steps():
     assert cost.steps_s(8, 4)[0] == pytest.approx(0.1, rel=0.05)
 
 
-def _cost_model(local: bool = True) -> StepCostModel:
+def _cost_model(local: bool = True, anchored: bool = False) -> StepCostModel:
     arch, hw = model_preset("Qwen3-30B-A3B").arch(), resolve_hardware("cpu")
     return StepCostModel(physical_prior(arch, hw, 1), fit_context(hw, arch), arch.num_experts, arch.experts_per_token,
-                         max_gamma=4, local_residual=local)
+                         max_gamma=4, local_residual=local, anchored_index=anchored)
 
 
 def _static_batch_call(cost, truth_s, rounds: bool) -> None:
@@ -423,11 +423,12 @@ def test_cost_model_keeps_a_rounds_price_while_only_decode_steps_are_timed():
     """A policy that decodes for many steps times no round: the rounds it timed before must keep their price against
     decoding. One batch size, rounds 1.51x a decode step, 12 % noise, a constant speed: with the speed index taken
     against the maps' own fit (each refit moving the units later steps are learnt in) the priced relation wandered
-    1.07-2.09x over 800 decode steps; anchored on the prior, within the noise of a few medians."""
+    1.07-2.09x over 800 decode steps; anchored on the prior, within a few medians' noise (`anchored_index`, off
+    by default)."""
     truth = {0: 0.035, 1: 0.053, 2: 0.070}
     for seed in range(4):
         rng = np.random.default_rng(seed)
-        cost = _cost_model()
+        cost = _cost_model(anchored=True)
         for i, g in enumerate([0, 1, 1, 0, 2, 1, 0, 0, 1, 1, 0, 1] + [0] * 800):
             t = truth[g] * float(np.exp(rng.normal(0.0, 0.12)))
             cost.observe(1, g, t, 0.0, 0.0, step_s=t)
@@ -921,6 +922,13 @@ def test_policy_options_reach_every_call_and_bad_ones_fail_before_any_run(tiny_m
     assert not off.cost.local_residual and "local_residual" not in off.options
     with pytest.raises(MoesdError, match="local_residual must be 0 or 1"):
         make_gamma_policy(spec(local_residual="yes"), target, draft)
+    assert not make_gamma_policy(spec(), target, draft).cost.anchored_index
+    anchored = make_gamma_policy(spec(anchored_index=1), target, draft)
+    assert anchored.cost.anchored_index and "anchored_index" not in anchored.options
+    with pytest.raises(MoesdError, match="anchored_index must be 0 or 1"):
+        make_gamma_policy(spec(anchored_index=2), target, draft)
+    with pytest.raises(MoesdError, match="carry_over_requests must be true or false"):
+        make_gamma_policy(spec(carry_over_requests=2), target, draft)
 
 
 def test_per_request_token_limits_finish_rows_at_different_times(tiny_model, agreeing_draft):

@@ -44,8 +44,8 @@ def test_the_variance_is_computed_only_when_asked_and_a_carry_is_a_prior():
     assert variance.shape == (2, 4) and (variance >= 0).all() and variance[:, 0] == pytest.approx([0.0, 0.0])
 
 
-def test_the_carried_acceptance_is_a_mean_over_requests_not_the_last_runs():
-    """Runs of one request each, alternately accepting nearly everything and nearly nothing: the next run's prior is
+def test_the_carried_acceptance_can_be_a_mean_over_requests_not_the_last_runs():
+    """With `requests` (AdaptiveGamma's `carry_over_requests`), runs of one request each, alternately accepting nearly everything and nearly nothing: the next run's prior is
     centred near the requests' mean, not on whichever request came last; a run without a round hands it on; and a
     run of 16 requests counts 16 times one of one."""
     from moesd.engine.acceptance_posterior import PositionAcceptance
@@ -62,10 +62,13 @@ def test_the_carried_acceptance_is_a_mean_over_requests_not_the_last_runs():
         acc.record([2 if good else 0] * 20, [2] * 20)  # 20 rounds of one request
         earlier = acc
     assert all(0.3 < c < 0.75 for c in centres[4:])  # the last request alone: ~0.95 or ~0.05
+    last = PositionAcceptance(2)
+    last.carry(earlier, 8.0)  # the default: centred on the last run's estimate
+    assert last.pooled_prior[0] / sum(last.pooled_prior) < 0.25  # the last request, which accepted nothing
     idle = PositionAcceptance(2)
-    idle.carry(earlier, 8.0)
+    idle.carry(earlier, 8.0, requests=1)
     after = PositionAcceptance(2)
-    after.carry(idle, 8.0)
+    after.carry(idle, 8.0, requests=1)
     assert after.pooled_prior == pytest.approx(idle.pooled_prior) and after.position_prior == idle.position_prior
     # 16 requests of a low-accepting run outweigh the one request behind a high prior.
     high, low = PositionAcceptance(2), PositionAcceptance(2)

@@ -33,18 +33,20 @@ class PositionAcceptance:
         self.prior_requests = 0.0
         self.position_requests = [0.0] * max_gamma
 
-    def carry(self, earlier: "PositionAcceptance", weight: float, requests: int = 1, memory: float = 32.0) -> None:
-        """Start from the acceptance of the requests `earlier` and the runs before it measured, pooled and per
-        position, each worth at most `weight` observations. The centres are means over requests, not over the last
-        run's rounds: `earlier`'s own rounds count as its `requests` requests beside the up to `memory` requests its
-        own prior stood for. Requests differ and arrive in no order, so the last run's acceptance is one draw of the
+    def carry(self, earlier: "PositionAcceptance", weight: float, requests: int | None = None,
+              memory: float = 32.0) -> None:
+        """Start from the acceptance `earlier` measured, pooled and per position, each worth at most `weight`
+        observations: centred on `earlier`'s estimates (`requests` None, the default), or with `requests`, on means
+        over requests, not over the last run's rounds: `earlier`'s own rounds count as its `requests` requests beside
+        the up to `memory` requests its own prior stood for (AdaptiveGamma's `carry_over_requests`). Requests differ and arrive in no order, so the last run's acceptance is one draw of the
         next request's: carried alone, a CPU MoE engine at B = 1 (alpha 0.2-0.9 per request) opened its calls on
         predicted gains from 0.65x to 1.6x as the previous request had accepted, and after a slow one decoded whole
         calls, 6 in a row (a one-off run of 60 calls, docs/results.md section 15)."""
-        # A run without a round learns nothing: it hands on the centre it started from (centred on it, not pulled
-        # towards 0.5: an engine that decoded seven calls in a row otherwise forgot what it had measured, stdlib
-        # B = 4 reading 0.76 after its last round and 0.54 seven calls later). Its own pooled estimate under a
-        # uniform prior lies strictly inside (0, 1), so both pseudo-counts stay positive.
+        if requests is None:
+            self._carry_last_run(earlier, weight)
+            return
+        # A run without a round learns nothing: it hands on the centre it started from (`_carry_last_run`: not
+        # pulled towards 0.5). Its own pooled estimate under a uniform prior lies strictly inside (0, 1).
         a0, b0 = earlier.pooled_prior
         centre, behind = a0 / (a0 + b0), earlier.prior_requests
         offered = sum(earlier.offered)
@@ -69,6 +71,26 @@ class PositionAcceptance:
             prior.append((n * centre, n * (1.0 - centre)) if n > 0 else (0.0, 0.0))
             behind_by_position.append(min(memory, seen + new))
         self.position_prior, self.position_requests = prior, behind_by_position
+
+    def _carry_last_run(self, earlier: "PositionAcceptance", weight: float) -> None:
+        """`carry` centred on `earlier`'s estimates (its own counts and what it had carried itself)."""
+        alpha = earlier.alpha
+        # Centred on the earlier mean itself: (1 + w alpha, 1 + w (1 - alpha)) pulled it 2 / (w + 2) of the way to
+        # 0.5 at every carry, and an engine that decoded every step of its calls (no rounds, nothing new learnt)
+        # forgot what it had measured: stdlib B = 4 read 0.76 after its last round and 0.54 seven decoding calls
+        # later (`benchmarks/adaptive_gamma_diagnose.py --alternate stdlib:4 --calls 10`). The same total weight;
+        # the earlier mean lies strictly inside (0, 1), so both pseudo-counts stay positive.
+        self.pooled_prior = ((weight + 2.0) * alpha, (weight + 2.0) * (1.0 - alpha))
+        prior = []
+        for i in range(len(self.offered)):
+            if i < len(earlier.offered):
+                pa, pb = earlier.position_prior[i]
+                acc, total = earlier.accepted[i] + pa, earlier.offered[i] + pa + pb
+            else:
+                acc = total = 0.0
+            n = min(weight, total)
+            prior.append((n * acc / total, n * (1.0 - acc / total)) if total > 0 else (0.0, 0.0))
+        self.position_prior = prior
 
     def record(self, accepted: list[int], drafted: list[int]) -> None:
         for a, g in zip(accepted, drafted):

@@ -75,7 +75,8 @@ class AdaptiveGamma:
                  trace_limit: int = 4096, margin: float = 0.03, probe_gain: float = 0.9,
                  probe_budget: float = 0.02, trusted_rounds: int = 4, untrusted_probe_budget: float = 0.1,
                  hold_steps: int = 3, plans: bool = True, probe_optimism: float = 2.0, hold_scale: int = 4,
-                 finish_draws: int = 0, carry_probe_budget: bool = False) -> None:
+                 finish_draws: int = 0, carry_probe_budget: bool = False,
+                 carry_over_requests: bool = False) -> None:
         if max_gamma < 1:
             raise MoesdError(f"--gamma auto needs a maximum draft length >= 1, got {max_gamma}")
         self.probes = ProbeSchedule(first_probe, probe_every, probe_gain, probe_budget, untrusted_probe_budget,
@@ -104,6 +105,13 @@ class AdaptiveGamma:
         # 1.09x), but paired runs read the throughput 1-6 % lower with it (CPU MoE B = 16, 64 and mixed; results 15):
         # it prices the rest of the run as if the estimates' uncertainty stayed, where the policy learns and switches.
         self.finish_draws = finish_draws
+        if carry_over_requests not in (True, False):  # 0 / 1 from the command line's option lists
+            raise MoesdError(f"carry_over_requests must be true or false, got {carry_over_requests!r}")
+        # True: the acceptance carried to the next call is centred on a mean over the requests the engine ran, not
+        # on the last call's estimate (PositionAcceptance.carry). Off by default: it was tried together with the
+        # cost model's `anchored_index` (d7b3924), whose confirm left a stdlib engine at B = 1 decoding 191 calls in
+        # a row (docs/results.md section 15).
+        self.carry_over_requests = bool(carry_over_requests)
         if not 0.0 <= probe_optimism < float("inf"):
             raise MoesdError(f"the probes' acceptance optimism must be finite and >= 0, got {probe_optimism}")
         self.probe_optimism = probe_optimism  # 0: a probe takes the best length at the posterior means
@@ -317,7 +325,7 @@ class AdaptiveGamma:
         acceptance statistics across requests. With the uniform prior, a stdlib B = 1 engine (SD 1.6x AR) opened calls
         with a plain prefill (predicted 0.79, 0.86x); with the pooled alpha alone it drafted 2-4 tokens where 6 of 8
         rounds accepted all 6 (results section 15). This run's own rounds outweigh it after one or two."""
-        self.carried_acceptance = self.tokens.carry(earlier.tokens, weight)
+        self.carried_acceptance = self.tokens.carry(earlier.tokens, weight, self.carry_over_requests)
 
     def carry_probe_clock(self, earlier: "AdaptiveGamma") -> None:
         """The far verdict's probe clock runs across the engine's runs (ProbeSchedule.carry)."""

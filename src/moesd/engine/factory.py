@@ -172,6 +172,10 @@ def build_engine(spec: EngineSpec, models: ModelCache | None = None) -> SpecEngi
                       cuda_graphs=spec.cuda_graphs)
 
 
+# `--gamma auto` options that configure the engine's cost model (StepCostModel), with their defaults.
+COST_OPTIONS = {"local_residual": True, "anchored_index": False}
+
+
 def make_gamma_policy(spec: EngineSpec, target: LoadedModel, draft: LoadedModel | None):
     """The engine's `GammaPolicies` (a fresh `AdaptiveGamma` per generate call, sharing one `StepCostModel`) pricing
     steps with the perf model:
@@ -226,19 +230,21 @@ def make_gamma_policy(spec: EngineSpec, target: LoadedModel, draft: LoadedModel 
     # later call starts from what earlier ones measured (AdaptiveGamma trusts it near batch sizes they ran) and
     # need not pay for timed rounds again. Concurrent calls both feed it (observations of the same machine).
     options = dict(spec.gamma_policy_options)
-    # The cost model's one option (per-batch-size correction, engine/step_cost_model.py): the engine's, not a call's.
-    local_residual = options.pop("local_residual", True)
-    if local_residual not in (0, 1):  # True and False compare equal to 1 and 0
-        raise MoesdError(f"local_residual must be 0 or 1, got {local_residual!r}")
+    # The cost model's options (per-batch-size correction, a speed index anchored on the prior;
+    # engine/step_cost_model.py): the engine's, not a call's.
+    cost_options = {name: options.pop(name, default) for name, default in COST_OPTIONS.items()}
+    for name, value in cost_options.items():
+        if value not in (0, 1):  # True and False compare equal to 1 and 0
+            raise MoesdError(f"{name} must be 0 or 1, got {value!r}")
     cost = StepCostModel(params, ctx, num_experts, top_k, source=source, max_gamma=spec.gamma,
-                         local_residual=bool(local_residual))
+                         **{name: bool(value) for name, value in cost_options.items()})
     cost.predicted(64, spec.gamma)  # a bad configuration fails here, and the prior's table is filled before any run
 
     known = set(inspect.signature(AdaptiveGamma).parameters) - {"max_gamma", "cost"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise MoesdError(f"unknown --gamma auto option(s) {', '.join(unknown)} "
-                         f"(known: {', '.join(sorted(known | {'local_residual'}))})")
+                         f"(known: {', '.join(sorted(known | set(COST_OPTIONS)))})")
     AdaptiveGamma(spec.gamma, cost, **options)  # bad values fail here, before any run
     return GammaPolicies(spec.gamma, cost, options)
 

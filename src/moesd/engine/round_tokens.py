@@ -66,12 +66,13 @@ class RoundTokens:
         self.empty_rounds += 1
         self.rounds_asked += 1
 
-    def carry(self, earlier: "RoundTokens", weight: float) -> dict:
-        """Start from an earlier run's acceptance as a prior (AdaptiveGamma.carry_acceptance); returns what was
-        carried, for the run's summary."""
+    def carry(self, earlier: "RoundTokens", weight: float, over_requests: bool = False) -> dict:
+        """Start from an earlier run's acceptance as a prior (AdaptiveGamma.carry_acceptance; `over_requests`: its
+        centres means over requests, PositionAcceptance.carry); returns what was carried, for the run's summary."""
         self._version += 1
         # The requests behind its rounds (a run given no request ids counts as one).
-        self.acceptance.carry(earlier.acceptance, weight, max(1, len(earlier.requests.started)))
+        requests = max(1, len(earlier.requests.started)) if over_requests else None
+        self.acceptance.carry(earlier.acceptance, weight, requests)
         self.requests.carry(earlier.requests, earlier.acceptance.alpha)
         spread = self.requests.spread_ratios(self.acceptance.alpha)
         return {"alpha": self.acceptance.alpha, "per_position": self.acceptance.per_position(self.max_gamma),

@@ -116,7 +116,7 @@ class StepCostModel:
 
     def __init__(self, params: StepTimeParams, ctx: StepContext, num_experts: int, top_k: int,
                  window: int = 64, source: str = "prior", max_gamma: int = 16, local_residual: bool = True,
-                 local_window: int = 9, local_min: int = 3) -> None:
+                 local_window: int = 9, local_min: int = 3, anchored_index: bool = False) -> None:
         self.params, self.ctx, self.max_gamma = params, ctx, max_gamma
         self.num_experts, self.top_k = num_experts, top_k
         self.maps = {"target": _OnlineMap(window, 3), "draft": _OnlineMap(window, 3),
@@ -180,6 +180,11 @@ class StepCostModel:
         # ratio to the prior is taken relative to the index, and fixed once `local_window` are in (a shape that kept
         # moving with the index would let the two drift together); a pair without one of its own takes the nearest
         # batch size's, its kind's first.
+        # Off by default (`anchored_index`): with it, the confirm of d7b3924 met the CPU MoE B = 1 where auto had
+        # decoded whole calls, but left a stdlib engine at B = 1 decoding 191 calls in a row, its probes deferred by
+        # the budget (0.546x gamma 6; docs/results.md section 15). Without it, the index and the corrections are
+        # ratios to the fit of their time, as before d7b3924.
+        self.anchored_index = bool(anchored_index)
         self._anchor_seen: dict[tuple[bool, int], list] = {}
         self._anchors: dict[tuple[bool, int], float] = {}
 
@@ -241,7 +246,8 @@ class StepCostModel:
         """Step times over draft lengths (decode steps first) at batch size b, or [b, lengths] at batch sizes 1..b,
         times the speed index and their corrections, where `local_residual` is on and a step has been timed."""
         if self.local_residual and self._recent:
-            self._refresh_local()
+            if self.anchored_index:
+                self._refresh_local()
             scale = self._local_scales(b) if out.ndim == 2 else \
                 self._speed * np.array([self._correction(b, False), self._correction(b, True)])
             out[..., :1] *= scale[..., :1]
@@ -270,15 +276,10 @@ class StepCostModel:
             price = price + np.where(is_round, rest, 0.0)
         price = price + np.where(is_round, self._outside_s[True], self._outside_s[False])
         ratios = (np.array([u for _, u, _ in steps]) / price).tolist()
-        top = max(b for _, b in keys)
-        if top > self._local_table.shape[0]:
-            grown = np.full((max(top, 2 * self._local_table.shape[0]), 2), np.nan)
-            grown[:self._local_table.shape[0]] = self._local_table
-            self._local_table = grown
         start = 0
         for kind, b in keys:
             n = len(self._local[(kind, b)])
-            self._local_table[b - 1, int(kind)] = statistics.median(ratios[start:start + n])
+            self._set_local(b, kind, statistics.median(ratios[start:start + n]))
             start += n
 
     def _correction(self, b: int, is_round: bool) -> float:
@@ -372,6 +373,8 @@ class StepCostModel:
         the maps' last fit (what the decision before it priced with; a refit that is due waits for the next
         decision, which runs it anyway)."""
         stages = ("target", "draft", "reject") if g else ("target",)
+        if not self.anchored_index:
+            return self._observe_against_fit(b, g, f, step_s, stages)
         prior_ratio = float(step_s / sum(f[name][1] for name in stages))
         recent = self._recent
         index = statistics.median(recent) if recent else prior_ratio / self._anchor(b, g > 0)
@@ -394,6 +397,28 @@ class StepCostModel:
         recent.append(prior_ratio / self._anchor(b, g > 0))
         self._speed = statistics.median(recent)
         return index
+
+    def _observe_against_fit(self, b: int, g: int, f: dict, step_s: float, stages: tuple) -> float:
+        """`_observe_local` without `anchored_index`: measured over the maps' last fit, into the speed index (over
+        its (kind, batch size) correction) and, relative to the index before it (returned), into that correction."""
+        predicted = sum(float(self._stage_all(name, np.array([f[name]]), last=True)[0]) for name in stages)
+        ratio = float(step_s / (predicted + self._outside_s[g > 0]))
+        recent = self._recent
+        index = statistics.median(recent) if recent else ratio
+        seen = self._local.setdefault((g > 0, b), deque(maxlen=self._local_window))
+        seen.append(ratio / index)
+        if len(seen) >= self.local_min:
+            self._set_local(b, g > 0, statistics.median(seen))
+        recent.append(ratio / self._correction(b, g > 0))
+        self._speed = statistics.median(recent)
+        return index
+
+    def _set_local(self, b: int, is_round: bool, ratio: float) -> None:
+        if b > self._local_table.shape[0]:
+            grown = np.full((max(b, 2 * self._local_table.shape[0]), 2), np.nan)
+            grown[:self._local_table.shape[0]] = self._local_table
+            self._local_table = grown
+        self._local_table[b - 1, int(is_round)] = ratio
 
     def _anchor(self, b: int, is_round: bool) -> float:
         """The prior's error at a (kind of step, batch size) relative to the speed index (`_observe_local`)."""
@@ -431,7 +456,8 @@ class StepCostModel:
         out = {name: [float(w) for w in m.weights()] for name, m in self.maps.items() if m}
         out["outside_s"] = {"decode": self._outside_s[False], "round": self._outside_s[True]}
         if self._recent:
-            self._refresh_local()
+            if self.anchored_index:
+                self._refresh_local()
             out["speed_index"] = self._speed
             out["local_ratio"] = {kind: {b + 1: float(r) for b, r in enumerate(self._local_table[:, column])
                                          if not np.isnan(r)} for column, kind in enumerate(("decode", "round"))}
