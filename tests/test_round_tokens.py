@@ -45,9 +45,9 @@ def test_the_variance_is_computed_only_when_asked_and_a_carry_is_a_prior():
 
 
 def test_the_carried_acceptance_can_be_a_mean_over_requests_not_the_last_runs():
-    """With `requests` (AdaptiveGamma's `carry_over_requests`), runs of one request each, alternately accepting nearly everything and nearly nothing: the next run's prior is
-    centred near the requests' mean, not on whichever request came last; a run without a round hands it on; and a
-    run of 16 requests counts 16 times one of one."""
+    """With `requests` (AdaptiveGamma's `carry_over_requests`), runs of one request each, alternately accepting nearly
+    everything and nearly nothing: the next run's prior is centred near the requests' mean, not on whichever request
+    came last; a run without a round hands it on; and a run of 16 requests counts 16 times one of one."""
     from moesd.engine.acceptance_posterior import PositionAcceptance
 
     earlier = None

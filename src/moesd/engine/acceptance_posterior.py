@@ -38,10 +38,11 @@ class PositionAcceptance:
         """Start from the acceptance `earlier` measured, pooled and per position, each worth at most `weight`
         observations: centred on `earlier`'s estimates (`requests` None, the default), or with `requests`, on means
         over requests, not over the last run's rounds: `earlier`'s own rounds count as its `requests` requests beside
-        the up to `memory` requests its own prior stood for (AdaptiveGamma's `carry_over_requests`). Requests differ and arrive in no order, so the last run's acceptance is one draw of the
-        next request's: carried alone, a CPU MoE engine at B = 1 (alpha 0.2-0.9 per request) opened its calls on
-        predicted gains from 0.65x to 1.6x as the previous request had accepted, and after a slow one decoded whole
-        calls, 6 in a row (a one-off run of 60 calls, docs/results.md section 15)."""
+        the up to `memory` requests its own prior stood for (AdaptiveGamma's `carry_over_requests`). Requests differ
+        and arrive in no order, so the last run's acceptance is one draw of the next request's: carried alone, a CPU
+        MoE engine at B = 1 (alpha 0.2-0.9 per request) opened its calls on predicted gains from 0.65x to 1.6x as
+        the previous request had accepted, and after a slow one decoded whole calls, 6 in a row (a one-off run of
+        60 calls, docs/results.md section 15)."""
         if requests is None:
             self._carry_last_run(earlier, weight)
             return

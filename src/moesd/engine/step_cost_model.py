@@ -160,9 +160,10 @@ class StepCostModel:
         self.local_residual, self.local_min = bool(local_residual), local_min
         self._recent: deque = deque(maxlen=9)
         self._speed = 1.0
-        # Per (kind, batch size): the last `local_window` steps' seconds in units of the index and their features.
-        # The corrections are their medians over the maps' price now, taken again whenever a map refits: kept as
-        # ratios to the fit of their time, a kind not timed since (rounds, while a policy decodes) kept a
+        # Per (kind, batch size), the last `local_window` steps: their ratios to the fit of their time over the index
+        # then, or with `anchored_index`, their seconds in units of the index and their features, the corrections
+        # being their medians over the maps' price now, taken again whenever a map refits. Kept as ratios to the fit
+        # of their time, a kind not timed since (rounds, while a policy decodes) kept a
         # correction of a fit that had moved: in the seeded stub of the anchored index below, with the index anchored
         # a round at B = 1 was still priced 1.31-1.71x a decode step where it took 1.51x, 1.37-1.69x taken again.
         self._local: dict[tuple[bool, int], deque] = {}
@@ -283,7 +284,7 @@ class StepCostModel:
             start += n
 
     def _correction(self, b: int, is_round: bool) -> float:
-        """One entry of `_local_scales` without the speed index: what `_observe_local` divides a ratio by."""
+        """One entry of `_local_scales` without the speed index: what `_observe_against_fit` divides a ratio by."""
         row = self._local_table[b - 1] if b <= self._local_table.shape[0] else (np.nan, np.nan)
         own, other = float(row[int(is_round)]), float(row[int(not is_round)])
         return own if own == own else other if other == other else 1.0  # NaN != NaN: not measured
@@ -368,10 +369,10 @@ class StepCostModel:
             self._outside_s[g > 0] = statistics.median(seen)  # pure Python: np.median cost ~0.1 ms a step
 
     def _observe_local(self, b: int, g: int, f: dict, step_s: float) -> float:
-        """One whole step: measured over the prior's price, over its (kind, batch size) anchor, into the speed index;
-        in units of the index before it (returned), into its (kind, batch size) correction, taken at once over
-        the maps' last fit (what the decision before it priced with; a refit that is due waits for the next
-        decision, which runs it anyway)."""
+        """One whole step, with `anchored_index` (`_observe_against_fit` without): measured over the prior's price,
+        over its (kind, batch size) anchor, into the speed index; in units of the index before it (returned), into its
+        (kind, batch size) correction, taken at once over the maps' last fit (what the decision before it priced
+        with; a refit that is due waits for the next decision, which runs it anyway)."""
         stages = ("target", "draft", "reject") if g else ("target",)
         if not self.anchored_index:
             return self._observe_against_fit(b, g, f, step_s, stages)
@@ -392,8 +393,7 @@ class StepCostModel:
             if len(anchor) >= self._local_window:
                 del self._anchor_seen[(g > 0, b)]  # fixed from now on
         # The index takes each ratio over its pair's anchor: what is left is the machine's speed, not the prior's
-        # error at the batch size the run is at (taken as speed, a call's tail at B <= 10 set the index for B = 16
-        # too, and the per-batch-size corrections cancelled).
+        # error at the batch size the run is at.
         recent.append(prior_ratio / self._anchor(b, g > 0))
         self._speed = statistics.median(recent)
         return index
@@ -409,6 +409,9 @@ class StepCostModel:
         seen.append(ratio / index)
         if len(seen) >= self.local_min:
             self._set_local(b, g > 0, statistics.median(seen))
+        # The index takes each ratio over its (kind, batch size) correction: what is left is the machine's speed, not
+        # the fit's error at the batch size the run is at (taken as speed, a call's tail at B <= 10 set the index for
+        # B = 16 too, and the per-batch-size corrections cancelled).
         recent.append(ratio / self._correction(b, g > 0))
         self._speed = statistics.median(recent)
         return index
