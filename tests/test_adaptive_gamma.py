@@ -159,15 +159,15 @@ def test_online_map_with_two_measured_sizes_fits_the_pair_of_features_that_expla
     """Two distinct forwards pin two weights. Where the prior's shape is flat over token counts (its expert loading
     saturated) and the machine's time doubles, no non-negative constant plus scale fits; a scale plus a per-token
     cost does, and prices both sizes as measured. Where the constant plus scale fits, it is kept."""
-    from moesd.engine.step_cost_model import _OnlineMap
+    from moesd.engine.online_map import OnlineMap
 
-    flat = _OnlineMap(64, 3)
+    flat = OnlineMap(64, 3)
     for _ in range(3):
         flat.add((1.0, 0.00397, 64.0), 0.0738)
         flat.add((1.0, 0.00438, 128.0), 0.125)
     assert flat((1.0, 0.00397, 64.0)) == pytest.approx(0.0738, rel=1e-3)
     assert flat((1.0, 0.00438, 128.0)) == pytest.approx(0.125, rel=1e-3)
-    shaped = _OnlineMap(64, 3)
+    shaped = OnlineMap(64, 3)
     shaped.add((1.0, 1.0, 64.0), 2.0)
     shaped.add((1.0, 2.0, 128.0), 3.0)
     assert shaped.weights().tolist() == pytest.approx([1.0, 1.0, 0.0])

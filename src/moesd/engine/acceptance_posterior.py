@@ -52,8 +52,7 @@ class PositionAcceptance:
         centre, behind = a0 / (a0 + b0), earlier.prior_requests
         offered = sum(earlier.offered)
         new = float(requests) if offered else 0.0
-        if new:
-            centre = (behind * centre + new * (sum(earlier.accepted) + 1.0) / (offered + 2.0)) / (behind + new)
+        centre = _mean_over_requests(centre, behind, (sum(earlier.accepted) + 1.0) / (offered + 2.0), new)
         self.pooled_prior = ((weight + 2.0) * centre, (weight + 2.0) * (1.0 - centre))
         self.prior_requests = min(memory, behind + new)
         prior, behind_by_position = [], []
@@ -66,8 +65,7 @@ class PositionAcceptance:
             off, seen = earlier.offered[i], earlier.position_requests[i] if pa + pb > 0 else 0.0
             centre = pa / (pa + pb) if pa + pb > 0 else 0.0
             new = float(requests) if off else 0.0
-            if new:
-                centre = (seen * centre + new * earlier.accepted[i] / off) / (seen + new)
+            centre = _mean_over_requests(centre, seen, earlier.accepted[i] / off if off else 0.0, new)
             n = min(weight, off + pa + pb)
             prior.append((n * centre, n * (1.0 - centre)) if n > 0 else (0.0, 0.0))
             behind_by_position.append(min(memory, seen + new))
@@ -243,6 +241,11 @@ class RequestAcceptance:
         i = np.arange(1, len(p) + 1)
         rows = np.minimum(1.0, p[None, :] * ratios[:, None] ** i[None, :])  # [rows, positions]
         return np.concatenate([np.ones((len(ratios), 1)), 1.0 + np.cumsum(rows, axis=1)], axis=1)
+
+
+def _mean_over_requests(centre: float, behind: float, own: float, new: float) -> float:
+    """A centre that stood for `behind` requests, with `new` requests whose estimate is `own` added."""
+    return (behind * centre + new * own) / (behind + new) if new else centre
 
 
 def _logit(p):
