@@ -30,9 +30,10 @@ class StubCost:
 
     source = "stub"
 
-    def __init__(self, decode=1.0, draft=0.0, verify_per_token=0.0, verify_fixed=None, start_per_token=0.0):
+    def __init__(self, decode=1.0, draft=0.0, verify_per_token=0.0, verify_fixed=None, start_per_token=0.0,
+                 prefill_per_token=None):
         self.decode, self.draft, self.per_token = decode, draft, verify_per_token
-        self.start_per_token = start_per_token
+        self.start_per_token, self.prefill_per_token = start_per_token, prefill_per_token
         self.verify_fixed = decode if verify_fixed is None else verify_fixed
         self.seen = []
 
@@ -61,6 +62,15 @@ class StubCost:
 
     def draft_start_s(self, tokens):
         return self.start_per_token * tokens
+
+    def observe_prefill(self, tokens, seconds):
+        pass
+
+    def merged_extra_s(self, b, top):
+        # A merged round adds its drafts to the prefill's forward, and the drafting (None: no prefill timed yet).
+        if self.prefill_per_token is None:
+            return None
+        return np.array([(self.prefill_per_token * b + self.draft) * g for g in range(top + 1)])
 
     def scales(self):
         return {}
@@ -610,6 +620,22 @@ def test_cost_model_prices_the_drafts_catch_up():
     assert [args[-1] for args in stub.seen] == [0, 0, 0, 0, 3]
 
 
+def test_cost_model_prices_a_round_merged_with_the_prefill_at_its_drafts_and_the_prefills_tokens():
+    """What a merged round adds to a plain prefill: its g drafts per row at a prefill's seconds per token, and the
+    round's drafting and rejection; nothing until a prefill has been timed."""
+    arch, hw = model_preset("Qwen3-30B-A3B").arch(), resolve_hardware("cpu")
+    prior = physical_prior(arch, hw, 1, model_preset("Qwen2-0.5B-Instruct").arch())
+    cost = StepCostModel(prior, fit_context(hw, arch), arch.num_experts, arch.experts_per_token, max_gamma=8)
+    for g in (1, 2, 3, 1, 2, 3):
+        cost.observe(4, g, 1.0, 0.1 * g, 0.01)
+    assert cost.merged_extra_s(4, 3) is None
+    cost.observe_prefill(400, 2.0)  # 5 ms per token
+    extra = cost.merged_extra_s(4, 3)
+    outside = cost.scales()["outside_s"]["round"]
+    assert extra[0] == 0.0
+    assert extra[1:] == pytest.approx([0.02 * g + 0.1 * g + 0.01 + outside for g in (1, 2, 3)], rel=0.15)
+
+
 def test_rule_opens_with_a_plain_prefill_where_it_knows_sd_loses_and_prices_the_drafts_prefill():
     """A run opens with an SD round merged with the prefill until decoding and rounds have been measured near its
     batch size (the only way to learn them); with both known, it opens with a plain prefill where SD loses, so the
@@ -634,6 +660,40 @@ def test_rule_opens_with_a_plain_prefill_where_it_knows_sd_loses_and_prices_the_
     assert slow_start.choose(4, 20, start_tokens=1000) == 0  # 20 tokens cannot repay 20 steps of prefill
     assert slow_start.choose(4, 20, rows=[0, 1, 2, 3], remaining=[20] * 4, start_tokens=1000) == 0
     assert slow_start.choose(4, 20, start_tokens=10) == 4  # a short history can
+
+
+def test_a_run_that_expects_to_decode_still_opens_with_a_merged_round_where_that_round_pays_for_itself():
+    """A gamma 1 round costs 1.6 decode steps (each token verified 0.5 s), so at alpha 0.6 the rest of the run
+    decodes; but merged with the prefill, a round adds only its drafts to a forward the run pays anyway (0.05 s per
+    token): it opens with one, of the length worth most (here the longest), and the first step takes it. Not where a prefill's token is dear, nor before any
+    prefill was timed, nor in a static batch of 8 rows whose end waits for the row that accepts least."""
+    class Known(StubCost):
+        def measured_near(self, b):
+            return 4, True
+
+    def policy(**cost):
+        p = AdaptiveGamma(4, Known(decode=1.0, verify_fixed=1.4, verify_per_token=0.5, **cost))
+        teach(p, 0.6)
+        return p
+
+    cheap = policy(prefill_per_token=0.05)
+    assert cheap.choose(1, 100) == 0  # the verdict: decode
+    cheap = policy(prefill_per_token=0.05)
+    assert cheap.opens_with_round(1, 100) and cheap.opening["merged_gamma"] == 4
+    assert cheap.opening["merged_net_s"] == pytest.approx((0.6 + 0.36 + 0.216 + 0.13) * 1.5 - 0.2, abs=0.15)
+    assert cheap.choose(1, 100, minimum=1) == 4 and cheap.choose(1, 100) == 0
+    assert not policy().opens_with_round(1, 100)  # no prefill timed: no price for the drafts in it
+    off = AdaptiveGamma(4, Known(decode=1.0, verify_fixed=1.4, verify_per_token=0.5, prefill_per_token=0.05),
+                        merged_opening=False)
+    teach(off, 0.6)
+    assert not off.opens_with_round(1, 100)  # the option off: a plain prefill, as before
+    dear = policy(prefill_per_token=1.0)
+    assert not dear.opens_with_round(1, 100) and dear.opening["merged_net_s"] < 0
+    rows = list(range(8))
+    assert policy(prefill_per_token=0.02).opens_with_round(8, 100, rows)  # a waiting queue: each row's tokens count
+    static = policy(prefill_per_token=0.02)
+    assert not static.opens_with_round(8, 100, rows, remaining=[100] * 8)  # 0.6^8 of a 5 s step saved for 0.16 s
+    assert policy(prefill_per_token=0.02).opens_with_round(8, 100, rows, remaining=[100] + [50] * 7)  # one row ends
 
 
 def test_acceptance_carries_the_position_curve_and_the_request_spread_between_runs():
@@ -794,6 +854,9 @@ class RandomGamma:
     def draft_started(self, tokens, seconds):
         pass
 
+    def observe_prefill(self, tokens, seconds):
+        pass
+
     def observe_empty_round(self):
         pass
 
@@ -878,7 +941,8 @@ def test_generate_cli_auto_and_bad_values(capsys, tiny_dir):
     m = json.loads(out)["metrics"]
     assert m["gamma"] == "auto" and m["adaptive"]["max_gamma"] == 6
     # Synthetic drafting without a draft model costs nothing to predict: no draft map.
-    maps = set(m["adaptive"]["cost_maps"]) - {"draft_start_s_per_token", "local_ratio", "speed_index"}
+    maps = set(m["adaptive"]["cost_maps"]) - {"draft_start_s_per_token", "prefill_s_per_token", "local_ratio",
+                                              "speed_index"}
     assert maps == {"target", "reject", "outside_s"}
     assert m["adaptive"]["cost_maps"]["outside_s"]["round"] >= 0  # a step's bookkeeping, priced
     assert all(0 <= int(g) <= 6 for g in m["adaptive"]["gamma_histogram"])
@@ -929,6 +993,8 @@ def test_policy_options_reach_every_call_and_bad_ones_fail_before_any_run(tiny_m
         make_gamma_policy(spec(anchored_index=2), target, draft)
     with pytest.raises(MoesdError, match="carry_over_requests must be true or false"):
         make_gamma_policy(spec(carry_over_requests=2), target, draft)
+    with pytest.raises(MoesdError, match="merged_opening must be true or false"):
+        make_gamma_policy(spec(merged_opening=0.5), target, draft)
 
 
 def test_per_request_token_limits_finish_rows_at_different_times(tiny_model, agreeing_draft):

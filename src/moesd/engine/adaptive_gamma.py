@@ -51,6 +51,7 @@ import numpy as np
 
 from moesd.engine.acceptance_posterior import PositionAcceptance, RequestAcceptance
 from moesd.engine.finish_objective import finish_rates
+from moesd.engine.merged_opening import merged_round_gain_s
 from moesd.engine.probe_schedule import ProbeSchedule
 from moesd.engine.round_tokens import RoundTokens
 from moesd.engine.step_cost_model import StepCostModel
@@ -76,7 +77,7 @@ class AdaptiveGamma:
                  probe_budget: float = 0.02, trusted_rounds: int = 4, untrusted_probe_budget: float = 0.1,
                  hold_steps: int = 3, plans: bool = True, probe_optimism: float = 2.0, hold_scale: int = 4,
                  finish_draws: int = 0, carry_probe_budget: bool = False,
-                 carry_over_requests: bool = False) -> None:
+                 carry_over_requests: bool = False, merged_opening: bool = True) -> None:
         if max_gamma < 1:
             raise MoesdError(f"--gamma auto needs a maximum draft length >= 1, got {max_gamma}")
         self.probes = ProbeSchedule(first_probe, probe_every, probe_gain, probe_budget, untrusted_probe_budget,
@@ -112,6 +113,10 @@ class AdaptiveGamma:
         # cost model's `anchored_index` (d7b3924), whose confirm left a stdlib engine at B = 1 decoding 191 calls in
         # a row (docs/results.md section 15).
         self.carry_over_requests = bool(carry_over_requests)
+        if merged_opening not in (True, False):
+            raise MoesdError(f"merged_opening must be true or false, got {merged_opening!r}")
+        # False: a run expecting SD to lose always opens with a plain prefill (before merged_opening.py).
+        self.merged_opening = bool(merged_opening)
         if not 0.0 <= probe_optimism < float("inf"):
             raise MoesdError(f"the probes' acceptance optimism must be finite and >= 0, got {probe_optimism}")
         self.probe_optimism = probe_optimism  # 0: a probe takes the best length at the posterior means
@@ -124,6 +129,7 @@ class AdaptiveGamma:
         self.carried: dict = {}  # what the engine's earlier runs had measured near this run's batch size
         self.carried_acceptance: dict = {}  # what they had accepted (`carry_acceptance`)
         self.opening: dict | None = None  # the opening decision, where one was made (`opens_with_round`)
+        self._merged_gamma = 0  # the first round's draft length where the opening chose a merged round for its worth
         self.decision_s, self.decisions, self.histogram, self.observe_s = 0.0, 0, Counter(), 0.0
         self.trace: list[dict] = []
         self.trace_limit, self._seeded = trace_limit, False
@@ -211,13 +217,34 @@ class AdaptiveGamma:
         self._seed(batch_size)
         opens = True
         if self.longest_measured and self.decode_measured:
-            rates, _, top, _ = self._rates(batch_size, room, 0, rows, remaining, start_tokens)
+            rates, _, top, step_s = self._rates(batch_size, room, 0, rows, remaining, start_tokens)
             sd = max(range(1, top + 1), key=lambda g: rates[g]) if top >= 1 else 0
             opens = sd > 0 and rates[sd] >= (1.0 + self.margin) * rates[0]
             self.opening = {"batch_size": batch_size, "round": opens,
                             "predicted_gain": rates[sd] / rates[0] if sd else 0.0}
+            if not opens and top >= 1 and self.merged_opening:
+                self._merged_gamma, net_s = self._merged_worth(batch_size, top, rows, remaining, start_tokens,
+                                                               float(step_s[0]))
+                opens = self._merged_gamma > 0
+                self.opening.update(round=opens, merged_gamma=self._merged_gamma, merged_net_s=net_s)
         self.decision_s += time.perf_counter() - t0
         return opens
+
+    def _merged_worth(self, b: int, top: int, rows, remaining, start_tokens: int, decode_s: float) -> tuple:
+        """(the draft length 1..top of the merged first round worth most, its expected net seconds), or (0, its best
+        net) where none saves more than it adds: the round alone, the rest of the run decoding (merged_opening.py).
+        Every term is priced from earlier rounds and timings only, as the other choices are (lossless)."""
+        extra_s = self.cost.merged_extra_s(b, top)
+        if extra_s is None:  # no prefill timed yet
+            return 0, 0.0
+        per_row, _, _ = self._row_tokens(top, rows)
+        static = remaining is not None and len(remaining) == per_row.shape[0]
+        end_b = int(np.sum(np.asarray(remaining) == max(remaining))) if static else b
+        end_decode_s = decode_s if end_b == b else float(self._steps_s(end_b, 0, 0)[0])
+        net_s = merged_round_gain_s(per_row, remaining if static else None, decode_s, end_decode_s) - extra_s
+        net_s[1:] -= self.cost.draft_start_s(start_tokens) if start_tokens else 0.0
+        g = int(np.argmax(net_s[1:])) + 1
+        return (g if net_s[g] > 0.0 else 0), float(net_s[g])
 
     def choose(self, batch_size: int, room: int, minimum: int = 0, rows: list[int] | None = None,
                remaining: list[int] | None = None, start_tokens: int = 0) -> int:
@@ -244,6 +271,8 @@ class AdaptiveGamma:
             return self._record(0, t0, held.entry)
         rates, tokens, top, step_s = self._rates(batch_size, room, minimum, rows, remaining, start_tokens)
         best = max(range(minimum, top + 1), key=lambda g: (rates[g], -g))  # ties: the shorter draft
+        if minimum and self._merged_gamma:  # the merged first round the opening chose for its own worth
+            best, self._merged_gamma = min(self._merged_gamma, top), 0
         if best > 0 and minimum == 0 and rates[best] < (1.0 + self.margin) * rates[0]:
             best = 0
         probe, hold = False, None
@@ -336,6 +365,11 @@ class AdaptiveGamma:
         nothing is left to catch up on."""
         self.cost.observe_draft_start(tokens, seconds)
         self.since_round = 0
+
+    def observe_prefill(self, tokens: int, seconds: float) -> None:
+        """The target's forward over whole prompts (a plain prefill, or one merged with the first round) took
+        `seconds` for `tokens`: priced for a later run's opening."""
+        self.cost.observe_prefill(tokens, seconds)
 
     def observe_empty_round(self) -> None:
         """A round was asked for and no row had a draft: the engine decoded instead (and times it as a decode)."""

@@ -225,6 +225,8 @@ class SpecEngine:
     def _prefill(self, run: RunState) -> None:
         ids, valid = left_pad([run.histories[i] for i in run.active], run.device)
         logits, run.prefill_s, routing = self._forward(run, phases.PREFILL, ids, valid, keep=1)
+        if run.policy is not None:
+            run.policy.observe_prefill(ids.numel(), run.prefill_s)
         run.absorb(routing)
         last = select_tokens(logits[:, -1], self.sampling, run.generator)
         run.emit([[t] for t in last.tolist()], last)
@@ -308,6 +310,8 @@ class SpecEngine:
         phase = phases.PREFILL_VERIFY if first_round else phases.VERIFY
         full_logits = self._unbudgeted_logits(run, ids, valid, gamma) if self.measure_kl else None
         logits, target_s, routing = self._forward(run, phase, ids, valid, keep=gamma + 1)
+        if first_round and run.policy is not None:
+            run.policy.observe_prefill(ids.numel(), target_s)
         if full_logits is not None:
             run.budget_kl.append(_kl_per_token(full_logits, logits))
         skip = torch.arange(gamma, device=run.device)[None, :] < pad[:, None] if ragged else None

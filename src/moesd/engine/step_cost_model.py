@@ -54,6 +54,10 @@ class StepCostModel:
         # draft has not started yet (engine: the run opened with a plain prefill) must pay it before its first
         # round, and prices it (AdaptiveGamma._rates).
         self._start_s_per_token: deque = deque(maxlen=9)
+        # The target's prefill (plain, or merged with the first round): seconds per token of its forward, the last
+        # few. Their mean per token bounds what a few more tokens per row add to a prefill (its fixed cost is in the
+        # mean): the price of the drafts a merged first round verifies (`merged_extra_s`).
+        self._prefill_s_per_token: deque = deque(maxlen=9)
         # Measured over predicted whole steps (priced without this correction), as a speed index and per (kind of
         # step, batch size). The maps fit one shape over every batch size and both kinds, and it can be off at some:
         # a stdlib engine at B = 16 priced its tail's decode steps (B = 10) at 29 ms where they took 20-27, so
@@ -360,6 +364,23 @@ class StepCostModel:
         seen = self._start_s_per_token
         return statistics.median(seen) * tokens if seen else 0.0
 
+    def observe_prefill(self, tokens: int, seconds: float) -> None:
+        """One forward of the target over whole prompts: `tokens` (padding included) in `seconds`."""
+        if tokens > 0 and seconds > 0:
+            self._prefill_s_per_token.append(seconds / tokens)
+
+    def merged_extra_s(self, b: int, top: int) -> np.ndarray | None:
+        """[top + 1]: what a round of draft length 0..top merged with the target's prefill of b rows adds to a plain
+        prefill (the draft's own prefill apart, `draft_start_s`): g more tokens per row in the target's forward,
+        priced at a prefill's mean seconds per token, and the round's drafting, rejection and outside time. None
+        until a prefill has been timed."""
+        if not self._prefill_s_per_token:
+            return None
+        stages = self._stages_base(b, top) - self._stage_all("target", self._feature_matrices(b, top)["target"])
+        stages = self._corrected(self._with_catch_up_and_outside(stages, b, 0), b)  # a round's outside time, index
+        stages[0] = 0.0
+        return stages + statistics.median(self._prefill_s_per_token) * b * np.arange(top + 1)
+
     def scales(self) -> dict:
         """The fitted weights of each map (target: per forward s, x prior, per token s; draft: per forward s,
         x prior, per catch-up token s; reject: x prior) and the seconds per step outside them (decode step, round),
@@ -372,6 +393,8 @@ class StepCostModel:
             out["speed_index"] = self._speed
             out["local_ratio"] = {kind: {b + 1: float(r) for b, r in enumerate(self._local_table[:, column])
                                          if not np.isnan(r)} for column, kind in enumerate(("decode", "round"))}
+        if self._prefill_s_per_token:
+            out["prefill_s_per_token"] = statistics.median(self._prefill_s_per_token)
         if self._start_s_per_token:
             out["draft_start_s_per_token"] = statistics.median(self._start_s_per_token)
         return out
