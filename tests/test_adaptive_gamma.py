@@ -775,6 +775,43 @@ def test_a_requests_first_round_counts_in_the_pool_but_not_in_its_own_estimate()
     assert slow < 1.0 < fast and policy.requests.accepted == {0: 0, 1: 4}
 
 
+def test_first_rounds_count_in_a_requests_estimate_once_they_accept_like_its_later_rounds():
+    """Where first rounds accept as well as the same requests' later ones (no prompt boundary: synthetic
+    acceptance), a request's first round counts in its own estimate once 8 requests have shown it, and the evidence
+    carries to the engine's next call; where they accept far less (a draft at a prompt's end), it never counts."""
+    rng = random.Random(0)
+
+    def rounds(policy, alphas, first_alpha=None, start=0):
+        for i, alpha in enumerate(alphas):
+            r = start + i
+            for k in range(4):  # geometric acceptance of 2-token drafts; the first at `first_alpha` where given
+                p = alpha if k or first_alpha is None else first_alpha
+                a = 0
+                while a < 2 and rng.random() < p:
+                    a += 1
+                policy.observe_round([a], [2], rows=[r])
+
+    alike = AdaptiveGamma(2, StubCost())
+    rounds(alike, [0.2, 0.9] * 3)
+    assert not alike.requests.first_rounds_count()  # 6 requests: too few to tell
+    rounds(alike, [0.2, 0.9] * 2, start=6)
+    assert alike.requests.first_rounds_count()
+    later = AdaptiveGamma(2, StubCost())
+    later.carry_acceptance(alike)
+    assert later.requests.first_rounds_count()  # the evidence is the engine's, not one call's
+    off = AdaptiveGamma(2, StubCost(), first_round_evidence=False)
+    off.carry_acceptance(alike)
+    assert not off.requests.first_rounds_count()  # the option off: as before
+    later.observe_round([2], [2], rows=[100])  # a new request's first round, merged with the prefill: accepted
+    later.observe_round([0], [2], rows=[101])  # and another's: rejected
+    good, poor = later.requests.ratios([100, 101], later.acceptance.alpha)
+    assert poor < 1.0 < good
+    boundary = AdaptiveGamma(2, StubCost())
+    rounds(boundary, [0.2, 0.9] * 8, first_alpha=0.1)
+    assert not boundary.requests.first_rounds_count()
+    assert boundary.requests.boundary_requests == 16
+
+
 def test_rule_prices_empty_rounds_as_decode_steps():
     """Prompt lookup finds no draft in some rounds, and the engine decodes instead: such a round costs a decode step
     and commits one token. Half the rounds empty, the others accepting 90 %, a round 1.6x a decode step: gamma 1
@@ -995,6 +1032,8 @@ def test_policy_options_reach_every_call_and_bad_ones_fail_before_any_run(tiny_m
         make_gamma_policy(spec(carry_over_requests=2), target, draft)
     with pytest.raises(MoesdError, match="merged_opening must be true or false"):
         make_gamma_policy(spec(merged_opening=0.5), target, draft)
+    with pytest.raises(MoesdError, match="first_round_evidence must be true or false"):
+        make_gamma_policy(spec(first_round_evidence="no"), target, draft)
 
 
 def test_per_request_token_limits_finish_rows_at_different_times(tiny_model, agreeing_draft):

@@ -142,6 +142,13 @@ class RequestAcceptance:
         self.started: set[int] = set()  # requests whose first round has been seen (`record`)
         self.rounds: dict[int, int] = {}  # rounds counted in each request's own estimate
         self.prior_strength = prior_strength
+        # Each request's first round (accepted, rejected), kept apart from its own estimate (`record`), and, over
+        # the requests that then ran later rounds, the first rounds' and the later rounds' pooled outcomes
+        # [first accepted, first rejected, later accepted, later rejected] (`first_rounds_count`; carried).
+        self.first: dict[int, tuple[int, int]] = {}
+        self.boundary = np.zeros(4)
+        self.boundary_requests = 0.0  # the requests behind `boundary`
+        self.first_evidence = True  # False: first rounds never count in a request's own estimate
         # Sorted logit(alpha_r) - logit(alpha) of the requests of earlier runs (`carry`): how far requests spread,
         # though not which new request is which. Empty: every request not seen yet is taken to accept like the pool.
         # Log-odds, not alpha_r / alpha: the pool moves between runs, and a ratio measured under a pool of 0.68
@@ -156,6 +163,10 @@ class RequestAcceptance:
         was their last carried a spread of their two fast requests alone (ratios 1.14, 1.14; in another 1.20, 1.20),
         and the next runs took all four new rows for fast ones and opened with gamma 6 rounds on a predicted 1.80x
         and 2.05x (docs/results.md section 15, change 20)."""
+        # The evidence on first rounds carries too, worth at most `boundary_memory` requests: whether a request's
+        # first round tells of its acceptance is a property of the draft and the prompts, not of one call.
+        scale = min(1.0, self.boundary_memory / max(earlier.boundary_requests, 1e-9))
+        self.boundary, self.boundary_requests = earlier.boundary * scale, earlier.boundary_requests * scale
         seen = [r for r, n in earlier.rounds.items() if n >= min_rounds]
         if len(seen) >= 2:
             self.spread = np.sort(_logit(earlier.ratios(seen, pooled_alpha) * pooled_alpha) - _logit(pooled_alpha))
@@ -179,10 +190,45 @@ class RequestAcceptance:
         for r, a, g in zip(rows, accepted, drafted):
             if r not in self.started:
                 self.started.add(r)
+                self.first[r] = (a, int(a < g))
                 continue
+            if r not in self.rounds:  # its second round: its first now has later rounds to be compared with
+                self.boundary[:2] += self.first[r]
+                self.boundary_requests += 1
+            self.boundary[2:] += (a, int(a < g))
             self.accepted[r] = self.accepted.get(r, 0) + a
             self.rejected[r] = self.rejected.get(r, 0) + int(a < g)
             self.rounds[r] = self.rounds.get(r, 0) + 1
+
+    boundary_min, boundary_memory, boundary_ratio = 8, 64, 0.8
+
+    def first_rounds_count(self) -> bool:
+        """Whether a request's first round counts in its own estimate: where, over at least `boundary_min` requests
+        that ran later rounds too, the first rounds accepted at least `boundary_ratio` x as often as their later
+        ones (per drafted position: accepted / (accepted + rejections)). No prompt boundary, then: the CPU MoE's
+        synthetic acceptance, where a request's first round is as good a sample of it as any. Left out, a call at
+        B = 1 that opened with a merged round and decoded learnt nothing of its request from it: after that
+        round a request of alpha 0.2-0.9 that accepted its draft is expected to accept 0.62 (its Beta posterior
+        over the spread), where gamma 1 pays from ~0.55 (a round costs 1.52 decode steps); one that rejected,
+        0.46. The comparison pairs each request's first round with its own later ones: requests that accept
+        more run more rounds, which would otherwise mark first rounds as worse."""
+        fa, fr, la, lr = self.boundary
+        if not self.first_evidence or self.boundary_requests < self.boundary_min or fa + fr == 0 or la + lr == 0:
+            return False
+        return fa / (fa + fr) >= self.boundary_ratio * la / (la + lr)
+
+    def _counts(self, rows: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each row's accepted and rejected counts in its own estimate, and whether it has none (a new request)."""
+        with_first = self.first_rounds_count()
+        acc, rej, new = [], [], []
+        for r in rows:
+            a, j = self.accepted.get(r, 0), self.rejected.get(r, 0)
+            if with_first and r in self.first:
+                a, j = a + self.first[r][0], j + self.first[r][1]
+            acc.append(a)
+            rej.append(j)
+            new.append(r not in self.accepted and not (with_first and r in self.first))
+        return np.array(acc, dtype=float), np.array(rej, dtype=float), np.array(new, dtype=bool)
 
     def ratios(self, rows: list[int], pooled_alpha: float) -> np.ndarray:
         """alpha_r / alpha per row. A request not seen yet: 1, or, given earlier runs' spread, the rows not seen
@@ -196,11 +242,9 @@ class RequestAcceptance:
         rounds shows which one it is: one stdlib run at B = 16 opened with rounds on a predicted 1.19x where every
         fixed gamma lost through its slowest rows (docs/results.md section 15)."""
         k = self.prior_strength
-        acc = np.array([self.accepted.get(r, 0) for r in rows], dtype=float)
-        rej = np.array([self.rejected.get(r, 0) for r in rows], dtype=float)
+        acc, rej, new = self._counts(rows)
         alpha_r = (acc + k * pooled_alpha) / (acc + rej + k)
         out = alpha_r / max(pooled_alpha, 1e-9)
-        new = np.array([r not in self.accepted for r in rows], dtype=bool)
         if self.spread.size and new.any():
             quantiles = np.quantile(self.spread, (np.arange(new.sum()) + 0.5) / new.sum(), method="hazen")
             out[new] = _ratios_at(quantiles, pooled_alpha)
@@ -212,11 +256,11 @@ class RequestAcceptance:
         quantile already stands for that). What a static batch's end depends on beyond the means: the slowest row's
         estimate after a few rounds can be far from its acceptance."""
         k, alpha = self.prior_strength, max(pooled_alpha, 1e-9)
-        a = np.array([self.accepted.get(r, 0) for r in rows], dtype=float) + k * alpha
-        b = np.array([self.rejected.get(r, 0) for r in rows], dtype=float) + k * (1.0 - alpha)
+        acc, rej, new = self._counts(rows)
+        a, b = acc + k * alpha, rej + k * (1.0 - alpha)
         out = a * b / ((a + b) ** 2 * (a + b + 1.0)) / alpha ** 2
         if self.spread.size:
-            out[np.array([r not in self.accepted for r in rows], dtype=bool)] = 0.0
+            out[new] = 0.0
         return out
 
     @staticmethod

@@ -77,7 +77,8 @@ class AdaptiveGamma:
                  probe_budget: float = 0.02, trusted_rounds: int = 4, untrusted_probe_budget: float = 0.1,
                  hold_steps: int = 3, plans: bool = True, probe_optimism: float = 2.0, hold_scale: int = 4,
                  finish_draws: int = 0, carry_probe_budget: bool = False,
-                 carry_over_requests: bool = False, merged_opening: bool = True) -> None:
+                 carry_over_requests: bool = False, merged_opening: bool = True,
+                 first_round_evidence: bool = True) -> None:
         if max_gamma < 1:
             raise MoesdError(f"--gamma auto needs a maximum draft length >= 1, got {max_gamma}")
         self.probes = ProbeSchedule(first_probe, probe_every, probe_gain, probe_budget, untrusted_probe_budget,
@@ -117,12 +118,17 @@ class AdaptiveGamma:
             raise MoesdError(f"merged_opening must be true or false, got {merged_opening!r}")
         # False: a run expecting SD to lose always opens with a plain prefill (before merged_opening.py).
         self.merged_opening = bool(merged_opening)
+        if first_round_evidence not in (True, False):
+            raise MoesdError(f"first_round_evidence must be true or false, got {first_round_evidence!r}")
+        # False: a request's first round never counts in its own estimate (RequestAcceptance.first_rounds_count).
+        self.first_round_evidence = bool(first_round_evidence)
         if not 0.0 <= probe_optimism < float("inf"):
             raise MoesdError(f"the probes' acceptance optimism must be finite and >= 0, got {probe_optimism}")
         self.probe_optimism = probe_optimism  # 0: a probe takes the best length at the posterior means
         self._held: _Hold | None = None
         self.held_decisions = 0
         self.tokens = RoundTokens(max_gamma)  # the acceptance estimates and the tokens a round commits
+        self.tokens.requests.first_evidence = self.first_round_evidence
         self.longest_measured = 0  # the longest draft length whose round the cost model has seen
         self.decode_measured = False  # whether the cost model has seen a plain decode step
         self.since_round = 0  # plain steps since the last round: what a draft model must read before drafting
