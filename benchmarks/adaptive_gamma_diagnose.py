@@ -31,6 +31,7 @@ what changes between them is what the estimates carried, as in the benchmark's p
 
     .venv/bin/python benchmarks/adaptive_gamma_diagnose.py --variant smollm:1 margin=0.05,0.03 [--passes 5]
     .venv/bin/python benchmarks/adaptive_gamma_diagnose.py --variant moe:16:mixed margin=0.03,0   # mixed lengths
+    .venv/bin/python benchmarks/adaptive_gamma_diagnose.py --variant moe:1 merged_opening=0,1+first_round_evidence=0,1
         auto with each value of one policy option (engine/adaptive_gamma.py AdaptiveGamma's keyword arguments),
         side by side with autoregressive decoding and the fixed gammas in the same passes: medians, auto / AR per
         pass, the gammas auto chose in each pass.
@@ -130,13 +131,18 @@ def _value(text: str):
 
 
 def variant(where: str, option: str, passes: int, max_new: int, gammas: list[int]) -> None:
-    """auto with each value of one policy option (`option` NAME=V1,V2,...: an AdaptiveGamma keyword argument) side by
+    """auto with each value of one policy option (`option` NAME=V1,V2,...: an AdaptiveGamma keyword argument; several
+    joined by "+" change together) side by
     side with autoregressive decoding and the fixed gammas, all in the same passes (`pass_order`):
     what a change of the option does to the choices, paired against the same noise. SETTING:B:mixed runs the
     mixed-lengths batch (benchmarks/adaptive_gamma.py `parse_cell`)."""
     name, batch, limits = parse_cell(where, max_new)
-    key, values = option.split("=")
-    autos = {f"auto {key}={v}": ((key, _value(v)),) for v in values.split(",")}
+    # Options joined by "+" change together: A=0,1+B=0,1 runs (A=0, B=0) beside (A=1, B=1).
+    keys, columns = zip(*((key, values.split(",")) for key, values in (part.split("=") for part in option.split("+"))))
+    if len({len(c) for c in columns}) != 1:
+        raise SystemExit(f"--variant {option}: every option needs as many values")
+    autos = {"auto " + " ".join(f"{k}={v}" for k, v in zip(keys, vs)): tuple((k, _value(v)) for k, v in zip(keys, vs))
+             for vs in zip(*columns)}
     configs = [("ar", 0, False)] + [(f"g{g}", g, False) for g in gammas] \
         + [(label, max(gammas), True) for label in autos]
     engines, prompts, eos = cell(name, batch, configs, ModelCache(), options=autos)
