@@ -76,6 +76,16 @@ class StubCost:
         return {}
 
 
+def first_rounds(policy, alpha, requests=40, gamma=4, seed=1):
+    """The first rounds of `requests` requests (ids from 1000), acceptance i.i.d. with probability alpha."""
+    rng = random.Random(seed)
+    for r in range(1000, 1000 + requests):
+        a = 0
+        while a < gamma and rng.random() < alpha:
+            a += 1
+        policy.observe_round([a], [gamma], rows=[r])
+
+
 def teach(policy, alpha, rounds=400, gamma=4, seed=0):
     """Feed the policy rounds whose acceptance is i.i.d. with probability alpha, and one timed round at its
     longest draft length (so its trust region spans every draft length)."""
@@ -665,15 +675,17 @@ def test_rule_opens_with_a_plain_prefill_where_it_knows_sd_loses_and_prices_the_
 def test_a_run_that_expects_to_decode_still_opens_with_a_merged_round_where_that_round_pays_for_itself():
     """A gamma 1 round costs 1.6 decode steps (each token verified 0.5 s), so at alpha 0.6 the rest of the run
     decodes; but merged with the prefill, a round adds only its drafts to a forward the run pays anyway (0.05 s per
-    token): it opens with one, of the length worth most (here the longest), and the first step takes it. Not where a prefill's token is dear, nor before any
-    prefill was timed, nor in a static batch of 8 rows whose end waits for the row that accepts least."""
+    token): it opens with one, of the length worth most (here the longest), and the first step takes it. Not where a
+    prefill's token is dear, nor where first rounds accept far less than later ones, nor before any prefill or first
+    round was seen, nor in a static batch of 8 rows whose end waits for the row that accepts least."""
     class Known(StubCost):
         def measured_near(self, b):
             return 4, True
 
-    def policy(**cost):
+    def policy(first_alpha=0.6, **cost):
         p = AdaptiveGamma(4, Known(decode=1.0, verify_fixed=1.4, verify_per_token=0.5, **cost))
         teach(p, 0.6)
+        first_rounds(p, first_alpha)
         return p
 
     cheap = policy(prefill_per_token=0.05)
@@ -686,6 +698,7 @@ def test_a_run_that_expects_to_decode_still_opens_with_a_merged_round_where_that
     off = AdaptiveGamma(4, Known(decode=1.0, verify_fixed=1.4, verify_per_token=0.5, prefill_per_token=0.05),
                         merged_opening=False)
     teach(off, 0.6)
+    first_rounds(off, 0.6)
     assert not off.opens_with_round(1, 100)  # the option off: a plain prefill, as before
     dear = policy(prefill_per_token=1.0)
     assert not dear.opens_with_round(1, 100) and dear.opening["merged_net_s"] < 0
@@ -694,6 +707,12 @@ def test_a_run_that_expects_to_decode_still_opens_with_a_merged_round_where_that
     static = policy(prefill_per_token=0.02)
     assert not static.opens_with_round(8, 100, rows, remaining=[100] * 8)  # 0.6^8 of a 5 s step saved for 0.16 s
     assert policy(prefill_per_token=0.02).opens_with_round(8, 100, rows, remaining=[100] + [50] * 7)  # one row ends
+    # First rounds at a prompt's end accept 0.1 where later ones accept 0.6: a merged round is such a first round.
+    assert policy(prefill_per_token=0.3).opens_with_round(1, 100)
+    assert not policy(first_alpha=0.1, prefill_per_token=0.3).opens_with_round(1, 100)
+    unseen = AdaptiveGamma(4, Known(decode=1.0, verify_fixed=1.4, verify_per_token=0.5, prefill_per_token=0.05))
+    teach(unseen, 0.6)
+    assert not unseen.opens_with_round(1, 100)  # no first round seen: no price for one
 
 
 def test_acceptance_carries_the_position_curve_and_the_request_spread_between_runs():

@@ -241,13 +241,14 @@ class AdaptiveGamma:
         net) where none saves more than it adds: the round alone, the rest of the run decoding (merged_opening.py).
         Every term is priced from earlier rounds and timings only, as the other choices are (lossless)."""
         extra_s = self.cost.merged_extra_s(b, top)
-        if extra_s is None:  # no prefill timed yet
+        first = self.requests.first_round_factor(self.acceptance.alpha)
+        if extra_s is None or first is None:  # no prefill timed yet, or too few first rounds seen to price one
             return 0, 0.0
         per_row, _, _ = self._row_tokens(top, rows)
         static = remaining is not None and len(remaining) == per_row.shape[0]
         end_b = int(np.sum(np.asarray(remaining) == max(remaining))) if static else b
         end_decode_s = decode_s if end_b == b else float(self._steps_s(end_b, 0, 0)[0])
-        net_s = merged_round_gain_s(per_row, remaining if static else None, decode_s, end_decode_s) - extra_s
+        net_s = merged_round_gain_s(per_row, remaining if static else None, decode_s, end_decode_s, first) - extra_s
         net_s[1:] -= self.cost.draft_start_s(start_tokens) if start_tokens else 0.0
         g = int(np.argmax(net_s[1:])) + 1
         return (g if net_s[g] > 0.0 else 0), float(net_s[g])

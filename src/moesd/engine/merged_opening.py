@@ -15,15 +15,19 @@ from __future__ import annotations
 import numpy as np
 
 
-def merged_round_gain_s(per_row: np.ndarray, remaining, decode_s: float, end_decode_s: float) -> np.ndarray:
+def merged_round_gain_s(per_row: np.ndarray, remaining, decode_s: float, end_decode_s: float,
+                        first_factor: float = 1.0) -> np.ndarray:
     """[top + 1]: the decoding time one merged round of draft length 0..top is expected to save, from each row's
-    expected tokens per draft length (`per_row`, [rows, top + 1], engine/round_tokens.py).
+    expected tokens per draft length (`per_row`, [rows, top + 1], engine/round_tokens.py), each row's acceptance
+    scaled by `first_factor` as a first round's (RequestAcceptance.first_round_factor): P(accepts >= k) by its k-th
+    power.
     - Where a request waits for a row (`remaining` None: the throughput objective), each token a row commits beyond
       one is a decode step's worth of that row's share: (tokens - 1) x `decode_s`.
     - In a static batch, only the rows with the most tokens left decide when the run ends: its last steps go only
       where each of them accepted k drafts, sum_k prod_rows P(row accepts >= k), each a decode step at their batch
       size (`end_decode_s`). Shorter rows that finish sooner make the tail's steps smaller: not counted (a bound)."""
     accept_at_least = np.clip(np.diff(per_row, axis=1), 0.0, 1.0)  # P(accepts >= k), k = 1..top
+    accept_at_least = accept_at_least * first_factor ** np.arange(1, accept_at_least.shape[1] + 1)
     if remaining is None:
         return np.concatenate([[0.0], np.cumsum(accept_at_least.mean(axis=0))]) * decode_s
     remaining = np.asarray(remaining, dtype=float)
