@@ -1053,6 +1053,8 @@ def test_policy_options_reach_every_call_and_bad_ones_fail_before_any_run(tiny_m
         make_gamma_policy(spec(merged_opening=0.5), target, draft)
     with pytest.raises(MoesdError, match="first_round_evidence must be true or false"):
         make_gamma_policy(spec(first_round_evidence="no"), target, draft)
+    with pytest.raises(MoesdError, match="bank_unfit_probes must be true or false"):
+        make_gamma_policy(spec(bank_unfit_probes=3), target, draft)
 
 
 def test_per_request_token_limits_finish_rows_at_different_times(tiny_model, agreeing_draft):

@@ -66,7 +66,7 @@ def test_probes_fit_a_share_of_the_timed_run_and_a_deferred_one_waits_for_room()
 
 @pytest.mark.parametrize("kwargs", [dict(first_probe=0), dict(first_probe=8, probe_every=4), dict(probe_gain=1.5),
                                     dict(probe_budget=math.nan), dict(untrusted_probe_budget=-1.0),
-                                    dict(carry_budget=2), dict(carry_budget="yes")])
+                                    dict(carry_budget=2), dict(carry_budget="yes"), dict(bank_unfit=0.5)])
 def test_bad_schedules_are_one_line_errors(kwargs):
     with pytest.raises(MoesdError):
         ProbeSchedule(**kwargs)
@@ -103,3 +103,34 @@ def test_a_probe_dearer_than_one_short_calls_budget_fits_after_a_few_calls_and_t
     alone = ProbeSchedule(probe_budget=0.02)  # the default: each call's own budget
     alone.carry(idle)
     assert alone.banked_s == 0.0 and alone.wanted_s == 0.0
+
+
+def test_by_default_only_a_probe_no_call_can_fit_is_saved_up_for():
+    """Each call times 1 s (20 ms of budget). A 30 ms probe never fits one call: what the calls leave unspent carries
+    until it runs, in the second call, and no further once it has run. A 15 ms probe deferred early in a call fits
+    later in it, and such calls bank nothing (banking for every call, `carry_budget`, let probes burst)."""
+    def calls(loss_s, n=4):
+        earlier, out = None, []
+        for _ in range(n):
+            s = ProbeSchedule(probe_budget=0.02)
+            if earlier is not None:
+                s.carry(earlier)
+            ran = False
+            for _ in range(10):
+                s.timed(0.1)
+                if not ran and not s.waiting(thin=False) and s.affordable(loss_s, thin=False):
+                    s.probed()
+                    ran = True
+            out.append((ran, s.banked_s))
+            earlier = s
+        return out
+
+    assert calls(0.03) == [(False, 0.0), (True, pytest.approx(0.02)), (False, 0.0), (True, pytest.approx(0.02))]
+    assert calls(0.015) == [(True, 0.0)] * 4
+    assert [ran for ran, _ in calls(0.05)] == [False, False, True, False]
+    off = ProbeSchedule(probe_budget=0.02, bank_unfit=False)
+    earlier = ProbeSchedule(probe_budget=0.02)
+    earlier.timed(1.0)
+    assert not earlier.affordable(0.03, thin=False)
+    off.carry(earlier)
+    assert off.banked_s == 0.0

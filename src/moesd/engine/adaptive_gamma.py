@@ -78,11 +78,11 @@ class AdaptiveGamma:
                  hold_steps: int = 3, plans: bool = True, probe_optimism: float = 2.0, hold_scale: int = 4,
                  finish_draws: int = 0, carry_probe_budget: bool = False,
                  carry_over_requests: bool = False, merged_opening: bool = True,
-                 first_round_evidence: bool = True) -> None:
+                 first_round_evidence: bool = True, bank_unfit_probes: bool = True) -> None:
         if max_gamma < 1:
             raise MoesdError(f"--gamma auto needs a maximum draft length >= 1, got {max_gamma}")
         self.probes = ProbeSchedule(first_probe, probe_every, probe_gain, probe_budget, untrusted_probe_budget,
-                                    trusted_rounds, carry_probe_budget)
+                                    trusted_rounds, carry_probe_budget, bank_unfit_probes)
         if not 0.0 <= margin < 1.0:
             raise MoesdError(f"the speculation margin must be in [0, 1), got {margin}")
         self.max_gamma, self.cost = max_gamma, cost

@@ -11,7 +11,8 @@ due and whether it is affordable:
   the time the run has timed, `untrusted_probe_budget` (10 %) while fewer than `trusted_rounds` rounds near the
   batch size are timed (a verdict resting on a few measurements is no verdict: such far ones are probed like close
   ones, within the larger budget); with `carry_budget` (off by default), plus what the engine's earlier runs left
-  unspent (`carry`), up to one run's budget or the probe they could not afford.
+  unspent (`carry`), up to one run's budget or the probe they could not afford; without it (`bank_unfit`, on by
+  default), only where an earlier run deferred a probe dearer than its whole budget, up to that probe's cost.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class ProbeSchedule:
 
     def __init__(self, first_probe: int = 4, probe_every: int = 64, probe_gain: float = 0.9,
                  probe_budget: float = 0.02, untrusted_probe_budget: float = 0.1, trusted_rounds: int = 4,
-                 carry_budget: bool = False) -> None:
+                 carry_budget: bool = False, bank_unfit: bool = True) -> None:
         if not 1 <= first_probe <= probe_every:
             raise MoesdError(f"probe intervals must satisfy 1 <= first {first_probe} <= longest {probe_every}")
         if not 0.0 <= probe_gain <= 1.0:
@@ -38,6 +39,9 @@ class ProbeSchedule:
         if carry_budget not in (True, False):  # 0 / 1 from the command line's option lists
             raise MoesdError(f"carry_probe_budget must be true or false, got {carry_budget!r}")
         self.carry_budget = bool(carry_budget)  # False: each run's probes see its own budget alone (`carry`)
+        if bank_unfit not in (True, False):
+            raise MoesdError(f"bank_unfit_probes must be true or false, got {bank_unfit!r}")
+        self.bank_unfit = bool(bank_unfit)  # a probe no run's own budget can fit is saved up for (`carry`)
         self.wait = first_probe  # plain steps before a close verdict is probed
         self.zero_run = 0  # plain steps since the last round
         self.plain_before = 0  # plain steps the engine's earlier runs decoded since its last round (`carry`)
@@ -125,8 +129,17 @@ class ProbeSchedule:
         # every step of 163 calls in a row once its verdict had turned. Off by default: with it (f7c806c) the confirm
         # read stdlib B = 4 at 0.956x autoregressive decoding (0.943-0.967, 132 passes; bc76498's confirm: 0.995x),
         # and the CPU MoE B = 1 no better (0.973x gamma 1, undecided; docs/results.md section 15).
-        if not self.carry_budget:
-            return
         left_s = max(0.0, self.probe_budget * earlier.elapsed_s + earlier.banked_s - earlier.loss_s)
-        self.wanted_s = earlier.wanted_s
-        self.banked_s = min(left_s, max(self.probe_budget * earlier.elapsed_s, self.wanted_s))
+        if self.carry_budget:
+            self.wanted_s = earlier.wanted_s
+            self.banked_s = min(left_s, max(self.probe_budget * earlier.elapsed_s, self.wanted_s))
+        elif self.bank_unfit and earlier.wanted_s > self.probe_budget * earlier.elapsed_s:
+            # The probe the earlier run deferred costs more than its whole budget: no run of its length can afford
+            # it alone, and its verdict would stand unchecked for ever. Its unspent budget carries, up to that
+            # probe's cost, until the probe runs (`probed` clears `wanted_s`). A CPU MoE engine at B = 1 (1.5 s
+            # calls: 30 ms of budget; a gamma 1 round priced 32 ms over decoding) decoded 77 calls in a row
+            # (`adaptive_gamma_diagnose.py --variant moe:1`, docs/results.md section 15). Runs whose deferred
+            # probes fit their own budget bank nothing: banking for every run (f7c806c) let stdlib B = 4 and 16
+            # probe in bursts (0.956x and 0.921x autoregressive decoding).
+            self.wanted_s = earlier.wanted_s
+            self.banked_s = min(left_s, self.wanted_s)
