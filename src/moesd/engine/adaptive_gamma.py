@@ -21,7 +21,8 @@ region on the cost model's extrapolation). gamma = 0 is plain decoding: where SD
 round, of the best length under optimistic acceptance (`_probe_length`), so the estimates stay current. The run it
 waits doubles after each probe that changed nothing (4, 8, ... `probe_every`); a far verdict (under 0.9x) waits
 `probe_every` at once, counted across calls; probes share a budget of 2 % of the run's time (10 % while few rounds
-near the batch size are timed; `carry_probe_budget` adds what earlier calls left unspent): engine/probe_schedule.py.
+near the batch size are timed; where an earlier call deferred a probe dearer than its whole budget, what the calls
+leave unspent is saved up for it, `bank_unfit_probes`; `carry_probe_budget` saves every call's): probe_schedule.py.
 A decode verdict at least 5 % from flipping stands for 3 more steps of the same rows per 5 % (`hold_steps`, up to
 `hold_scale` = 4 x).
 
@@ -30,7 +31,11 @@ models do not change; a new run trusts its measurements near batch sizes they we
 run's acceptance as a weak prior (`carry_acceptance`); never a request's own acceptance. With both known, a
 run opens with a plain prefill where SD is predicted to lose (`opens_with_round`), and the draft reads the
 histories only at the first round that speculates, its prefill priced as part of that round; a run where SD never
-pays never prefills the draft. Rounds that come out empty (prompt lookup found nothing in any row; the engine
+pays never prefills the draft. Unless one round merged with the prefill pays for itself: it adds only its drafts to
+a forward the run pays anyway, and it is priced as a first round, from what first rounds accepted
+(engine/merged_opening.py, `merged_opening`). Where first rounds accept like the same requests' later ones, a
+request's first round counts in its own estimate (`first_round_evidence`), so the next step knows which request
+it serves. Rounds that come out empty (prompt lookup found nothing in any row; the engine
 decodes instead) are priced as the decode steps they become (`_steps_s`).
 
 Why this keeps SD lossless: the chosen gamma is a function of the batch size, of acceptance outcomes of earlier
