@@ -136,9 +136,9 @@ class ProbeSchedule:
         elif self.bank_unfit and earlier.wanted_s > self.probe_budget * earlier.elapsed_s:
             # The probe the earlier run deferred costs more than its whole budget: no run of its length can afford
             # it alone, and its verdict would stand unchecked for ever. Its unspent budget carries, up to that
-            # probe's cost, until the probe runs (`probed` clears `wanted_s`). A CPU MoE engine at B = 1 (1.5 s
-            # calls: 30 ms of budget; a gamma 1 round priced 32 ms over decoding) decoded 77 calls in a row
-            # (`adaptive_gamma_diagnose.py --variant moe:1`, docs/results.md section 15). Runs whose deferred
+            # probe's cost, until the probe runs (`probed` clears `wanted_s`). CPU MoE engines at B = 1 (1.5 s
+            # calls, 30 ms of budget each) decoded 28 and 78 calls in a row, deferring the due probe 1-3 times a
+            # call (`adaptive_gamma_diagnose.py --variant moe:1`, docs/results.md section 15). Runs whose deferred
             # probes fit their own budget bank nothing: banking for every run (f7c806c) let stdlib B = 4 and 16
             # probe in bursts (0.956x and 0.921x autoregressive decoding).
             self.wanted_s = earlier.wanted_s
