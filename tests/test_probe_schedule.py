@@ -108,7 +108,8 @@ def test_a_probe_dearer_than_one_short_calls_budget_fits_after_a_few_calls_and_t
 def test_by_default_only_a_probe_no_call_can_fit_is_saved_up_for():
     """Each call times 1 s (20 ms of budget). A 30 ms probe never fits one call: what the calls leave unspent carries
     until it runs, in the second call, and no further once it has run. A 15 ms probe deferred early in a call fits
-    later in it, and such calls bank nothing (banking for every call, `carry_budget`, let probes burst)."""
+    later in it, and such calls bank nothing (banking for every call, `carry_budget`, let probes burst); nor do calls
+    whose probe only the draft's prefill makes too dear."""
     def calls(loss_s, n=4):
         earlier, out = None, []
         for _ in range(n):
@@ -128,6 +129,12 @@ def test_by_default_only_a_probe_no_call_can_fit_is_saved_up_for():
     assert calls(0.03) == [(False, 0.0), (True, pytest.approx(0.02)), (False, 0.0), (True, pytest.approx(0.02))]
     assert calls(0.015) == [(True, 0.0)] * 4
     assert [ran for ran, _ in calls(0.05)] == [False, False, True, False]
+    drafts_prefill = ProbeSchedule(probe_budget=0.02)  # 30 ms, of which 25 the draft's prefill: nothing saved up
+    earlier = ProbeSchedule(probe_budget=0.02)
+    earlier.timed(1.0)
+    assert not earlier.affordable(0.03, thin=False, start_s=0.025)
+    drafts_prefill.carry(earlier)
+    assert drafts_prefill.banked_s == 0.0
     off = ProbeSchedule(probe_budget=0.02, bank_unfit=False)
     earlier = ProbeSchedule(probe_budget=0.02)
     earlier.timed(1.0)

@@ -357,7 +357,7 @@ class AdaptiveGamma:
         step_s = self._steps_s(b, g, 0 if start_tokens else self.since_round)
         start_s = self.cost.draft_start_s(start_tokens) if start_tokens else 0.0
         loss_s = max(0.0, float(step_s[g]) + start_s - expected_tokens * float(step_s[0]))
-        return self.probes.affordable(loss_s, thin, commit)
+        return self.probes.affordable(loss_s, thin, commit, start_s)
 
     def carry_acceptance(self, earlier: "AdaptiveGamma", weight: float = 8.0) -> None:
         """Start from an earlier run's acceptance: its pooled alpha (a prior worth `weight` + 2 observations, centred

@@ -12,7 +12,8 @@ due and whether it is affordable:
   batch size are timed (a verdict resting on a few measurements is no verdict: such far ones are probed like close
   ones, within the larger budget); with `carry_budget` (off by default), plus what the engine's earlier runs left
   unspent (`carry`), up to one run's budget or the probe they could not afford; without it (`bank_unfit`, on by
-  default), only where an earlier run deferred a probe dearer than its whole budget, up to that probe's cost.
+  default), only where an earlier run deferred a probe dearer than its whole budget without the draft's prefill, up to
+  that probe's cost.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class ProbeSchedule:
         self.loss_s = 0.0  # what its probes were predicted to cost over decoding
         self.banked_s = 0.0  # the budget the engine's earlier runs left unspent (`carry`)
         self.wanted_s = 0.0  # the dearest probe the budget deferred since the engine's last probe (`carry`)
+        self.wanted_round_s = 0.0  # the same without the draft's prefill (`bank_unfit`)
         # Due probes the budget had no room for; per budget (thin or not), the run time the last one needs to fit.
         self.deferred, self._fits_at_s = 0, {}
 
@@ -80,7 +82,7 @@ class ProbeSchedule:
         optimistic pass over every length; between rounds a probe's cost moves little, its catch-up grows)."""
         return self.elapsed_s < self._fits_at_s.get(thin, 0.0)
 
-    def affordable(self, loss_s: float, thin: bool, commit: bool = True) -> bool:
+    def affordable(self, loss_s: float, thin: bool, commit: bool = True, start_s: float = 0.0) -> bool:
         """Whether a probe predicted to cost `loss_s` over decoding fits the budget (`commit`: count it, or its
         deferral). A probe insures against the cost model's error, and was a short run's largest cost (stdlib B = 4:
         0.88-0.92x autoregressive, decoding 29 of 31 steps); without the larger budget while `thin`, stdlib B = 64's
@@ -92,6 +94,7 @@ class ProbeSchedule:
                 need_s = self.loss_s + loss_s - self.banked_s
                 self._fits_at_s[thin] = need_s / budget if budget else float("inf")
                 self.wanted_s = max(self.wanted_s, loss_s)
+                self.wanted_round_s = max(self.wanted_round_s, loss_s - start_s)
             return False
         self.loss_s += loss_s * commit
         return True
@@ -103,12 +106,13 @@ class ProbeSchedule:
 
     def probed(self) -> None:
         self.zero_run = self.plain_before = 0
-        self.wanted_s = 0.0
+        self.wanted_s = self.wanted_round_s = 0.0
         self.wait = min(2 * self.wait, self.probe_every)
 
     def speculated(self) -> None:
         """The policy chose a round on its own: the close verdict's clock restarts."""
         self.zero_run, self.wait, self.plain_before, self.wanted_s = 0, self.first_probe, 0, 0.0
+        self.wanted_round_s = 0.0
 
     def acceptance_changed(self) -> None:
         self._fits_at_s = {}  # a probe's cost moved with it
@@ -133,13 +137,16 @@ class ProbeSchedule:
         if self.carry_budget:
             self.wanted_s = earlier.wanted_s
             self.banked_s = min(left_s, max(self.probe_budget * earlier.elapsed_s, self.wanted_s))
-        elif self.bank_unfit and earlier.wanted_s > self.probe_budget * earlier.elapsed_s:
+        elif self.bank_unfit and earlier.wanted_round_s > self.probe_budget * earlier.elapsed_s:
             # The probe the earlier run deferred costs more than its whole budget: no run of its length can afford
             # it alone, and its verdict would stand unchecked for ever. Its unspent budget carries, up to that
             # probe's cost, until the probe runs (`probed` clears `wanted_s`). CPU MoE engines at B = 1 (1.5 s
             # calls, 30 ms of budget each) decoded 28 and 78 calls in a row, deferring the due probe 1-3 times a
             # call (`adaptive_gamma_diagnose.py --variant moe:1`, docs/results.md section 15). Runs whose deferred
             # probes fit their own budget bank nothing: banking for every run (f7c806c) let stdlib B = 4 and 16
-            # probe in bursts (0.956x and 0.921x autoregressive decoding).
-            self.wanted_s = earlier.wanted_s
+            # probe in bursts (0.956x and 0.921x autoregressive decoding). Nor where only the draft's prefill
+            # (`start_s`, paid by a probe after a plain prefill) makes the probe dearer than the budget: counted,
+            # stdlib engines at B = 4 and 16, where SD loses, ran rounds in 98 of 144 and 25 of 70 passes (0.951x
+            # and 0.917x autoregressive decoding in those; at 826c439 58 of 200 and 1 of 130).
+            self.wanted_s, self.wanted_round_s = earlier.wanted_s, earlier.wanted_round_s
             self.banked_s = min(left_s, self.wanted_s)
