@@ -82,6 +82,7 @@ def test_finish_objective_counts_the_uncertainty_of_each_rows_acceptance():
     pool of 0.55), gamma 2: simulated batches drawing each row's alpha from its posterior end within 4 % of what the
     objective predicts with the estimates' variance, where the rounds' chance alone predicts them over 4 % sooner."""
     requests = RequestAcceptance()
+    requests.first_evidence = False  # as at a prompt boundary (these first rounds accept like the later ones)
     rng = np.random.default_rng(3)
     truth = np.linspace(0.25, 0.85, 16)
     for _ in range(4):  # the first round of each request is left out of its own estimate
