@@ -56,7 +56,8 @@ import numpy as np
 
 from moesd.engine.acceptance_posterior import PositionAcceptance, RequestAcceptance
 from moesd.engine.finish_objective import finish_rates
-from moesd.engine.merged_opening import merged_round_gain_s
+from moesd.engine.merged_opening import best_merged_round, merged_round_gain_s
+from moesd.engine.options import check_flag
 from moesd.engine.probe_schedule import ProbeSchedule
 from moesd.engine.round_tokens import RoundTokens
 from moesd.engine.step_cost_model import StepCostModel
@@ -112,21 +113,15 @@ class AdaptiveGamma:
         # 1.09x), but paired runs read the throughput 1-6 % lower with it (CPU MoE B = 16, 64 and mixed; results 15):
         # it prices the rest of the run as if the estimates' uncertainty stayed, where the policy learns and switches.
         self.finish_draws = finish_draws
-        if carry_over_requests not in (True, False):  # 0 / 1 from the command line's option lists
-            raise MoesdError(f"carry_over_requests must be true or false, got {carry_over_requests!r}")
         # True: the acceptance carried to the next call is centred on a mean over the requests the engine ran, not
         # on the last call's estimate (PositionAcceptance.carry). Off by default: it was tried together with the
         # cost model's `anchored_index` (d7b3924), whose confirm left a stdlib engine at B = 1 decoding 191 calls in
         # a row (docs/results.md section 15).
-        self.carry_over_requests = bool(carry_over_requests)
-        if merged_opening not in (True, False):
-            raise MoesdError(f"merged_opening must be true or false, got {merged_opening!r}")
+        self.carry_over_requests = check_flag("carry_over_requests", carry_over_requests)
         # False: a run expecting SD to lose always opens with a plain prefill (before merged_opening.py).
-        self.merged_opening = bool(merged_opening)
-        if first_round_evidence not in (True, False):
-            raise MoesdError(f"first_round_evidence must be true or false, got {first_round_evidence!r}")
+        self.merged_opening = check_flag("merged_opening", merged_opening)
         # False: a request's first round never counts in its own estimate (RequestAcceptance.first_rounds_count).
-        self.first_round_evidence = bool(first_round_evidence)
+        self.first_round_evidence = check_flag("first_round_evidence", first_round_evidence)
         if not 0.0 <= probe_optimism < float("inf"):
             raise MoesdError(f"the probes' acceptance optimism must be finite and >= 0, got {probe_optimism}")
         self.probe_optimism = probe_optimism  # 0: a probe takes the best length at the posterior means
@@ -253,10 +248,8 @@ class AdaptiveGamma:
         static = remaining is not None and len(remaining) == per_row.shape[0]
         end_b = int(np.sum(np.asarray(remaining) == max(remaining))) if static else b
         end_decode_s = decode_s if end_b == b else float(self._steps_s(end_b, 0, 0)[0])
-        net_s = merged_round_gain_s(per_row, remaining if static else None, decode_s, end_decode_s, first) - extra_s
-        net_s[1:] -= self.cost.draft_start_s(start_tokens) if start_tokens else 0.0
-        g = int(np.argmax(net_s[1:])) + 1
-        return (g if net_s[g] > 0.0 else 0), float(net_s[g])
+        gain_s = merged_round_gain_s(per_row, remaining if static else None, decode_s, end_decode_s, first)
+        return best_merged_round(gain_s, extra_s, self.cost.draft_start_s(start_tokens) if start_tokens else 0.0)
 
     def choose(self, batch_size: int, room: int, minimum: int = 0, rows: list[int] | None = None,
                remaining: list[int] | None = None, start_tokens: int = 0) -> int:

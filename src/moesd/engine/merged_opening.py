@@ -33,3 +33,11 @@ def merged_round_gain_s(per_row: np.ndarray, remaining, decode_s: float, end_dec
     remaining = np.asarray(remaining, dtype=float)
     last = remaining == remaining.max()
     return np.concatenate([[0.0], np.cumsum(np.prod(accept_at_least[last], axis=0))]) * end_decode_s
+
+
+def best_merged_round(gain_s: np.ndarray, extra_s: np.ndarray, start_s: float) -> tuple[int, float]:
+    """(the draft length 1..top worth most, its expected net seconds: `gain_s` less `extra_s` and the draft's prefill
+    `start_s`), the length 0 where none is worth more than it adds."""
+    net_s = gain_s[1:] - extra_s[1:] - start_s
+    g = int(np.argmax(net_s)) + 1
+    return (g if net_s[g - 1] > 0.0 else 0), float(net_s[g - 1])

@@ -24,6 +24,13 @@ def check_gamma(gamma: int, lowest: int = 0) -> int:
     return gamma
 
 
+def check_flag(name: str, value) -> bool:
+    """An on / off option: True or False, or 1 or 0 from the command line's option lists (which compare equal)."""
+    if value not in (True, False):
+        raise MoesdError(f"{name} must be true or false, got {value!r}")
+    return bool(value)
+
+
 def check_routing(routing: str) -> str:
     if routing not in ROUTINGS:
         raise MoesdError(f"routing must be one of {', '.join(ROUTINGS)}, got {routing!r}")

@@ -18,6 +18,7 @@ due and whether it is affordable:
 
 from __future__ import annotations
 
+from moesd.engine.options import check_flag
 from moesd.errors import MoesdError
 
 
@@ -37,12 +38,9 @@ class ProbeSchedule:
         self.first_probe, self.probe_every, self.probe_gain = first_probe, probe_every, probe_gain
         self.probe_budget, self.untrusted_probe_budget = probe_budget, untrusted_probe_budget
         self.trusted_rounds = trusted_rounds
-        if carry_budget not in (True, False):  # 0 / 1 from the command line's option lists
-            raise MoesdError(f"carry_probe_budget must be true or false, got {carry_budget!r}")
-        self.carry_budget = bool(carry_budget)  # False: each run's probes see its own budget alone (`carry`)
-        if bank_unfit not in (True, False):
-            raise MoesdError(f"bank_unfit_probes must be true or false, got {bank_unfit!r}")
-        self.bank_unfit = bool(bank_unfit)  # a probe no run's own budget can fit is saved up for (`carry`)
+        # False: each run's probes see its own budget alone (`carry`)
+        self.carry_budget = check_flag("carry_probe_budget", carry_budget)
+        self.bank_unfit = check_flag("bank_unfit_probes", bank_unfit)  # a probe no run can fit is saved up for
         self.wait = first_probe  # plain steps before a close verdict is probed
         self.zero_run = 0  # plain steps since the last round
         self.plain_before = 0  # plain steps the engine's earlier runs decoded since its last round (`carry`)

@@ -15,11 +15,12 @@ from moesd.engine.expert_budget import ExpertBudget
 from moesd.engine.expert_hooks import ExpertRecorder
 from moesd.engine.generation_result import GenerationResult
 from moesd.engine.loading import LoadedModel
-from moesd.engine.metrics import StageClock, StepRecord, stage_summary, steps_as_dicts
+from moesd.engine.metrics import StageClock, StepRecord
 from moesd.engine.options import MAX_GAMMA, check_gamma, check_kv_cache, check_routing, check_sampling
 from moesd.engine.proposers import left_pad
 from moesd.engine.ragged_kv import RaggedKV
 from moesd.engine.static_kv import StaticKV, new_kv
+from moesd.engine.run_report import run_metrics
 from moesd.engine.run_state import RunState
 from moesd.engine.sampling import (SamplingParams, forced_acceptance, greedy_verify, probs_from_logits,
                                    rejection_sample, select_tokens)
@@ -154,7 +155,7 @@ class SpecEngine:
                     on_finish(run.finished - done)
                 done = run.finished
             kl = torch.cat(run.budget_kl) if run.budget_kl else None
-            return GenerationResult(run.outputs, run.reasons, self._metrics(run, longest), self.gamma,
+            return GenerationResult(run.outputs, run.reasons, run_metrics(self, run, longest), self.gamma,
                                     run.acceptance.counts if self.gamma > 0 else None, run.experts, kl)
         finally:
             if run.recorder is not None:
@@ -337,49 +338,6 @@ class SpecEngine:
         run.recorder.forwards.pop()  # its routing is not a forward the run paid for
         run.kv.keep_last_block(torch.zeros_like(valid))
         return logits
-
-    def _metrics(self, run: RunState, longest: int) -> dict:
-        metrics = {
-            "gamma": self.gamma,
-            "batch_size": run.batch_size,
-            "num_prompts": len(run.outputs),
-            "draft_method": run.proposer.kind if run.proposer is not None else "none",
-            "temperature": self.sampling.temperature,
-            "top_p": self.sampling.top_p,
-            "prefill_s": run.prefill_s,
-            # Target KV slots per row, holes included: bounded by compaction, not by the step count.
-            "cache": {"kind": "static" if isinstance(run.kv, StaticKV) else "ragged",
-                      "max_slots": run.max_slots, "longest_prompt": longest,
-                      "compact_threshold": run.kv.compact_threshold},
-            "stages": stage_summary(run.steps, None if run.policy is not None else self.gamma, run.prefill_s,
-                                    sum(len(o) for o in run.outputs)),
-            "steps": steps_as_dicts(run.steps),
-            "target": {"name": self.target.name, "experts_implementation": self.target.experts_implementation,
-                       "num_experts": self.target.num_experts, "top_k": self.target.top_k,
-                       "routing": self.routing if self.target.is_moe else None,
-                       "dtype": str(self.target.dtype).replace("torch.", ""), "device": str(run.device),
-                       "random_weights": self.target.random_weights},
-        }
-        if self.cuda_graphs:
-            metrics["cuda_graphs"] = (run.graphs.summary() if run.graphs is not None else
-                                      {"off_reason": "expert budgets rank experts on the host: forwards ran eagerly"})
-        if run.policy is not None:
-            metrics["gamma"] = "auto"
-            metrics["adaptive"] = run.policy.summary()
-        if self.gamma > 0:
-            metrics["acceptance"] = run.acceptance.summary()
-            if run.proposer.kind == "synthetic":
-                metrics["note"] = "synthetic acceptance: outputs are not target text"
-        if self.budget is not None:
-            kl = torch.cat(run.budget_kl) if run.budget_kl else torch.zeros(0)
-            metrics["budget"] = {"budget": self.budget.budget, "mode": self.budget.mode, "scope": self.budget.scope,
-                                 "ranking": self.budget.ranking, "lossless": False,
-                                 "kl_tokens": int(kl.numel()),
-                                 "mean_kl_per_token": float(kl.mean()) if kl.numel() else None}
-        if run.experts is not None:
-            metrics["experts"] = run.experts.summary()
-            metrics["routing_curve"] = run.experts.routing_curve()
-        return metrics
 
     def _accept(self, run: RunState, logits, drafts, draft_probs, skip=None):
         generator = run.generator
