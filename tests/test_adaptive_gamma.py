@@ -57,11 +57,14 @@ class StubCost:
     def rounds_near(self, b):
         return sum(1 for args in self.seen if args[1] > 0)
 
-    def observe_draft_start(self, tokens, seconds):
+    def observe_draft_start(self, tokens, seconds, scores_next=False):
         pass
 
     def draft_start_s(self, tokens):
         return self.start_per_token * tokens
+
+    def start_saves_s(self, b):
+        return 0.0
 
     def observe_prefill(self, tokens, seconds):
         pass
@@ -412,6 +415,60 @@ def test_cost_model_corrects_its_fit_per_batch_size_and_kind_of_step():
     assert off.steps_s(10, 2) == pytest.approx(off.steps_s(10, 2, local=False), rel=1e-12)
 
 
+def test_a_round_right_after_the_drafts_prefill_is_timed_with_one_forward_fewer():
+    """A draft model's prefill scores the next round's first draft token, so that round drafts with g - 1 forwards
+    (stdlib B = 4: 0.1 ms of drafting at gamma 1, 2.3-4.4 ms in the rounds after it). Timed as g forwards, such rounds
+    (every probe that starts the draft mid-run) taught the draft map that drafting is cheaper than it is. With
+    `fresh` the draft map learns a forward's seconds, and the draft's start is priced less the forward it saves its
+    first round."""
+    def draft_s(g, fresh):
+        return 0.02 * (g - fresh)
+
+    def calls(cost, flag):
+        for i in range(48):
+            g, fresh = 1 + i % 3, i % 2 == 0  # half the rounds right after a start, as mid-run probes are
+            step_s = 0.05 + draft_s(g, fresh) + 0.001
+            cost.observe(4, g, 0.05, draft_s(g, fresh), 0.001, step_s=step_s, fresh=flag and fresh)
+            cost.observe(4, 0, 0.04, 0.0, 0.0, step_s=0.04)
+
+    arch, hw = model_preset("Qwen3-30B-A3B").arch(), resolve_hardware("cpu")
+    prior = physical_prior(arch, hw, 1, model_preset("Qwen2-0.5B-Instruct").arch())  # with a draft to price
+    on, off = (StepCostModel(prior, fit_context(hw, arch), arch.num_experts, arch.experts_per_token, max_gamma=4)
+               for _ in range(2))
+    calls(on, True)
+    calls(off, False)
+    def per_forward_s(cost):  # the draft map's seconds per forward (in units of the speed index)
+        return cost.scales()["draft"][0] * cost.scales()["speed_index"]
+
+    assert per_forward_s(on) == pytest.approx(0.02, rel=0.03)
+    assert per_forward_s(off) < 0.9 * 0.02
+    assert on.steps_s(4, 2)[2] == pytest.approx(0.05 + 0.04 + 0.001, rel=0.03)
+    assert on.start_saves_s(4) == 0.0  # no start seen yet that scores its next token
+    on.observe_draft_start(100, 0.05, scores_next=True)
+    assert on.start_saves_s(4) == pytest.approx(0.02, rel=0.05)
+    on.observe_draft_start(100, 0.05, scores_next=False)  # prompt lookup, or a synthetic draft without a model
+    assert on.start_saves_s(4) == 0.0
+
+
+def test_the_policy_marks_only_the_round_right_after_a_scoring_start_fresh():
+    """The first round after `draft_started(..., scores_next=True)` is timed as fresh; the rounds after it are not,
+    nor a round after a merged opening (not timed, since the target's prefill is in it), nor any with
+    `fresh_rounds` off."""
+    def fresh_flags(policy, merged):
+        policy.draft_started(40, 0.01, scores_next=True)
+        if merged:  # the first round, merged with the prefill: observed, never timed
+            policy.observe_round([1, 0], [2, 2], [0, 1])
+            policy.observe_times(2, 0, 0.01, 0.0, 0.0, 0.011)
+        for _ in range(2):
+            policy.observe_round([1, 0], [2, 2], [0, 1])
+            policy.observe_times(2, 2, 0.02, 0.004, 0.001, 0.026)
+        return [args[-1] for args in policy.cost.seen if args[1] > 0]
+
+    assert fresh_flags(AdaptiveGamma(2, StubCost()), merged=False) == [True, False]
+    assert fresh_flags(AdaptiveGamma(2, StubCost()), merged=True) == [False, False]
+    assert fresh_flags(AdaptiveGamma(2, StubCost(), fresh_rounds=False), merged=False) == [False, False]
+
+
 def test_cost_model_keeps_a_round_to_decode_relation_through_a_change_of_machine_speed():
     """The machine slows by 1.3x after calls that ran rounds; the calls after only decode. A round is priced from the
     fast calls' rounds beside decode steps from the slow ones (this CPU's speed moves by 10-20 % between calls), so
@@ -627,7 +684,7 @@ def test_cost_model_prices_the_drafts_catch_up():
     policy = AdaptiveGamma(4, stub)
     for g in (2, 0, 0, 0, 3):
         policy.observe_times(8, g, 1.0, 0.1 * g, 0.0)
-    assert [args[-1] for args in stub.seen] == [0, 0, 0, 0, 3]
+    assert [args[-2] for args in stub.seen] == [0, 0, 0, 0, 3]
 
 
 def test_cost_model_prices_a_round_merged_with_the_prefill_at_its_drafts_and_the_prefills_tokens():
@@ -907,7 +964,7 @@ class RandomGamma:
         self.chosen.append(g)
         return g
 
-    def draft_started(self, tokens, seconds):
+    def draft_started(self, tokens, seconds, scores_next=False):
         pass
 
     def observe_prefill(self, tokens, seconds):
@@ -962,6 +1019,25 @@ def test_greedy_exact_with_a_changing_gamma(tiny_model, agreeing_draft, family, 
     lookup = SpecEngine(target, NgramProposer(target.vocab_size, 1, 3), 4,
                         gamma_policy=lambda seed: RandomGamma(seed, 4)).generate(prompts, NEW)
     assert lookup.token_ids == ar.token_ids
+
+
+def test_a_draft_models_round_right_after_its_prefill_drafts_with_one_forward_fewer(tiny_model, agreeing_draft):
+    """What `fresh` rounds rest on: a draft model's prefill gives the first draft token, so a round of g drafts right
+    after it runs g - 1 forwards, and every later round g (the first reads the pending tokens)."""
+    target = tiny_model("llama")
+    proposer = DraftModelProposer(agreeing_draft(target), target.vocab_size)
+    assert proposer.start_scores_next and not getattr(NgramProposer(target.vocab_size), "start_scores_next", False)
+    forwards = []
+    inner = proposer._forward
+    proposer._forward = lambda ids, valid: forwards.append(1) or inner(ids, valid)
+    proposer.start([[3, 4, 5], [6, 7, 8, 9]])
+    counts = []
+    for g in (3, 3):
+        before = len(forwards)
+        drafts, _ = proposer.propose(g, None, SamplingParams(), None)
+        proposer.accept([1, 0], [drafts[0, :2].tolist(), [5]], g)
+        counts.append(len(forwards) - before)
+    assert counts == [2, 3]
 
 
 def test_sampled_auto_keeps_the_target_distribution(tiny_model, agreeing_draft):

@@ -84,7 +84,8 @@ class AdaptiveGamma:
                  hold_steps: int = 3, plans: bool = True, probe_optimism: float = 2.0, hold_scale: int = 4,
                  finish_draws: int = 0, carry_probe_budget: bool = False,
                  carry_over_requests: bool = False, merged_opening: bool = True,
-                 first_round_evidence: bool = True, bank_unfit_probes: bool = True) -> None:
+                 first_round_evidence: bool = True, bank_unfit_probes: bool = True,
+                 fresh_rounds: bool = True) -> None:
         if max_gamma < 1:
             raise MoesdError(f"--gamma auto needs a maximum draft length >= 1, got {max_gamma}")
         self.probes = ProbeSchedule(first_probe, probe_every, probe_gain, probe_budget, untrusted_probe_budget,
@@ -122,6 +123,10 @@ class AdaptiveGamma:
         self.merged_opening = check_flag("merged_opening", merged_opening)
         # False: a request's first round never counts in its own estimate (RequestAcceptance.first_rounds_count).
         self.first_round_evidence = check_flag("first_round_evidence", first_round_evidence)
+        # False: the round right after the draft's prefill is timed and priced as any other, though that prefill
+        # scored its first draft token (StepCostModel.start_saves_s).
+        self.fresh_rounds = check_flag("fresh_rounds", fresh_rounds)
+        self._fresh_draft = self._fresh_round = False  # the draft's prefill scored the next round's first token
         if not 0.0 <= probe_optimism < float("inf"):
             raise MoesdError(f"the probes' acceptance optimism must be finite and >= 0, got {probe_optimism}")
         self.probe_optimism = probe_optimism  # 0: a probe takes the best length at the posterior means
@@ -163,7 +168,7 @@ class AdaptiveGamma:
         per_row, tokens, per_row_var = self._row_tokens(top, rows, optimism)
         # A draft that has not started (the run opened with a plain prefill) first reads every row's history: a
         # one-off cost of the first round, which then needs no catch-up.
-        start_s = self.cost.draft_start_s(start_tokens) if start_tokens else 0.0
+        start_s = self._start_s(b, start_tokens)
         catch_up = 0 if start_tokens else self.since_round
         if remaining is not None and len(remaining) == per_row.shape[0]:
             step_s = self._steps_by_batch_s(per_row.shape[0], top, catch_up)  # row k: batch size k + 1
@@ -249,7 +254,7 @@ class AdaptiveGamma:
         end_b = int(np.sum(np.asarray(remaining) == max(remaining))) if static else b
         end_decode_s = decode_s if end_b == b else float(self._steps_s(end_b, 0, 0)[0])
         gain_s = merged_round_gain_s(per_row, remaining if static else None, decode_s, end_decode_s, first)
-        return best_merged_round(gain_s, extra_s, self.cost.draft_start_s(start_tokens) if start_tokens else 0.0)
+        return best_merged_round(gain_s, extra_s, self._start_s(b, start_tokens))
 
     def choose(self, batch_size: int, room: int, minimum: int = 0, rows: list[int] | None = None,
                remaining: list[int] | None = None, start_tokens: int = 0) -> int:
@@ -348,7 +353,7 @@ class AdaptiveGamma:
         """Whether a probe of draft length g fits the probing budget (ProbeSchedule.affordable), priced as a round's
         time and the draft's start where it has not started, less the decode steps its expected tokens replace."""
         step_s = self._steps_s(b, g, 0 if start_tokens else self.since_round)
-        start_s = self.cost.draft_start_s(start_tokens) if start_tokens else 0.0
+        start_s = self._start_s(b, start_tokens)
         loss_s = max(0.0, float(step_s[g]) + start_s - expected_tokens * float(step_s[0]))
         return self.probes.affordable(loss_s, thin, commit, start_s)
 
@@ -365,11 +370,21 @@ class AdaptiveGamma:
         """The far verdict's probe clock runs across the engine's runs (ProbeSchedule.carry)."""
         self.probes.carry(earlier.probes)
 
-    def draft_started(self, tokens: int, seconds: float) -> None:
+    def _start_s(self, b: int, start_tokens: int) -> float:
+        """What starting the draft adds to its first round at batch size b (0 where it has started): its prefill of
+        `start_tokens` history tokens, less the draft forward that prefill saves the round (`fresh_rounds`)."""
+        if not start_tokens:
+            return 0.0
+        saves_s = self.cost.start_saves_s(b) if self.fresh_rounds else 0.0
+        return max(0.0, self.cost.draft_start_s(start_tokens) - saves_s)
+
+    def draft_started(self, tokens: int, seconds: float, scores_next: bool = False) -> None:
         """The draft has just read `tokens` history tokens in `seconds` (its prefill): priced for later runs, and
-        nothing is left to catch up on."""
-        self.cost.observe_draft_start(tokens, seconds)
+        nothing is left to catch up on. `scores_next`: the prefill's last logits give the next round's first draft
+        token, so that round drafts with one forward fewer and is timed as such (`observe_times`)."""
+        self.cost.observe_draft_start(tokens, seconds, scores_next)
         self.since_round = 0
+        self._fresh_draft = scores_next and self.fresh_rounds
 
     def observe_prefill(self, tokens: int, seconds: float) -> None:
         """The target's forward over whole prompts (a plain prefill, or one merged with the first round) took
@@ -383,12 +398,15 @@ class AdaptiveGamma:
     def observe_round(self, accepted: list[int], drafted: list[int], rows: list[int] | None = None) -> None:
         self.probes.acceptance_changed()
         self._held = None
+        self._fresh_round, self._fresh_draft = self._fresh_draft, False  # timed in `observe_times`, if at all
         self.tokens.record_round(accepted, drafted, rows)
 
     def observe_times(self, batch_size: int, gamma: int, target_s: float, draft_s: float, reject_s: float,
                       step_s: float | None = None) -> None:
         t0 = time.perf_counter()
-        self.cost.observe(batch_size, gamma, target_s, draft_s, reject_s, step_s, self.since_round if gamma else 0)
+        fresh = bool(gamma) and self._fresh_round  # `observe_round` of this round set it
+        self.cost.observe(batch_size, gamma, target_s, draft_s, reject_s, step_s, self.since_round if gamma else 0,
+                          fresh)
         self.probes.timed(step_s if step_s is not None else target_s + draft_s + reject_s)
         self.longest_measured = max(self.longest_measured, gamma)
         self.decode_measured |= gamma == 0

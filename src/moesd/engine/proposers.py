@@ -47,6 +47,9 @@ def check_vocabularies(target: LoadedModel, draft: LoadedModel) -> None:
 
 class DraftModelProposer:
     kind = "draft_model"
+    # `start`'s last logits give the next round's first draft token: that round drafts with one forward fewer
+    # (what --gamma auto's cost model must know to time it, engine/step_cost_model.py).
+    start_scores_next = True
 
     def __init__(self, draft: LoadedModel, target_vocab_size: int, unknown_id: int = 0, kv_cache: str = "static"):
         self.draft = draft
@@ -257,6 +260,10 @@ class SyntheticProposer:
     @property
     def forward_s(self) -> float:
         return self.inner.forward_s if self.inner is not None else 0.0
+
+    @property
+    def start_scores_next(self) -> bool:
+        return self.inner is not None
 
     def use_graphs(self, plan) -> None:
         if self.inner is not None:

@@ -220,7 +220,7 @@ class SpecEngine:
         run.prefill_s += seconds
         run.proposer_started = True
         if run.policy is not None:
-            run.policy.draft_started(tokens, seconds)
+            run.policy.draft_started(tokens, seconds, getattr(run.proposer, "start_scores_next", False))
         return seconds
 
     def _prefill(self, run: RunState) -> None:

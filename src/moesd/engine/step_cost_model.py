@@ -58,6 +58,7 @@ class StepCostModel:
         # few. Their mean per token bounds what a few more tokens per row add to a prefill (its fixed cost is in the
         # mean): the price of the drafts a merged first round verifies (`merged_extra_s`).
         self._prefill_s_per_token: deque = deque(maxlen=9)
+        self._start_scores_next = False  # whether the draft's prefill scores its first draft token (`start_saves_s`)
         # Measured over predicted whole steps (priced without this correction), as a speed index and per (kind of
         # step, batch size). The maps fit one shape over every batch size and both kinds, and it can be off at some:
         # a stdlib engine at B = 16 priced its tail's decode steps (B = 10) at 29 ms where they took 20-27, so
@@ -116,14 +117,17 @@ class StepCostModel:
                     self._cache[(bi, 0)] = self._cache[(bi, 1)]
         return self._cache[(b, g)]
 
-    def _features(self, b: int, g: int, catch_up: int = 0) -> dict:
+    def _features(self, b: int, g: int, catch_up: int = 0, fresh: bool = False) -> dict:
         p = self.predicted(b, g)
         tokens = b * (g + 1) if g else b
         # The draft's third feature: the tokens it must first read, b per plain step decoded since its last
         # round (`catch_up` steps), in its first forward of the round. A probe after a long run of plain steps
         # pays them all, and without this feature the map saw that cost as noise on g forwards.
+        # `fresh`: the round right after the draft's prefill, which already scored its first draft token, so it
+        # drafts with g - 1 forwards (`observe_draft_start`).
+        forwards = g - 1 if fresh and g else g
         return {"target": (1.0, p["verify"] if g else p["decode"], float(tokens)),
-                "draft": (float(g), g * p["draft"], float(b * catch_up)), "reject": (0.0, p["reject"])}
+                "draft": (float(forwards), forwards * p["draft"], float(b * catch_up)), "reject": (0.0, p["reject"])}
 
     def round_s(self, b: int, g: int, catch_up: int = 0) -> float:
         """Predicted seconds of one step: a decode step (g = 0) or a round of draft length g, whole, `catch_up`
@@ -256,10 +260,11 @@ class StepCostModel:
         return (weights(target)[1] if target else 1.0) * x[:, 1]
 
     def observe(self, b: int, g: int, target_s: float, draft_s: float, reject_s: float,
-                step_s: float | None = None, catch_up: int = 0) -> None:
+                step_s: float | None = None, catch_up: int = 0, fresh: bool = False) -> None:
         """One measured step: its stages and, with `step_s`, the whole step (the rest is its outside time);
-        `catch_up`: for a round, the plain steps decoded since the draft's last one."""
-        f = self._features(b, g, catch_up)
+        `catch_up`: for a round, the plain steps decoded since the draft's last one; `fresh`: a round right after
+        a draft's prefill that scored its first draft token (one forward fewer)."""
+        f = self._features(b, g, catch_up, fresh)
         # With `local_residual`, what the maps learn is in units of the speed index at the time (the shape of the
         # step times over batch sizes and draft lengths, not this CPU's speed of the moment, which `steps_s`
         # multiplies back in): the round map otherwise keeps the speed of the calls that last ran rounds.
@@ -354,9 +359,23 @@ class StepCostModel:
         """How many rounds were timed at batch sizes within a factor of 2 of `b` (this run's and earlier ones')."""
         return sum(n for b2, n in self.round_count_at.items() if b / 2 <= b2 <= 2 * b)
 
-    def observe_draft_start(self, tokens: int, seconds: float) -> None:
+    def observe_draft_start(self, tokens: int, seconds: float, scores_next: bool = False) -> None:
+        """The draft's prefill read `tokens` in `seconds`; `scores_next`: its last logits give the next round's first
+        draft token (a draft model's do), so that round drafts with one forward fewer (`start_saves_s`)."""
         if tokens > 0 and seconds > 0:
             self._start_s_per_token.append(seconds / tokens)
+        self._start_scores_next = bool(scores_next)
+
+    def start_saves_s(self, b: int) -> float:
+        """What the round right after the draft's prefill saves at batch size b, where that prefill scores its first
+        draft token: one draft forward. Priced against the prefill (`draft_start_s`), it leaves the price of every
+        later round as it is. Without it, a probe that starts the draft mid-run (stdlib B = 4: draft 0.1 ms at gamma
+        1, 4.4 ms in the rounds after it) was taken for a round whose draft ran fast, and the rounds after it were
+        priced low."""
+        if not self._start_scores_next:
+            return 0.0
+        feats = np.array([[1.0, self.predicted(b, 1)["draft"], 0.0]])
+        return float(self._corrected(np.array([0.0, float(self._stage_all("draft", feats)[0])]), b)[1])
 
     def draft_start_s(self, tokens: int) -> float:
         """Predicted seconds of the draft's prefill over `tokens` history tokens (0 until one has been measured,
