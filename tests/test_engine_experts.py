@@ -103,3 +103,22 @@ def test_uniform_routing_engine_leaves_no_hook_behind(tiny_model):
     prefill = res.metrics["experts"]["forwards"][0]
     assert prefill["phase"] == "prefill"
     assert prefill["distinct_experts"] == [int(torch.unique(ix).numel()) for ix in chosen[:2]]
+
+
+def test_the_reports_records_are_what_dataclasses_asdict_gives_and_own_their_lists():
+    """The run report's per-forward and per-step records (metrics.py) equal `dataclasses.asdict`'s, at a fraction of
+    its cost, and changing a reported list leaves the run's own records alone."""
+    from dataclasses import asdict
+
+    from moesd.engine.metrics import ExpertForward, ExpertStats, StepRecord, steps_as_dicts
+
+    steps = [StepRecord("decode", 4, 0, 0.1, 0.09), StepRecord("verify", 4, 2, 0.2, 0.1, 0.05, 0.04, 0.01, 9)]
+    assert steps_as_dicts(steps) == [asdict(s) for s in steps]
+    stats = ExpertStats(8, 2)
+    stats.forwards = [ExpertForward("decode", 4, [3, 5], [2, 1]), ExpertForward("verify", 12, [7, 6], [4, 3])]
+    stats.load = {p: np.zeros(8) for p in ("decode", "verify")}
+    stats.layer_load = {p: np.zeros((2, 8)) for p in ("decode", "verify")}
+    reported = stats.summary()["forwards"]
+    assert reported == [asdict(f) for f in stats.forwards]
+    reported[0]["distinct_experts"].append(8)
+    assert stats.forwards[0].distinct_experts == [3, 5]

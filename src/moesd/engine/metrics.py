@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -112,7 +112,7 @@ class ExpertStats:
         out: dict = {"num_experts": self.num_experts, "top_k": self.top_k, "phases": {},
                      # Every target forward: its phase, real tokens, and per MoE layer the distinct
                      # experts loaded and the largest number of tokens any one expert processed.
-                     "forwards": [asdict(f) for f in self.forwards]}
+                     "forwards": _records_as_dicts(self.forwards)}
         for phase in sorted({f.phase for f in self.forwards}):
             fs = [f for f in self.forwards if f.phase == phase]
             distinct = np.array([np.mean(f.distinct_experts) for f in fs])
@@ -193,4 +193,18 @@ def stage_summary(steps: list[StepRecord], gamma: int | None, prefill_s: float, 
 
 
 def steps_as_dicts(steps: list[StepRecord]) -> list[dict]:
-    return [asdict(s) for s in steps]
+    return _records_as_dicts(steps)
+
+
+def _records_as_dicts(records: list) -> list[dict]:
+    """Flat dataclass records (fields of numbers, strings or lists of numbers) as dicts, lists copied: what
+    `dataclasses.asdict` returns for them at ~1/50 of its cost (its deep copy took ~0.9 ms of every stdlib B = 4 call's
+    report, outside the timed steps but inside the caller's wall time)."""
+    if not records:
+        return []
+    names = [f.name for f in fields(records[0])]
+    return [{n: _copied(getattr(r, n)) for n in names} for r in records]
+
+
+def _copied(value):
+    return list(value) if isinstance(value, list) else value
