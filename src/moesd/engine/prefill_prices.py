@@ -1,7 +1,7 @@
 """What starting the draft and a prefill cost, as `--gamma auto`'s step-cost model (engine/step_cost_model.py) prices
 them: the draft's prefill when a run that opened with a plain prefill first speculates, the draft forward that prefill
 saves its first round, and what a round merged with the target's prefill adds to it. A part of `StepCostModel`,
-which supplies the stage prices these use (`predicted`, `_stage_all`, `_stages_base`, `_feature_matrices`,
+which supplies the stage prices these use (`_features`, `_stage_all`, `_stages_base`, `_feature_matrices`,
 `_with_catch_up_and_outside`, `_corrected`)."""
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ class PrefillPrices:
         priced low."""
         if not self._start_scores_next:
             return 0.0
-        feats = np.array([[1.0, self.predicted(b, 1)["draft"], 0.0]])
-        return float(self._corrected(np.array([0.0, float(self._stage_all("draft", feats)[0])]), b)[1])
+        one_forward_s = float(self._stage_all("draft", np.array([self._features(b, 1)["draft"]]))[0])
+        return float(self._corrected(np.array([0.0, one_forward_s]), b)[1])
 
     def draft_start_s(self, tokens: int) -> float:
         """Predicted seconds of the draft's prefill over `tokens` history tokens (0 until one has been measured,
