@@ -437,8 +437,9 @@ def test_a_round_right_after_the_drafts_prefill_is_timed_with_one_forward_fewer(
                for _ in range(2))
     calls(on, True)
     calls(off, False)
-    def per_forward_s(cost):  # the draft map's seconds per forward (in units of the speed index)
-        return cost.scales()["draft"][0] * cost.scales()["speed_index"]
+    def per_forward_s(cost):  # the draft map's seconds per forward (with `local_residual`, in the index's units)
+        scales = cost.scales()
+        return scales["draft"][0] * (scales["speed_index"] if cost.local_residual else 1.0)
 
     assert per_forward_s(on) == pytest.approx(0.02, rel=0.03)
     assert per_forward_s(off) < 0.9 * 0.02
@@ -1113,9 +1114,9 @@ def test_policy_options_reach_every_call_and_bad_ones_fail_before_any_run(tiny_m
     with pytest.raises(MoesdError, match="give --gamma auto"):
         EngineSpec(target="tiny", draft="tiny-draft", gamma=4, gamma_policy_options={"margin": 0.5})
     # The cost model's option is the engine's: it reaches the shared model, not the calls' policies.
-    assert make_gamma_policy(spec(), target, draft).cost.local_residual
-    off = make_gamma_policy(spec(local_residual=0), target, draft)
-    assert not off.cost.local_residual and "local_residual" not in off.options
+    assert not make_gamma_policy(spec(), target, draft).cost.local_residual
+    on = make_gamma_policy(spec(local_residual=1), target, draft)
+    assert on.cost.local_residual and "local_residual" not in on.options
     with pytest.raises(MoesdError, match="local_residual must be 0 or 1"):
         make_gamma_policy(spec(local_residual="yes"), target, draft)
     assert not make_gamma_policy(spec(), target, draft).cost.anchored_index
