@@ -1114,9 +1114,9 @@ def test_policy_options_reach_every_call_and_bad_ones_fail_before_any_run(tiny_m
     with pytest.raises(MoesdError, match="give --gamma auto"):
         EngineSpec(target="tiny", draft="tiny-draft", gamma=4, gamma_policy_options={"margin": 0.5})
     # The cost model's option is the engine's: it reaches the shared model, not the calls' policies.
-    assert not make_gamma_policy(spec(), target, draft).cost.local_residual
-    on = make_gamma_policy(spec(local_residual=1), target, draft)
-    assert on.cost.local_residual and "local_residual" not in on.options
+    assert make_gamma_policy(spec(), target, draft).cost.local_residual
+    off = make_gamma_policy(spec(local_residual=0), target, draft)
+    assert not off.cost.local_residual and "local_residual" not in off.options
     with pytest.raises(MoesdError, match="local_residual must be 0 or 1"):
         make_gamma_policy(spec(local_residual="yes"), target, draft)
     assert not make_gamma_policy(spec(), target, draft).cost.anchored_index

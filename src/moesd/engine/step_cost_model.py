@@ -24,7 +24,7 @@ class StepCostModel(PrefillPrices):
     Until a stage has been measured, the target's scale stands in for it."""
 
     def __init__(self, params: StepTimeParams, ctx: StepContext, num_experts: int, top_k: int,
-                 window: int = 64, source: str = "prior", max_gamma: int = 16, local_residual: bool = False,
+                 window: int = 64, source: str = "prior", max_gamma: int = 16, local_residual: bool = True,
                  local_window: int = 9, local_min: int = 3, anchored_index: bool = False) -> None:
         self.params, self.ctx, self.max_gamma = params, ctx, max_gamma
         self.num_experts, self.top_k = num_experts, top_k
@@ -63,14 +63,16 @@ class StepCostModel(PrefillPrices):
         # kinds), and with `local_residual` a price is scaled by the index now x the median of the last
         # `local_window` relative ratios of its kind at its batch size (where `local_min` are in; the other kind's
         # where only it was measured there, none where neither was).
-        # Off by default (stop 37): the data pin only the product of the index and a correction, so
-        # while a policy times one kind of step at a batch size the two wander together and carry the other kind's
-        # price along, and the kind it does not choose keeps whatever price it wandered to (only one priced too low
-        # gets chosen and corrected). `benchmarks/adaptive_gamma_drift.py` at 50879c8, the gamma 1 round over the
-        # decode step at the full batch, measured against priced (docs/results.md section 15): stdlib B = 4 in calls
-        # that ran rounds 1.50x against 1.27x (its decode step priced at 1.27x the measured), 1.46x against 1.47x
-        # (1.06x) with the maps alone; CPU MoE B = 1 1.51x against 1.20x (1.21x), alone 1.47x against 1.46x (0.99x);
-        # stdlib B = 16 in calls that only decoded 1.59x against 2.42x, alone 1.68x against 1.72x.
+        # The pair wanders, though: the data pin only the product of the index and a correction, so while a policy
+        # times one kind of step at a batch size the two wander together and carry the other kind's price along, and
+        # the kind it does not choose keeps whatever price it wandered to (only one priced too low gets chosen and
+        # corrected). `benchmarks/adaptive_gamma_drift.py` at 50879c8, a gamma 1 round over a decode step at the full
+        # batch, measured against priced (docs/results.md section 15): stdlib B = 4 in calls that ran rounds 1.50x
+        # against 1.27x (its decode step at 1.27x the measured), CPU MoE B = 1 1.51x against 1.20x, stdlib B = 16 in
+        # calls that only decoded 1.59x against 2.42x. The maps alone read 1.46/1.47x, 1.47/1.46x and 1.68/1.72x, but
+        # nothing corrects a fit that is off at a batch size: with them by default (cf8ed25) a stdlib engine at B = 1
+        # decoded every step of 11 of its 12 table calls (0.536x gamma 6), its fit pricing a decode step at 72-418 ms
+        # where it took 23-60 (`--trace stdlib:1`). So the correction stays on.
         self.local_residual, self.local_min = bool(local_residual), local_min
         self._recent: deque = deque(maxlen=9)
         self._speed = 1.0
