@@ -45,10 +45,11 @@ def drift(where: str, calls: int, gamma: int, max_gamma: int, options: tuple, ma
         (ar, _), (fixed, _), (auto, priced) = runs["ar"][-1], runs[f"g{gamma}"][-1], runs["auto"][-1]
         decode_s, round_s = _median_step_s(ar, batch, "decode"), _median_step_s(fixed, batch, "verify")
         hist = auto.metrics["adaptive"]["gamma_histogram"]
-        row = {"call": call, "auto_vs_ar": auto.metrics["stages"]["tokens_per_s"] / ar.metrics["stages"]["tokens_per_s"],
+        vs_ar = auto.metrics["stages"]["tokens_per_s"] / ar.metrics["stages"]["tokens_per_s"]
+        row = {"call": call, "auto_vs_ar": vs_ar,
                "rounds": any(g != "0" for g in hist), "gammas": hist, "measured": round_s / decode_s,
                "priced": priced[gamma] / priced[0], "priced_decode": priced[0] / decode_s,
-               "speed_index": cost.scales().get("speed_index", float("nan"))}  # none without an index
+               "speed_index": cost.scales().get("speed_index", float("nan"))}  # none before a step is timed
         rows.append(row)
         print(f"call {call + 1}: auto / AR {row['auto_vs_ar']:.2f}, gammas {hist}; g{gamma} round / decode step: "
               f"measured {row['measured']:.2f}, priced {row['priced']:.2f} (decode priced at {row['priced_decode']:.2f}"
