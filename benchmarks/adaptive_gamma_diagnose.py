@@ -126,7 +126,8 @@ def alternate(where: str, calls: int, max_new: int, max_gamma: int, against: int
                                             for b, v in sorted(measured.items())))
 
 
-def _value(text: str):
+def option_value(text: str):
+    """An option's value as given on the command line: an integer where it reads as one, else a float."""
     return int(text) if text.lstrip("-").isdigit() else float(text)
 
 
@@ -141,8 +142,8 @@ def variant(where: str, option: str, passes: int, max_new: int, gammas: list[int
     keys, columns = zip(*((key, values.split(",")) for key, values in (part.split("=") for part in option.split("+"))))
     if len({len(c) for c in columns}) != 1:
         raise SystemExit(f"--variant {option}: every option needs as many values")
-    autos = {"auto " + " ".join(f"{k}={v}" for k, v in zip(keys, vs)): tuple((k, _value(v)) for k, v in zip(keys, vs))
-             for vs in zip(*columns)}
+    autos = {"auto " + " ".join(f"{k}={v}" for k, v in zip(keys, vs)):
+             tuple((k, option_value(v)) for k, v in zip(keys, vs)) for vs in zip(*columns)}
     configs = [("ar", 0, False)] + [(f"g{g}", g, False) for g in gammas] \
         + [(label, max(gammas), True) for label in autos]
     engines, prompts, eos = cell(name, batch, configs, ModelCache(), options=autos)
@@ -177,7 +178,7 @@ def cold(where: str, option: str, calls: int, max_new: int, gammas: list[int]) -
     specs = {"ar": setting_specs(name, 0, False), f"g{max(gammas)}": setting_specs(name, max(gammas), False)}
     for v in values.split(","):
         specs[f"auto {key}={v}"] = dataclasses.replace(setting_specs(name, max(gammas), True),
-                                                       gamma_policy_options=((key, _value(v)),))
+                                                       gamma_policy_options=((key, option_value(v)),))
     models = ModelCache()
     warm = build_engine(specs["ar"], models)  # kernels and allocator, outside any measured engine
     tok = warm.target.tokenizer

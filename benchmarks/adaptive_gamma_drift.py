@@ -18,6 +18,7 @@ import argparse
 import statistics
 
 from adaptive_gamma import cell, parse_cell
+from adaptive_gamma_diagnose import option_value
 from moesd.engine.factory import ModelCache
 from pass_plan import run_passes
 
@@ -79,8 +80,7 @@ def main() -> None:
                     help="an option of auto's policy or cost model (engine/factory.py), repeatable")
     ap.add_argument("--max-new-tokens", type=int, default=32)
     a = ap.parse_args()
-    options = tuple((k, int(v) if v.lstrip("-").isdigit() else float(v))
-                    for k, v in (o.split("=", 1) for o in a.option))
+    options = tuple((k, option_value(v)) for k, v in (o.split("=", 1) for o in a.option))
     drift(a.cell, a.calls, a.gamma, a.max_gamma, options, a.max_new_tokens)
 
 
