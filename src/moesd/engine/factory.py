@@ -173,7 +173,7 @@ def build_engine(spec: EngineSpec, models: ModelCache | None = None) -> SpecEngi
 
 
 # `--gamma auto` options that configure the engine's cost model (StepCostModel), with their defaults.
-COST_OPTIONS = {"local_residual": True, "anchored_index": False}
+COST_OPTIONS = {"local_residual": True, "anchored_index": False, "shared_correction": False}
 
 
 def make_gamma_policy(spec: EngineSpec, target: LoadedModel, draft: LoadedModel | None):

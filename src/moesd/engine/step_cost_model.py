@@ -25,7 +25,8 @@ class StepCostModel(PrefillPrices):
 
     def __init__(self, params: StepTimeParams, ctx: StepContext, num_experts: int, top_k: int,
                  window: int = 64, source: str = "prior", max_gamma: int = 16, local_residual: bool = True,
-                 local_window: int = 9, local_min: int = 3, anchored_index: bool = False) -> None:
+                 local_window: int = 9, local_min: int = 3, anchored_index: bool = False,
+                 shared_correction: bool = False) -> None:
         self.params, self.ctx, self.max_gamma = params, ctx, max_gamma
         self.num_experts, self.top_k = num_experts, top_k
         self.maps = {"target": OnlineMap(window, 3), "draft": OnlineMap(window, 3),
@@ -102,6 +103,10 @@ class StepCostModel(PrefillPrices):
         # the budget (0.546x gamma 6; docs/results.md section 15). Without it, the index and the corrections are
         # ratios to the fit of their time, as before d7b3924.
         self.anchored_index = bool(anchored_index)
+        # With `shared_correction`, one correction per batch size for both kinds of step (kept as decode steps'):
+        # it corrects the fit's level at a batch size and leaves the relation of a round to a decode step to the
+        # maps, so the index and the correction wandering together move both prices alike.
+        self.shared_correction = bool(shared_correction)
         self._anchor_seen: dict[tuple[bool, int], list] = {}
         self._anchors: dict[tuple[bool, int], float] = {}
 
@@ -325,14 +330,15 @@ class StepCostModel(PrefillPrices):
         ratio = float(step_s / (predicted + self._outside_s[g > 0]))
         recent = self._recent
         index = statistics.median(recent) if recent else ratio
-        seen = self._local.setdefault((g > 0, b), deque(maxlen=self._local_window))
+        kind = g > 0 and not self.shared_correction
+        seen = self._local.setdefault((kind, b), deque(maxlen=self._local_window))
         seen.append(ratio / index)
         if len(seen) >= self.local_min:
-            self._set_local(b, g > 0, statistics.median(seen))
+            self._set_local(b, kind, statistics.median(seen))
         # The index takes each ratio over its (kind, batch size) correction: what is left is the machine's speed, not
         # the fit's error at the batch size the run is at (taken as speed, a call's tail at B <= 10 set the index for
         # B = 16 too, and the per-batch-size corrections cancelled).
-        recent.append(ratio / self._correction(b, g > 0))
+        recent.append(ratio / self._correction(b, kind))
         self._speed = statistics.median(recent)
         return index
 
