@@ -105,13 +105,13 @@ class StepCostModel(PrefillPrices):
         self.anchored_index = bool(anchored_index)
         # With `shared_correction`, one correction per batch size for both kinds of step (kept as decode steps'):
         # it corrects the fit's level at a batch size and leaves the relation of a round to a decode step to the
-        # maps, so the index and the correction wandering together move both prices alike. It ends the drift
-        # (`adaptive_gamma_drift.py` at 500ca97, AVX2 CPU: decode steps priced at 1.00-1.06x the measured where the
-        # default priced 1.21-1.27x, stdlib B = 16's relation 1.60x against 1.59x measured where it priced 2.42x),
-        # but it does not correct the maps' relation where their shape is off: at stdlib B = 4 it probed gamma 6
-        # rounds (0.71x decoding there) in 24 of 100 passes. Side by side with the default (`--variant ...
-        # shared_correction=0,1`, 40-100 passes at stdlib B = 1 and 4 and the CPU MoE B = 1) it read within 1 % in
-        # every cell (docs/results.md section 15), so it is off by default.
+        # maps, so the index and the correction wandering together move both prices alike (without
+        # `anchored_index`, whose corrections are taken otherwise). `adaptive_gamma_drift.py` at 500ca97 on the AVX2
+        # CPU priced decode steps at 1.00-1.06x the measured with it, but the default did as well there (1.00-1.04x;
+        # its 1.21-1.27x was on the AVX512 CPU), and it leaves the maps' relation uncorrected where their shape is
+        # off: at stdlib B = 4 it probed gamma 6 rounds (0.71x decoding there) in 24 of 100 passes. Side by side with
+        # the default (`--variant ... shared_correction=0,1`, 40-100 passes at stdlib B = 1 and 4 and the CPU MoE
+        # B = 1) it read within 1.2 % in every cell (docs/results.md section 15), so it is off by default.
         self.shared_correction = bool(shared_correction)
         self._anchor_seen: dict[tuple[bool, int], list] = {}
         self._anchors: dict[tuple[bool, int], float] = {}
