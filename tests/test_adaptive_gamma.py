@@ -519,9 +519,9 @@ def test_a_correction_shared_by_both_kinds_of_step_keeps_their_relation_while_on
     """Calls of a static batch whose full batch size runs only rounds after the first six (as a policy that found SD
     paying does), 8 % noise per step and the machine's speed moving 12 % between calls: with a correction per kind of
     step, the index and the rounds' correction at B = 16 wander together (the data pin only their product) and carry
-    the untimed decode step's price along, so the priced relation of a round to a decode step wandered 0.77-1.23x
-    of the truth over five seeds; with `shared_correction`, one per batch size for both kinds, it is the maps'
-    relation, within 5 % (in the engine, `benchmarks/adaptive_gamma_drift.py`: the correction per kind priced stdlib
+    the untimed decode step's price along, so the priced relation of a round to a decode step strays more than 12 %
+    from the truth (0.77-1.23x over these five seeds); with `shared_correction`, one per batch size for both kinds,
+    it is the maps' relation, within 6 % (in the engine, `benchmarks/adaptive_gamma_drift.py`: the correction per kind priced stdlib
     B = 4's round at 1.27x a decode step where it measured 1.50x on one CPU, and within 6 % on another, as the shared
     one did; docs/results.md section 15)."""
     def truth_s(b, g):
